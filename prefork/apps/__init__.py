@@ -1,0 +1,1 @@
+"""Applications: the handlers that routes point at."""

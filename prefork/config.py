@@ -1,0 +1,260 @@
+"""Configuration: TOML (tomllib) validated into typed, frozen objects.
+
+Every error names the file, the key and what was expected, so
+``prefork-server -t -c FILE`` can tell the user exactly what to fix, and a
+reload with a bad file can keep the old configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+BACKENDS = ("epoll", "uvloop", "asyncio")
+IMPLEMENTED_BACKENDS = ("epoll",)
+PROTOCOLS = ("http", "echo")
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the person who wrote the file."""
+
+    def __init__(self, path: str, key: str, message: str):
+        self.path = path
+        self.key = key
+        self.message = message
+        super().__init__(f"{path}: {key}: {message}" if key else f"{path}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a listener binds: an IP host and port, or a unix socket path."""
+
+    family: str  # "inet", "inet6" or "unix"
+    host: str
+    port: int
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.family == "unix":
+            return f"unix:{self.path}"
+        if self.family == "inet6":
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    address: Address
+    protocol: str = "http"
+    name: str = ""
+    backlog: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    workers: int = 1
+    worker_connections: int = 10000
+    backend: str = "epoll"
+    accept_batch: int = 64
+    shutdown_timeout: float = 30.0      # graceful stop: force-close after this
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """Limits and timeouts, with nginx's defaults where nginx has one."""
+
+    max_request_line: int = 8192        # large_client_header_buffers: 8k line
+    max_header_bytes: int = 32768       # large_client_header_buffers: 4 x 8k
+    max_headers: int = 100
+    max_body: int = 1048576             # client_max_body_size 1m
+    header_timeout: float = 60.0        # client_header_timeout
+    body_timeout: float = 60.0          # client_body_timeout
+    keepalive_timeout: float = 75.0     # keepalive_timeout
+    keepalive_requests: int = 1000      # keepalive_requests
+    send_timeout: float = 60.0          # send_timeout
+    high_water: int = 65536             # pause reading above this much unsent output
+    server_header: str = "prefork"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    server: ServerConfig = field(default_factory=ServerConfig)
+    listen: tuple[ListenConfig, ...] = ()
+    http: HttpConfig = field(default_factory=HttpConfig)
+
+
+# --- validation helpers ---------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _check_int(path: str, key: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, key, f"expected an integer, got {_type_name(value)} {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+        raise ConfigError(path, key, f"expected an integer {bound}, got {value}")
+    return value
+
+
+def _check_float(path: str, key: str, value: Any, lo: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(path, key, f"expected a number of seconds, got {_type_name(value)} {value!r}")
+    if value <= lo:
+        raise ConfigError(path, key, f"expected a number > {lo}, got {value}")
+    return float(value)
+
+
+def _check_str(path: str, key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(path, key, f"expected a string, got {_type_name(value)} {value!r}")
+    if choices is not None and value not in choices:
+        raise ConfigError(path, key, f"expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _check_table(path: str, key: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(path, key, f"expected a table, got {_type_name(value)}")
+    return value
+
+
+def _unknown_keys(path: str, section: str, table: dict, known: set[str]) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(path, f"{section}.{key}" if section else key,
+                              f"unknown key (known keys: {', '.join(sorted(known))})")
+
+
+def parse_address(path: str, key: str, value: Any) -> Address:
+    text = _check_str(path, key, value)
+    if text.startswith("unix:"):
+        if len(text) <= 5:
+            raise ConfigError(path, key, "expected 'unix:/path/to/socket'")
+        return Address("unix", "", 0, text[5:])
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        family = "inet6"
+    elif text.isdigit():
+        host, sep, port, family = "0.0.0.0", ":", text, "inet"
+    else:
+        host, sep, port = text.rpartition(":")
+        family = "inet"
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(path, key, f"expected 'host:port', '[v6addr]:port', 'port' or 'unix:/path', got {text!r}")
+    if family == "inet" and ":" in host:
+        raise ConfigError(path, key, f"an IPv6 address needs brackets: '[{host}]:{port}'")
+    return Address(family, host, int(port))
+
+
+def _section(path: str, data: dict, name: str, cls: type, checks: dict) -> Any:
+    table = _check_table(path, f"[{name}]", data.get(name, {}))
+    _unknown_keys(path, name, table, {f.name for f in fields(cls)})
+    values = {}
+    for key, raw in table.items():
+        values[key] = checks[key](path, f"{name}.{key}", raw)
+    return cls(**values)
+
+
+def _workers(path: str, key: str, value: Any) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    if isinstance(value, str):
+        raise ConfigError(path, key, f"expected an integer >= 1 or \"auto\", got {value!r}")
+    return _check_int(path, key, value, 1, 4096)
+
+
+def _backend(path: str, key: str, value: Any) -> str:
+    name = _check_str(path, key, value, BACKENDS)
+    if name not in IMPLEMENTED_BACKENDS:
+        raise ConfigError(path, key, f"backend {name!r} is not available in this version "
+                                     f"(available: {', '.join(IMPLEMENTED_BACKENDS)})")
+    return name
+
+
+_SERVER_CHECKS = {
+    "workers": _workers,
+    "worker_connections": lambda p, k, v: _check_int(p, k, v, 1, 10_000_000),
+    "backend": _backend,
+    "accept_batch": lambda p, k, v: _check_int(p, k, v, 1, 65536),
+    "shutdown_timeout": lambda p, k, v: _check_float(p, k, v, 0),
+}
+
+_HTTP_CHECKS = {
+    "max_request_line": lambda p, k, v: _check_int(p, k, v, 64),
+    "max_header_bytes": lambda p, k, v: _check_int(p, k, v, 256),
+    "max_headers": lambda p, k, v: _check_int(p, k, v, 1),
+    "max_body": lambda p, k, v: _check_int(p, k, v, 0),
+    "header_timeout": lambda p, k, v: _check_float(p, k, v, 0),
+    "body_timeout": lambda p, k, v: _check_float(p, k, v, 0),
+    "keepalive_timeout": lambda p, k, v: _check_float(p, k, v, 0),
+    "keepalive_requests": lambda p, k, v: _check_int(p, k, v, 1),
+    "send_timeout": lambda p, k, v: _check_float(p, k, v, 0),
+    "high_water": lambda p, k, v: _check_int(p, k, v, 1024),
+    "server_header": lambda p, k, v: _check_str(p, k, v),
+}
+
+_LISTEN_CHECKS = {
+    "address": parse_address,
+    "protocol": lambda p, k, v: _check_str(p, k, v, PROTOCOLS),
+    "name": lambda p, k, v: _check_str(p, k, v),
+    "backlog": lambda p, k, v: _check_int(p, k, v, 1, 1 << 20),
+}
+
+
+def _listeners(path: str, data: dict) -> tuple[ListenConfig, ...]:
+    raw = data.get("listen")
+    if raw is None:
+        raise ConfigError(path, "[[listen]]", "at least one [[listen]] table with an address is required")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(path, "[[listen]]", "expected an array of tables: [[listen]]")
+    out = []
+    seen_addresses: set[str] = set()
+    seen_names: set[str] = set()
+    for i, item in enumerate(raw):
+        section = f"listen[{i}]"
+        table = _check_table(path, section, item)
+        _unknown_keys(path, section, table, {f.name for f in fields(ListenConfig)})
+        if "address" not in table:
+            raise ConfigError(path, f"{section}.address", "missing; expected e.g. \"127.0.0.1:8080\"")
+        values = {key: _LISTEN_CHECKS[key](path, f"{section}.{key}", v) for key, v in table.items()}
+        listen = ListenConfig(**values)
+        if str(listen.address) in seen_addresses:
+            raise ConfigError(path, f"{section}.address", f"{listen.address} is listed twice")
+        if listen.name and listen.name in seen_names:
+            raise ConfigError(path, f"{section}.name", f"name {listen.name!r} is used twice")
+        seen_addresses.add(str(listen.address))
+        if listen.name:
+            seen_names.add(listen.name)
+        out.append(listen)
+    return tuple(out)
+
+
+def from_dict(data: dict, path: str = "<config>") -> Config:
+    _unknown_keys(path, "", data, {"server", "listen", "http"})
+    server = _section(path, data, "server", ServerConfig, _SERVER_CHECKS)
+    http = _section(path, data, "http", HttpConfig, _HTTP_CHECKS)
+    if http.max_request_line > http.max_header_bytes:
+        raise ConfigError(path, "http.max_request_line",
+                          f"must not exceed http.max_header_bytes ({http.max_header_bytes})")
+    return Config(path=path, server=server, listen=_listeners(path, data), http=http)
+
+
+def load(path: str) -> Config:
+    """Read and validate a config file; raise ConfigError naming what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, "", "no such file") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    return from_dict(data, path)

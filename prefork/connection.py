@@ -1,0 +1,282 @@
+"""The epoll backend's drivers: ``Acceptor`` for a listening socket and
+``Connection`` for an accepted one. They do the I/O; the sans-IO protocol
+decides what the bytes mean.
+
+Write path: try ``send`` first, buffer only the rest, hold EPOLLOUT interest
+only while the buffer is non-empty, stop reading above the high-water mark.
+Reads go into one buffer per worker (``Worker.rbuf``), so an idle connection
+owns no buffer at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from .reactor import READABLE, WRITABLE
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("prefork.worker")
+
+LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: drain input this long before closing after an error
+
+
+class Connection:
+    __slots__ = ("fd", "worker", "proto", "wbuf", "timer", "send_deadline", "paused", "lingering")
+
+    def __init__(self, worker: "Worker", fd: int, proto):
+        self.fd = fd
+        self.worker = worker
+        self.proto = proto
+        self.wbuf: bytearray | None = None
+        self.timer = None
+        self.send_deadline = 0.0
+        self.paused = False
+        self.lingering = False
+        worker.reactor.add(fd, READABLE, Connection.on_readable, self)
+        if proto.deadline:
+            self.timer = worker.reactor.call_at(proto.deadline, Connection.on_timer, self)
+
+    def __repr__(self) -> str:
+        return f"<Connection fd={self.fd}>"
+
+    # --- events ---------------------------------------------------------------
+
+    def on_readable(self) -> None:
+        worker = self.worker
+        try:
+            n = os.readv(self.fd, worker.rbufs)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()  # ECONNRESET and friends: the peer is gone
+            return
+        if self.lingering:
+            if n == 0:
+                self.close()
+            return
+        proto = self.proto
+        if n:
+            out = proto.data_received(worker.rview[:n])
+        else:
+            out = proto.eof_received()
+        if out:
+            self.write(out)
+        if self.fd >= 0:
+            self.after()
+
+    def on_writable(self) -> None:
+        wbuf = self.wbuf
+        try:
+            n = os.write(self.fd, wbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        del wbuf[:n]
+        if wbuf:
+            self.send_deadline = self.worker.reactor.clock() + self.worker.send_timeout
+            return
+        self.wbuf = None
+        self.send_deadline = 0.0
+        self.worker.reactor.remove(self.fd, WRITABLE)
+        if self.paused:
+            self.paused = False
+            self.worker.reactor.add(self.fd, READABLE, Connection.on_readable, self)
+        self.after()
+
+    def on_timer(self) -> None:
+        self.timer = None
+        if self.fd < 0:
+            return
+        reactor = self.worker.reactor
+        now = reactor.clock()
+        send_deadline = self.send_deadline
+        if send_deadline and send_deadline <= now:
+            self.close()  # the client has read nothing for send_timeout
+            return
+        if self.lingering:
+            self.close()
+            return
+        proto = self.proto
+        deadline = proto.deadline
+        if deadline and deadline <= now:
+            out = proto.timeout(now)
+            if out:
+                self.write(out)
+            if self.fd >= 0:
+                self.after()
+            return
+        self.arm()
+
+    # --- helpers ---------------------------------------------------------------
+
+    def arm(self) -> None:
+        """Make sure a timer is pending for the earliest deadline. A timer that
+        is already pending and fires early re-arms itself (lazy), so moving a
+        deadline later costs nothing per request."""
+        deadline = self.proto.deadline
+        send_deadline = self.send_deadline
+        if send_deadline and (not deadline or send_deadline < deadline):
+            deadline = send_deadline
+        timer = self.timer
+        if not deadline:
+            return
+        if timer is not None:
+            if timer.when <= deadline:
+                return
+            timer.cancel()
+        self.timer = self.worker.reactor.call_at(deadline, Connection.on_timer, self)
+
+    def after(self) -> None:
+        """After the protocol has spoken: close, linger or keep the timer."""
+        proto = self.proto
+        if proto.closing:
+            if self.wbuf is None:
+                self.finish()
+            return
+        if self.worker.draining and proto.state == 0 and self.wbuf is None:
+            self.close()  # graceful stop: idle between requests
+            return
+        # One pending timer per connection: a deadline that moved later is
+        # handled when the timer fires (lazily); one that moved earlier re-arms.
+        timer = self.timer
+        deadline = proto.deadline
+        if deadline and (timer is None or deadline < timer.when):
+            self.arm()
+        elif timer is None and self.send_deadline:
+            self.arm()
+
+    def write(self, data: bytes) -> None:
+        if self.wbuf is not None:
+            self.wbuf += data
+            self._check_high_water()
+            return
+        try:
+            n = os.write(self.fd, data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            self.close()
+            return
+        if n == len(data):
+            return
+        worker = self.worker
+        self.wbuf = bytearray(memoryview(data)[n:])
+        worker.reactor.add(self.fd, WRITABLE, Connection.on_writable, self)
+        self.send_deadline = worker.reactor.clock() + worker.send_timeout
+        self.arm()
+        self._check_high_water()
+
+    def _check_high_water(self) -> None:
+        if not self.paused and len(self.wbuf) > self.worker.high_water:
+            self.paused = True
+            self.worker.reactor.remove(self.fd, READABLE)
+
+    def finish(self) -> None:
+        """The protocol is done and the output is flushed."""
+        if not self.proto.linger:
+            self.close()
+            return
+        # Lingering close (as nginx does after an error): send FIN, then read
+        # and drop what the client still sends, so unread input does not make
+        # the kernel reset the connection and destroy the response.
+        try:
+            sock = socket.socket(fileno=self.fd)
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            finally:
+                sock.detach()
+        except OSError:
+            self.close()
+            return
+        self.lingering = True
+        if self.paused:
+            self.paused = False
+            self.worker.reactor.add(self.fd, READABLE, Connection.on_readable, self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.worker.reactor.call_later(LINGER_TIMEOUT, Connection.on_timer, self)
+
+    def abort(self) -> None:
+        """Called by the reactor when a callback for this connection raised."""
+        self.close()
+
+    def close(self) -> None:
+        fd = self.fd
+        if fd < 0:
+            return
+        self.fd = -1
+        worker = self.worker
+        worker.reactor.remove(fd)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.wbuf = None
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        worker.connection_closed()
+
+
+class Acceptor:
+    """A listening socket in the reactor: accepts up to ``accept_batch``
+    connections per readiness event."""
+
+    __slots__ = ("sock", "fd", "factory", "ctx", "worker", "listening", "name")
+
+    def __init__(self, worker: "Worker", sock: socket.socket, factory, ctx, name: str = ""):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.factory = factory
+        self.ctx = ctx
+        self.worker = worker
+        self.listening = False
+        self.name = name
+        sock.setblocking(False)
+
+    def start(self) -> None:
+        if not self.listening:
+            self.listening = True
+            self.worker.reactor.add(self.fd, READABLE, Acceptor.on_readable, self)
+
+    def stop(self) -> None:
+        if self.listening:
+            self.listening = False
+            self.worker.reactor.remove(self.fd)
+
+    def on_readable(self) -> None:
+        worker = self.worker
+        accept = self.sock._accept
+        factory, ctx = self.factory, self.ctx
+        for _ in range(worker.accept_batch):
+            if worker.active >= worker.max_connections:
+                worker.pause_accepting()
+                return
+            try:
+                fd, addr = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    worker.out_of_fds(self.sock, exc)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # that one connection is gone; the next may be fine
+                log.error("accept() on %s failed: %s", self.name or self.fd, exc)
+                return
+            try:
+                os.set_blocking(fd, False)
+            except OSError:
+                os.close(fd)
+                continue
+            worker.active += 1
+            worker.accepted += 1
+            Connection(worker, fd, factory(ctx, addr))

@@ -1,0 +1,23 @@
+"""Echo protocol, sans-IO: every byte received is sent back."""
+
+from __future__ import annotations
+
+
+class EchoProtocol:
+    __slots__ = ("closing", "linger", "deadline")
+    state = 0  # always idle: nothing is ever half-received
+
+    def __init__(self, ctx=None, peer=None):
+        self.closing = False
+        self.linger = False
+        self.deadline = 0.0
+
+    def data_received(self, data) -> bytes:
+        return bytes(data)
+
+    def eof_received(self) -> bytes:
+        self.closing = True
+        return b""
+
+    def timeout(self, now: float) -> bytes:
+        return b""

@@ -1,0 +1,404 @@
+"""HTTP/1.1 server protocol, sans-IO: bytes in, bytes out.
+
+``HttpProtocol.data_received(data)`` parses with httptools (llhttp), runs the
+handlers inline and returns the bytes to send. The driver (the epoll
+``Connection``, or the asyncio adapter later) reads ``closing``, ``linger`` and
+``deadline`` after each call and calls ``timeout(now)`` when the deadline has
+passed. No socket call happens here, so the same code runs on every backend
+and is tested fed whole, byte by byte and pipelined.
+
+Memory: an idle keep-alive connection holds only its ``HttpProtocol`` (a
+slotted object). The httptools parser and the per-request state live in a
+``_Parser`` that is borrowed from the worker's pool when a request starts and
+returned when it ends on a message boundary.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Callable
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from ..config import HttpConfig
+
+# Connection states, for timeouts.
+IDLE = 0      # between requests (or before the first): keepalive/header timeout
+HEAD = 1      # request line and headers arriving: header timeout -> 408
+BODY = 2      # body arriving: body timeout between reads -> 408
+CLOSED = 3    # closing: nothing more is parsed
+
+_STATUS_LINES = {
+    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
+}
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d Unknown\r\n" % status
+    return line
+
+
+class Request:
+    """One parsed request, as handlers see it."""
+
+    __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive", "peer")
+
+    def __init__(self, method: bytes, target: bytes, path: bytes, query: bytes, version: str,
+                 headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool, peer=None):
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.peer = peer
+
+    def header(self, name: bytes, default: bytes | None = None) -> bytes | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return default
+
+
+class Response:
+    """What a handler returns."""
+
+    __slots__ = ("status", "body", "content_type", "headers")
+
+    def __init__(self, status: int = 200, body: bytes = b"", content_type: bytes = b"text/plain",
+                 headers: list[tuple[bytes, bytes]] | None = None):
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers or []
+
+
+Handler = Callable[[Request], Response]
+
+
+class HttpContext:
+    """Per-worker shared state for every HTTP connection: limits, routes, the
+    cached Date header and the pool of idle parsers."""
+
+    def __init__(self, config: HttpConfig, routes: dict[bytes, Handler] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.routes = dict(routes or {})
+        self.clock = clock
+        self.server_line = b"Server: " + config.server_header.encode("latin-1") + b"\r\n"
+        self.date_line = b""
+        self._date_second = -1
+        self.parser_pool: list[_Parser] = []
+        self.parser_pool_max = 256
+        self.requests = 0  # counter, for status
+        self.refresh_date()
+
+    def refresh_date(self, now: float | None = None) -> None:
+        """Recompute the Date header; the worker calls this once a second."""
+        second = int(time.time() if now is None else now)
+        if second != self._date_second:
+            self._date_second = second
+            self.date_line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
+
+    def head(self, status: int, content_type: bytes, length: int, extra: list[tuple[bytes, bytes]],
+             keep_alive: bool, http10: bool) -> bytes:
+        parts = [status_line(status), self.server_line, self.date_line,
+                 b"Content-Type: ", content_type, b"\r\nContent-Length: ", b"%d\r\n" % length]
+        for name, value in extra:
+            parts += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            parts.append(_CLOSE)
+        elif http10:
+            parts.append(_KEEP_ALIVE)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def error_body(self, status: int) -> bytes:
+        phrase = status_line(status)[13:-2]
+        return (b"<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n<center><h1>%d %s</h1></center>\r\n"
+                b"</body>\r\n</html>\r\n" % (status, phrase, status, phrase))
+
+
+class _Stop(Exception):
+    """Raised from a callback to stop parsing: the connection is closing."""
+
+
+class _ParseError(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+class _Parser:
+    """An httptools parser and the request being built; pooled per worker."""
+
+    __slots__ = ("parser", "proto", "url", "headers", "header_bytes", "body", "body_len",
+                 "content_length", "chunked", "host_count", "expect", "in_message", "head_done")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.proto: HttpProtocol | None = None
+        self.in_message = False
+        self.reset()
+
+    def reset(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.body: list[bytes] = []
+        self.body_len = 0
+        self.content_length = -1
+        self.chunked = False
+        self.host_count = 0
+        self.expect = b""
+        self.head_done = False
+
+    # httptools callbacks -----------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.proto.state == CLOSED:
+            raise _Stop  # pipelined data after the last request we answer
+        self.in_message = True
+        self.proto._begin()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        limit = self.proto.ctx.config.max_request_line
+        if len(self.url) > limit:
+            raise _ParseError(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        headers.append((name, value))
+        self.header_bytes += len(name) + len(value) + 4
+        config = self.proto.ctx.config
+        if len(headers) > config.max_headers or self.header_bytes > config.max_header_bytes:
+            raise _ParseError(431, "request header fields too large")
+        lname = name.lower()
+        if lname == b"content-length":
+            self.content_length = int(value)  # llhttp has checked digits and duplicates
+        elif lname == b"transfer-encoding":
+            if value.strip().lower() != b"chunked":
+                raise _ParseError(501, "unsupported transfer coding")
+            self.chunked = True
+        elif lname == b"host":
+            self.host_count += 1
+        elif lname == b"expect":
+            self.expect = value.strip().lower()
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+        self.proto._headers_complete(self)
+
+    def on_body(self, body: bytes) -> None:
+        self.body_len += len(body)
+        if self.body_len > self.proto.ctx.config.max_body:
+            raise _ParseError(413, "request body too large")
+        self.body.append(body)
+        self.proto._body_progress()
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        proto = self.proto
+        parser = self.parser
+        body = self.body
+        request = Request(
+            parser.get_method(), self.url, b"", b"", parser.get_http_version(), self.headers,
+            body[0] if len(body) == 1 else b"".join(body), parser.should_keep_alive(),
+        )
+        self.reset()
+        proto._complete(request)
+
+
+class HttpProtocol:
+    """One HTTP/1.1 connection's protocol state."""
+
+    __slots__ = ("ctx", "closing", "linger", "deadline", "state", "_p", "_out", "_requests", "peer",
+                 "_head_bytes")
+
+    def __init__(self, ctx: HttpContext, peer=None):
+        self.ctx = ctx
+        self.peer = peer
+        self.closing = False     # close once the output is flushed
+        self.linger = False      # ...and drain unread input first (error responses)
+        self.state = IDLE
+        self.deadline = ctx.clock() + ctx.config.header_timeout
+        self._p: _Parser | None = None
+        self._out: list[bytes] | None = None
+        self._requests = 0
+        self._head_bytes = 0
+
+    # --- input from the driver ------------------------------------------------
+
+    def data_received(self, data) -> bytes:
+        if self.state == CLOSED:
+            return b""
+        p = self._p
+        if p is None:
+            pool = self.ctx.parser_pool
+            p = self._p = pool.pop() if pool else _Parser()
+            p.proto = self
+        self._out = out = []
+        if self.state != BODY:
+            self._head_bytes += len(data)
+        try:
+            p.parser.feed_data(data)
+        except _Stop:
+            pass
+        except _ParseError as exc:
+            self._fail(exc.status)
+        except httptools.HttpParserUpgrade:
+            # Upgrade/CONNECT: no protocol switch here. CONNECT is refused;
+            # other requests were answered, and the connection ends there.
+            if p.parser.get_method() == b"CONNECT":
+                self._fail(405)
+            else:
+                self._finish()
+        except httptools.HttpParserError:
+            self._fail(400)
+        else:
+            if self.state == HEAD and not p.head_done:
+                self._check_head_size(p)
+        if self.state == CLOSED:
+            self._release(p, reuse=False)
+        elif not p.in_message:
+            self._release(p, reuse=True)
+        self._out = None
+        if not out:
+            return b""
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def eof_received(self) -> bytes:
+        """The peer closed its side: finish (a partial request is dropped)."""
+        self.state = CLOSED
+        self.closing = True
+        self.deadline = 0.0
+        if self._p is not None:
+            self._release(self._p, reuse=False)
+        return b""
+
+    def timeout(self, now: float) -> bytes:
+        """The deadline has passed: 408 mid-request, a quiet close when idle."""
+        if self.state in (HEAD, BODY):
+            self._out = out = []
+            self._fail(408)
+            self._out = None
+            if self._p is not None:
+                self._release(self._p, reuse=False)
+            return b"".join(out)
+        self.eof_received()
+        return b""
+
+    # --- helpers ---------------------------------------------------------------
+
+    def _release(self, p: _Parser, reuse: bool) -> None:
+        self._p = None
+        p.proto = None
+        if reuse:
+            pool = self.ctx.parser_pool
+            if len(pool) < self.ctx.parser_pool_max:
+                pool.append(p)
+
+    def _check_head_size(self, p: _Parser) -> None:
+        """Bound what an endless head may make us buffer: httptools holds a
+        partial header field until it completes, so one huge field is only
+        seen here, by the bytes received since the request began."""
+        config = self.ctx.config
+        if self._head_bytes > config.max_header_bytes + config.max_request_line:
+            self._fail(431)
+
+    def _begin(self) -> None:
+        if self.state == IDLE:
+            self.state = HEAD
+            self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
+
+    def _headers_complete(self, p: _Parser) -> None:
+        config = self.ctx.config
+        parser = p.parser
+        if p.host_count > 1 or (p.host_count == 0 and parser.get_http_version() == "1.1"):
+            raise _ParseError(400, "missing or repeated Host")
+        if p.content_length > config.max_body:
+            raise _ParseError(413, "request body too large")
+        has_body = p.chunked or p.content_length > 0
+        if p.expect:
+            if p.expect != b"100-continue":
+                raise _ParseError(417, "unsupported expectation")
+            if has_body and parser.get_http_version() == "1.1":
+                self._out.append(_CONTINUE)
+        if has_body:
+            self.state = BODY
+            self.deadline = self.ctx.clock() + config.body_timeout
+
+    def _body_progress(self) -> None:
+        self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
+
+    def _complete(self, request: Request) -> None:
+        self._requests += 1
+        self.ctx.requests += 1
+        self._head_bytes = 0
+        config = self.ctx.config
+        if self._requests >= config.keepalive_requests:
+            request.keep_alive = False
+        target = request.target
+        path, _, query = target.partition(b"?")
+        if b"%" in path:
+            path = unquote_to_bytes(path)
+        request.path = path
+        request.query = query
+        request.peer = self.peer
+        handler = self.ctx.routes.get(path)
+        if handler is None:
+            self._error_response(404, request.keep_alive, request.method == b"HEAD", request.version == "1.0")
+        else:
+            try:
+                response = handler(request)
+            except Exception:
+                self._error_response(500, False, request.method == b"HEAD", request.version == "1.0")
+                self.linger = True
+                self._finish()
+                return
+            self._respond(request, response)
+        if not request.keep_alive:
+            self._finish()
+        else:
+            self.state = IDLE
+            self.deadline = self.ctx.clock() + config.keepalive_timeout
+
+    def _respond(self, request: Request, response: Response) -> None:
+        body = response.body
+        head = self.ctx.head(response.status, response.content_type, len(body), response.headers,
+                             request.keep_alive, request.version == "1.0")
+        if request.method == b"HEAD" or not body:
+            self._out.append(head)
+        else:
+            self._out.append(head + body)
+
+    def _error_response(self, status: int, keep_alive: bool, head_only: bool = False, http10: bool = False) -> None:
+        body = self.ctx.error_body(status)
+        head = self.ctx.head(status, b"text/html", len(body), [], keep_alive, http10)
+        self._out.append(head if head_only else head + body)
+
+    def _fail(self, status: int) -> None:
+        """Answer a bad request with ``status`` and close after a lingering read."""
+        if self.state == CLOSED:
+            return  # already answered the last request; nothing more is said
+        self._error_response(status, keep_alive=False)
+        self.linger = True
+        self._finish()
+
+    def _finish(self) -> None:
+        self.state = CLOSED
+        self.closing = True
+        self.deadline = 0.0

@@ -1,0 +1,166 @@
+"""Shared fixtures: start prefork-server as a real subprocess on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 15.0,
+                  host: str = "127.0.0.1") -> None:
+    """Wait until something accepts on ``port`` (polling connect, with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+class Server:
+    def __init__(self, tmp_path: Path, config: str, ports: dict[str, int]):
+        self.path = tmp_path / "server.toml"
+        self.path.write_text(config)
+        self.ports = ports
+        self.port = ports.get("http") or next(iter(ports.values()))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Server":
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen([sys.executable, "-m", "prefork.cli", "-c", str(self.path)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        for port in self.ports.values():
+            wait_for_port(port, self.proc)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return self.proc.returncode
+
+    def connect(self, name: str = "http", timeout: float = 5.0) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.ports[name]), timeout=timeout)
+
+
+def make_config(ports: dict[str, int], server: str = "", http: str = "") -> str:
+    listens = "\n".join(
+        f'[[listen]]\naddress = "127.0.0.1:{port}"\nprotocol = "{"echo" if name.startswith("echo") else "http"}"\nname = "{name}"\n'
+        for name, port in ports.items()
+    )
+    defaults = [line for line in ("workers = 1", "worker_connections = 1000")
+                if line.split(" =")[0] + " =" not in server]
+    server = "\n".join(defaults + [server])
+    return textwrap.dedent("""\
+        [server]
+        {server}
+
+        {listens}
+
+        [http]
+        {http}
+        """).format(server=server, listens=listens, http=http)
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    servers: list[Server] = []
+
+    def start(server: str = "", http: str = "", names: tuple[str, ...] = ("http", "echo")) -> Server:
+        ports = {name: free_port() for name in names}
+        srv = Server(tmp_path, make_config(ports, server, http), ports)
+        servers.append(srv)
+        return srv.start()
+
+    yield start
+    for srv in servers:
+        srv.stop()
+
+
+class Client:
+    """A blocking HTTP/1.1 client over one socket that keeps its leftover bytes,
+    so pipelined responses can be read one by one."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed by the server; unparsed: {self.buf[:200]!r}")
+        self.buf += chunk
+
+    def response(self, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        length = 0 if head_only or status in (100, 204, 304) else int(headers.get("content-length", 0))
+        while len(self.buf) < length:
+            self._fill()
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return status, headers, body
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        """True once the server has closed (EOF, or a reset after lingering)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk

@@ -1,0 +1,134 @@
+"""Config: typed values, defaults, and errors that name the file and the key."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prefork.config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return str(p)
+
+
+GOOD = '[server]\nworkers = 2\n\n[[listen]]\naddress = "127.0.0.1:8080"\n'
+
+
+def test_shipped_default_config_is_valid():
+    cfg = load(str(ROOT / "conf" / "server.toml"))
+    assert str(cfg.listen[0].address) == "127.0.0.1:8080"
+    assert cfg.listen[0].protocol == "http"
+    assert cfg.server.backend == "epoll"
+
+
+def test_defaults_and_types(tmp_path):
+    cfg = load(write(tmp_path, GOOD))
+    assert cfg.server.workers == 2
+    assert cfg.server.worker_connections == 10000
+    assert cfg.http.keepalive_timeout == 75.0
+    assert cfg.http.max_body == 1048576
+    assert cfg.listen[0].address.port == 8080
+
+
+def test_workers_auto(tmp_path):
+    cfg = load(write(tmp_path, GOOD.replace("workers = 2", 'workers = "auto"')))
+    assert cfg.server.workers == (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("addr,family,host,port", [
+    ("127.0.0.1:80", "inet", "127.0.0.1", 80),
+    ("[::1]:8080", "inet6", "::1", 8080),
+    ("8080", "inet", "0.0.0.0", 8080),
+    ("unix:/tmp/x.sock", "unix", "", 0),
+])
+def test_addresses(tmp_path, addr, family, host, port):
+    cfg = load(write(tmp_path, f'[[listen]]\naddress = "{addr}"\n'))
+    a = cfg.listen[0].address
+    assert (a.family, a.host, a.port) == (family, host, port)
+
+
+@pytest.mark.parametrize("text,key,fragment", [
+    ('[server]\nworkers = "many"\n', "server.workers", '"auto"'),
+    ("[server]\nworkers = 0\n", "server.workers", "from 1 to"),
+    ("[server]\nworker_connections = 1.5\n", "server.worker_connections", "integer"),
+    ("[server]\nbogus = 1\n", "server.bogus", "unknown key"),
+    ('[server]\nbackend = "kqueue"\n', "server.backend", "'epoll'"),
+    ("[http]\nkeepalive_timeout = -1\n", "http.keepalive_timeout", "> 0"),
+    ('[http]\nmax_body = "1m"\n', "http.max_body", "integer"),
+    ("[nonsense]\n", "nonsense", "unknown key"),
+    ('[[listen]]\naddress = "localhost"\n', "listen[0].address", "host:port"),
+    ('[[listen]]\naddress = "1.2.3.4:99999"\n', "listen[0].address", "host:port"),
+    ('[[listen]]\nprotocol = "http"\n', "listen[0].address", "missing"),
+    ('[[listen]]\naddress = "127.0.0.1:1"\nprotocol = "ftp"\n', "listen[0].protocol", "'http'"),
+    ('[[listen]]\naddress = "127.0.0.1:1"\n[[listen]]\naddress = "127.0.0.1:1"\n', "listen[1].address", "twice"),
+])
+def test_errors_name_file_and_key(tmp_path, text, key, fragment):
+    if "[[listen]]" not in text:
+        text += '\n[[listen]]\naddress = "127.0.0.1:8080"\n'
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    msg = str(info.value)
+    assert msg.startswith(path + ": ")
+    assert info.value.key == key
+    assert key in msg
+    assert fragment in msg
+
+
+def test_uvloop_backend_not_yet_available(tmp_path):
+    with pytest.raises(ConfigError, match="not available"):
+        load(write(tmp_path, GOOD.replace("workers = 2", 'backend = "uvloop"')))
+
+
+def test_missing_listen(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[\[listen\]\]"):
+        load(write(tmp_path, "[server]\nworkers = 1\n"))
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(write(tmp_path, "[server\n"))
+    with pytest.raises(ConfigError, match="no such file"):
+        load(str(tmp_path / "absent.toml"))
+
+
+def run_cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "prefork.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=30)
+
+
+def test_cli_test_flag_good_and_bad(tmp_path):
+    ok = run_cli("-t", "-c", write(tmp_path, GOOD))
+    assert ok.returncode == 0, ok.stderr
+    assert "test is successful" in ok.stderr
+    bad_path = write(tmp_path, GOOD + "\n[http]\nmax_headers = 0\n")
+    bad = run_cli("-t", "-c", bad_path)
+    assert bad.returncode == 1
+    assert bad_path in bad.stderr and "http.max_headers" in bad.stderr
+    assert "test failed" in bad.stderr
+
+
+def test_cli_bad_config_exits_before_binding(tmp_path):
+    from conftest import free_port
+    import socket
+    port = free_port()
+    path = write(tmp_path, f'[server]\nworkers = "x"\n[[listen]]\naddress = "127.0.0.1:{port}"\n')
+    res = run_cli("-c", path)
+    assert res.returncode == 1
+    assert "server.workers" in res.stderr and path in res.stderr
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def test_cli_version():
+    res = run_cli("--version")
+    assert res.returncode == 0
+    assert res.stdout.startswith("prefork-server ")
