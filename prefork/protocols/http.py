@@ -103,6 +103,7 @@ class HttpContext:
         self.parser_pool: list[_Parser] = []
         self.parser_pool_max = 256
         self.requests = 0  # counter, for status
+        self.access_log = None  # an AccessLog, or None when off
         self.refresh_date()
 
     def refresh_date(self, now: float | None = None) -> None:
@@ -255,19 +256,25 @@ class HttpProtocol:
             self._head_bytes += len(data)
         try:
             p.parser.feed_data(data)
-        except _Stop:
-            pass
-        except _ParseError as exc:
-            self._fail(exc.status)
-        except httptools.HttpParserUpgrade:
-            # Upgrade/CONNECT: no protocol switch here. CONNECT is refused;
-            # other requests were answered, and the connection ends there.
-            if p.parser.get_method() == b"CONNECT":
-                self._fail(405)
-            else:
-                self._finish()
-        except httptools.HttpParserError:
-            self._fail(400)
+        except httptools.HttpParserUpgrade as exc:
+            # Upgrade (h2c, websocket): not supported, so ignored as RFC 9110
+            # 7.8 allows -- the request was answered; the parser stopped at
+            # the end of its head, so the rest goes to a fresh parser.
+            self._release(p, reuse=False)
+            offset = exc.args[0] if exc.args else len(data)
+            rest = data[offset:]
+            if self.state != CLOSED and len(rest):
+                out.append(self.data_received(rest))
+            self._out = None
+            return b"".join(out)
+        except httptools.HttpParserError as exc:
+            # httptools re-raises an exception from a callback as
+            # HttpParserCallbackError, with ours as the context.
+            cause = exc.__context__
+            if isinstance(cause, _ParseError):
+                self._fail(cause.status)
+            elif not isinstance(cause, _Stop):
+                self._fail(400)
         else:
             if self.state == HEAD and not p.head_done:
                 self._check_head_size(p)
@@ -327,7 +334,13 @@ class HttpProtocol:
     def _headers_complete(self, p: _Parser) -> None:
         config = self.ctx.config
         parser = p.parser
-        if p.host_count > 1 or (p.host_count == 0 and parser.get_http_version() == "1.1"):
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            # llhttp accepts "GET /" (0.9) and any major version; this server speaks 1.x
+            raise _ParseError(400 if version == "0.9" else 505, "unsupported HTTP version")
+        if parser.get_method() == b"CONNECT":
+            raise _ParseError(405, "CONNECT is not supported")
+        if p.host_count > 1 or (p.host_count == 0 and version == "1.1"):
             raise _ParseError(400, "missing or repeated Host")
         if p.content_length > config.max_body:
             raise _ParseError(413, "request body too large")
@@ -353,6 +366,11 @@ class HttpProtocol:
             request.keep_alive = False
         target = request.target
         path, _, query = target.partition(b"?")
+        if path[:1] != b"/" and b"://" in path:
+            # absolute-form (RFC 9112 3.2.2): route by its path
+            authority_and_path = path.partition(b"://")[2]
+            slash = authority_and_path.find(b"/")
+            path = authority_and_path[slash:] if slash >= 0 else b"/"
         if b"%" in path:
             path = unquote_to_bytes(path)
         request.path = path
@@ -360,35 +378,42 @@ class HttpProtocol:
         request.peer = self.peer
         handler = self.ctx.routes.get(path)
         if handler is None:
-            self._error_response(404, request.keep_alive, request.method == b"HEAD", request.version == "1.0")
+            status, length = self._error_response(404, request.keep_alive, request.method == b"HEAD",
+                                                  request.version == "1.0")
         else:
             try:
                 response = handler(request)
             except Exception:
-                self._error_response(500, False, request.method == b"HEAD", request.version == "1.0")
+                request.keep_alive = False
                 self.linger = True
-                self._finish()
-                return
-            self._respond(request, response)
+                status, length = self._error_response(500, False, request.method == b"HEAD",
+                                                      request.version == "1.0")
+            else:
+                status, length = self._respond(request, response)
+        if self.ctx.access_log is not None:
+            self.ctx.access_log.log(request, status, length)
         if not request.keep_alive:
             self._finish()
         else:
             self.state = IDLE
             self.deadline = self.ctx.clock() + config.keepalive_timeout
 
-    def _respond(self, request: Request, response: Response) -> None:
+    def _respond(self, request: Request, response: Response) -> tuple[int, int]:
         body = response.body
         head = self.ctx.head(response.status, response.content_type, len(body), response.headers,
                              request.keep_alive, request.version == "1.0")
         if request.method == b"HEAD" or not body:
             self._out.append(head)
-        else:
-            self._out.append(head + body)
+            return response.status, 0
+        self._out.append(head + body)
+        return response.status, len(body)
 
-    def _error_response(self, status: int, keep_alive: bool, head_only: bool = False, http10: bool = False) -> None:
+    def _error_response(self, status: int, keep_alive: bool, head_only: bool = False,
+                        http10: bool = False) -> tuple[int, int]:
         body = self.ctx.error_body(status)
         head = self.ctx.head(status, b"text/html", len(body), [], keep_alive, http10)
         self._out.append(head if head_only else head + body)
+        return status, 0 if head_only else len(body)
 
     def _fail(self, status: int) -> None:
         """Answer a bad request with ``status`` and close after a lingering read."""
