@@ -1,4 +1,4 @@
-"""Command line: ``prefork-server [-c FILE] [-t] [--version]``."""
+"""Command line: ``prefork-server [-c FILE] [-t] [-s SIGNAL] [--version]``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 
 from . import __version__
 from .config import ConfigError, load
-from .listeners import BindError, bind, bound_address
-from .worker import run_worker
+from .listeners import BindError
+from .logs import setup_error_log
 
 DEFAULT_CONFIG = "conf/server.toml"
 
@@ -20,14 +20,15 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefork-server", description="A pre-forking server with an epoll reactor.")
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default: {DEFAULT_CONFIG})")
     p.add_argument("-t", "--test", action="store_true", help="check the configuration and exit (0 good, 1 bad)")
+    p.add_argument("-s", "--signal", choices=("stop", "quit", "reload", "reopen"),
+                   help="send a signal to the running master (found through server.pid_file)")
     p.add_argument("-v", "--version", action="version", version=f"prefork-server {__version__}")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s [%(levelname)s] %(process)d: %(message)s")
     try:
         config = load(args.config)
     except ConfigError as exc:
@@ -38,18 +39,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.test:
         print(f"prefork-server: configuration file {args.config} test is successful", file=sys.stderr)
         return 0
-    sockets = []
+    from .master import Master, signal_master
+
+    if args.signal:
+        return signal_master(config, args.signal)
     try:
-        for listen in config.listen:
-            sockets.append((bind(listen), listen))
+        setup_error_log(config.log)
+    except OSError as exc:
+        print(f"prefork-server: {config.path}: log.error_log: cannot open {config.log.error_log}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    master = Master(config, argv)
+    try:
+        return master.run()
     except BindError as exc:
         print(f"prefork-server: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 1
-    for sock, listen in sockets:
-        log.info("listening on %s (%s)", bound_address(sock), listen.protocol)
-    if config.server.workers > 1:
-        log.warning("workers = %d: this version runs one worker in the foreground", config.server.workers)
-    return run_worker(config, sockets, 0)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 BACKENDS = ("epoll", "uvloop", "asyncio")
+ACCEPT_STRATEGIES = ("reuseport", "shared")
+MODES = ("process", "thread")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 IMPLEMENTED_BACKENDS = ("epoll",)
 PROTOCOLS = ("http", "echo")
 
@@ -59,6 +62,11 @@ class ServerConfig:
     backend: str = "epoll"
     accept_batch: int = 64
     shutdown_timeout: float = 30.0      # graceful stop: force-close after this
+    accept: str = "reuseport"           # one SO_REUSEPORT socket per worker slot, or one "shared"
+    mode: str = "process"               # workers as processes, or as threads of one process
+    pid_file: str = ""                  # needed by -s and by USR2 upgrades
+    worker_timeout: float = 30.0        # a worker silent this long is aborted, then killed
+    worker_rlimit_nofile: int = 0       # soft RLIMIT_NOFILE for workers (0: what worker_connections needs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +87,19 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogConfig:
+    error_log: str = "-"                # a path, or "-" for stderr
+    access_log: str = ""                # a path, "-" for stderr, "" for none
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     server: ServerConfig = field(default_factory=ServerConfig)
     listen: tuple[ListenConfig, ...] = ()
     http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 # --- validation helpers ---------------------------------------------------
@@ -170,6 +186,26 @@ def _workers(path: str, key: str, value: Any) -> int:
     return _check_int(path, key, value, 1, 4096)
 
 
+def _path(path: str, key: str, value: Any, allow_stderr: bool = False) -> str:
+    """A file path; relative paths are taken from the directory the server
+    starts in, and made absolute so a reload or an upgrade finds the same file."""
+    text = _check_str(path, key, value)
+    if not text or (allow_stderr and text == "-"):
+        return text
+    return os.path.abspath(text)
+
+
+def _rlimit_nofile(path: str, key: str, value: Any) -> int:
+    import resource
+
+    n = _check_int(path, key, value, 0)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if n and hard != resource.RLIM_INFINITY and n > hard:
+        raise ConfigError(path, key, f"{n} is above this process's hard open-file limit ({hard}); "
+                                     f"raise it (ulimit -Hn, or LimitNOFILE= in the systemd unit) or lower the value")
+    return n
+
+
 def _backend(path: str, key: str, value: Any) -> str:
     name = _check_str(path, key, value, BACKENDS)
     if name not in IMPLEMENTED_BACKENDS:
@@ -184,6 +220,17 @@ _SERVER_CHECKS = {
     "backend": _backend,
     "accept_batch": lambda p, k, v: _check_int(p, k, v, 1, 65536),
     "shutdown_timeout": lambda p, k, v: _check_float(p, k, v, 0),
+    "accept": lambda p, k, v: _check_str(p, k, v, ACCEPT_STRATEGIES),
+    "mode": lambda p, k, v: _check_str(p, k, v, MODES),
+    "pid_file": lambda p, k, v: _path(p, k, v),
+    "worker_timeout": lambda p, k, v: _check_float(p, k, v, 0),
+    "worker_rlimit_nofile": lambda p, k, v: _rlimit_nofile(p, k, v),
+}
+
+_LOG_CHECKS = {
+    "error_log": lambda p, k, v: _path(p, k, v, allow_stderr=True),
+    "access_log": lambda p, k, v: _path(p, k, v, allow_stderr=True),
+    "level": lambda p, k, v: _check_str(p, k, v, LOG_LEVELS),
 }
 
 _HTTP_CHECKS = {
@@ -237,13 +284,14 @@ def _listeners(path: str, data: dict) -> tuple[ListenConfig, ...]:
 
 
 def from_dict(data: dict, path: str = "<config>") -> Config:
-    _unknown_keys(path, "", data, {"server", "listen", "http"})
+    _unknown_keys(path, "", data, {"server", "listen", "http", "log"})
     server = _section(path, data, "server", ServerConfig, _SERVER_CHECKS)
     http = _section(path, data, "http", HttpConfig, _HTTP_CHECKS)
+    log = _section(path, data, "log", LogConfig, _LOG_CHECKS)
     if http.max_request_line > http.max_header_bytes:
         raise ConfigError(path, "http.max_request_line",
                           f"must not exceed http.max_header_bytes ({http.max_header_bytes})")
-    return Config(path=path, server=server, listen=_listeners(path, data), http=http)
+    return Config(path=path, server=server, listen=_listeners(path, data), http=http, log=log)
 
 
 def load(path: str) -> Config:

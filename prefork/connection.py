@@ -141,9 +141,6 @@ class Connection:
             if self.wbuf is None:
                 self.finish()
             return
-        if self.worker.draining and proto.state == 0 and self.wbuf is None:
-            self.close()  # graceful stop: idle between requests
-            return
         # One pending timer per connection: a deadline that moved later is
         # handled when the timer fires (lazily); one that moved earlier re-arms.
         timer = self.timer

@@ -402,6 +402,24 @@ class Reactor:
         finally:
             self.running = False
 
+    def close_after_fork(self) -> None:
+        """In a forked child: drop this (the parent's) reactor without touching
+        the epoll instance, which the parent still shares -- an epoll_ctl
+        DEL here would remove the parent's registrations too."""
+        self._signals.clear()
+        self._old_signals.clear()
+        if self._wakeup is not None:
+            for sock in self._wakeup:
+                sock.close()
+            self._wakeup = None
+        for fd in (self._efd, self.backend.fileno()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._timers.clear()
+        self._ready.clear()
+
     def close(self) -> None:
         self.remove_signal_handlers()
         self.remove(self._efd)

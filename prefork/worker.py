@@ -11,14 +11,17 @@ import os
 import resource
 import signal
 import socket
+import threading
 import time
 
 from .apps.builtin import default_routes
 from .config import Config
 from .connection import Acceptor, Connection
+from .logs import AccessLog, reopen_error_log
 from .protocols.echo import EchoProtocol
 from .protocols.http import HttpContext, HttpProtocol
 from .reactor import Reactor
+from .scoreboard import ACCEPTED, ACTIVE, READY, REQUESTS, Scoreboard
 
 log = logging.getLogger("prefork.worker")
 
@@ -26,14 +29,49 @@ log = logging.getLogger("prefork.worker")
 # pair, the spare fd, stdio, log files, and headroom.
 FD_RESERVE = 32
 
+DRAIN_GRACE = 1.0  # graceful stop: seconds an idle connection may still send a request
+
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # cannot start (as gunicorn's WORKER_BOOT_ERROR): do not respawn in a loop
 
 
+class Supervisor:
+    """The worker's line to its master: the scoreboard record it writes
+    (heartbeat, counters) and the pipe on which it says it is ready."""
+
+    def __init__(self, scoreboard: Scoreboard, record: int, ready_fd: int, master_pid: int):
+        self.scoreboard = scoreboard
+        self.record = record
+        self.ready_fd = ready_fd
+        self.master_pid = master_pid
+
+    def ready(self) -> None:
+        self.scoreboard.set(self.record, READY, 1)
+        self.scoreboard.beat(self.record)
+        try:
+            os.write(self.ready_fd, self.record.to_bytes(4, "little"))
+        except OSError as exc:
+            log.warning("cannot tell the master this worker is ready: %s", exc)
+
+    def update(self, worker: "Worker") -> None:
+        board, rec = self.scoreboard, self.record
+        board.beat(rec)
+        board.set(rec, ACCEPTED, worker.accepted)
+        board.set(rec, ACTIVE, worker.active)
+        board.set(rec, REQUESTS, worker.http.requests)
+
+    def master_alive(self) -> bool:
+        return os.getppid() == self.master_pid
+
+
 class Worker:
-    def __init__(self, config: Config, sockets: list[tuple[socket.socket, object]], index: int = 0):
+    def __init__(self, config: Config, sockets: list[tuple[socket.socket, object]], index: int = 0,
+                 supervisor: Supervisor | None = None, main_thread: bool = True):
         self.config = config
         self.index = index
+        self.supervisor = supervisor
+        self.main_thread = main_thread
+        self.peers: list[Worker] = []  # other reactors of this process (mode = "thread")
         server = config.server
         self.max_connections = server.worker_connections
         self.accept_batch = server.accept_batch
@@ -49,8 +87,14 @@ class Worker:
         self.draining = False
         self.accept_paused = False
         self.http = HttpContext(config.http, default_routes(), clock=self.reactor.clock)
+        if config.log.access_log:
+            self.http.access_log = AccessLog(config.log.access_log)
         self.acceptors = []
+        shared = config.server.accept == "shared"
         for sock, listen in sockets:
+            if shared or listen.address.family == "unix":
+                # one socket polled by every worker: wake only one of them
+                self.reactor.backend.exclusive.add(sock.fileno())
             if listen.protocol == "http":
                 factory, ctx = HttpProtocol, self.http
             else:
@@ -120,35 +164,65 @@ class Worker:
     def _tick(self) -> None:
         self.http.refresh_date()
         self.reactor.call_later(1.0 - (time.time() % 1.0) + 0.001, Worker._tick, self)
+        if self.http.access_log is not None:
+            self.http.access_log.flush()
+        supervisor = self.supervisor
+        if supervisor is not None and self.main_thread:
+            supervisor.update(self)
+            if not self.draining and not supervisor.master_alive():
+                log.error("worker %d: the master is gone; stopping", self.index)
+                self.on_graceful_stop()
         if self.draining and self.reactor.clock() >= self._stop_deadline:
             log.warning("worker %d: shutdown_timeout reached, closing %d connections", self.index, self.active)
             self.reactor.stop()
 
-    def on_fast_stop(self, signum: int) -> None:
+    def on_fast_stop(self, signum: int = 0) -> None:
+        for peer in self.peers:
+            peer.reactor.call_soon_threadsafe(peer.on_fast_stop)
         self.reactor.stop()
 
+    def on_reopen(self, signum: int = 0) -> None:
+        reopen_error_log()
+        for worker in (self, *self.peers):
+            if worker.http.access_log is not None:
+                worker.reactor.call_soon_threadsafe(worker.http.access_log.reopen)
+
     def on_graceful_stop(self, signum: int = 0) -> None:
+        for peer in self.peers:
+            peer.reactor.call_soon_threadsafe(peer.on_graceful_stop)
         """Stop accepting, close idle connections, let in-flight requests finish."""
         if self.draining:
             return
         self.draining = True
-        self._stop_deadline = self.reactor.clock() + self.shutdown_timeout
+        self.http.draining = True  # every response from now on says Connection: close
+        now = self.reactor.clock()
+        self._stop_deadline = now + self.shutdown_timeout
         for acceptor in self.acceptors:
             acceptor.stop()
+        # Idle connections get a short grace instead of an instant close: one
+        # accepted a moment ago has its first request on the way, and closing
+        # it now would reset that request.
+        grace = now + min(DRAIN_GRACE, self.config.http.keepalive_timeout)
         for conn in self.connections():
-            if conn.proto.state == 0 and conn.wbuf is None:
-                conn.close()
+            proto = conn.proto
+            if proto.state == 0 and conn.wbuf is None and (not proto.deadline or proto.deadline > grace):
+                proto.deadline = grace
+                conn.arm()
         if self.active == 0:
             self.reactor.stop()
 
     def run(self) -> int:
         reactor = self.reactor
-        reactor.add_signal_handler(signal.SIGTERM, self.on_fast_stop)
-        reactor.add_signal_handler(signal.SIGINT, self.on_fast_stop)
-        reactor.add_signal_handler(signal.SIGQUIT, self.on_graceful_stop)
+        if self.main_thread:
+            reactor.add_signal_handler(signal.SIGTERM, self.on_fast_stop)
+            reactor.add_signal_handler(signal.SIGINT, self.on_fast_stop)
+            reactor.add_signal_handler(signal.SIGQUIT, self.on_graceful_stop)
+            reactor.add_signal_handler(signal.SIGUSR1, self.on_reopen)
         for acceptor in self.acceptors:
             acceptor.start()
         self._tick()
+        if self.supervisor is not None and self.main_thread:
+            self.supervisor.ready()
         try:
             reactor.run()
         finally:
@@ -158,6 +232,8 @@ class Worker:
                 acceptor.stop()
             if self._spare_fd >= 0:
                 os.close(self._spare_fd)
+            if self.http.access_log is not None:
+                self.http.access_log.close()
             reactor.close()
         return EXIT_OK
 
@@ -176,17 +252,44 @@ def raise_nofile_limit(needed: int) -> tuple[int, int]:
     return soft, hard
 
 
-def run_worker(config: Config, sockets: list, index: int = 0) -> int:
-    """Entry point after fork: serve ``sockets`` until told to stop."""
-    needed = config.server.worker_connections + FD_RESERVE + len(sockets)
-    soft, _ = raise_nofile_limit(needed)
+def _fd_limit(config: Config, needed: int, index: int) -> None:
+    wanted = config.server.worker_rlimit_nofile or needed
+    soft, _ = raise_nofile_limit(wanted)
     if soft < needed:
         log.warning("worker %d: open-file limit %d is below worker_connections + reserve (%d); "
                     "accepts will be shed when it is reached", index, soft, needed)
+
+
+def run_worker(config: Config, sockets: list, index: int = 0, supervisor: Supervisor | None = None) -> int:
+    """Entry point after fork: serve ``sockets`` until told to stop."""
+    _fd_limit(config, config.server.worker_connections + FD_RESERVE + len(sockets), index)
     try:
-        worker = Worker(config, sockets, index)
+        worker = Worker(config, sockets, index, supervisor)
     except OSError as exc:
         log.error("worker %d cannot start: %s", index, exc)
         return EXIT_BOOT_ERROR
     return worker.run()
+
+
+def run_worker_threads(config: Config, sockets: list, supervisor: Supervisor | None = None) -> int:
+    """``mode = "thread"``: ``workers`` reactors as threads of this one process,
+    reactor *i* on slot *i*'s sockets (``sockets`` holds each slot's in turn)."""
+    n = config.server.workers
+    per = len(config.listen)
+    _fd_limit(config, n * (config.server.worker_connections + FD_RESERVE) + len(sockets), 0)
+    try:
+        workers = [Worker(config, sockets[i * per:(i + 1) * per], i, supervisor, main_thread=(i == 0))
+                   for i in range(n)]
+    except OSError as exc:
+        log.error("worker threads cannot start: %s", exc)
+        return EXIT_BOOT_ERROR
+    main = workers[0]
+    main.peers = workers[1:]
+    threads = [threading.Thread(target=w.run, name=f"reactor-{w.index}", daemon=True) for w in workers[1:]]
+    for t in threads:
+        t.start()
+    code = main.run()
+    for t in threads:
+        t.join(main.shutdown_timeout + 5)
+    return code
 

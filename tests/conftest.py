@@ -40,13 +40,20 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
 class Server:
     def __init__(self, tmp_path: Path, config: str, ports: dict[str, int]):
         self.path = tmp_path / "server.toml"
+        self.log_path = tmp_path / "error.log"
+        self.pid_path = tmp_path / "prefork.pid"
+        if "[log]" not in config:
+            config += f'\n[log]\nerror_log = "{self.log_path}"\n'
+        if "pid_file" not in config:
+            config = config.replace("[server]\n", f'[server]\npid_file = "{self.pid_path}"\n', 1)
         self.path.write_text(config)
         self.ports = ports
         self.port = ports.get("http") or next(iter(ports.values()))
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Server":
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    def start(self, env: dict | None = None) -> "Server":
+        env = dict(os.environ if env is None else env,
+                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen([sys.executable, "-m", "prefork.cli", "-c", str(self.path)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
         for port in self.ports.values():
@@ -66,6 +73,26 @@ class Server:
         self.proc.stdout.close()
         self.proc.stderr.close()
         return self.proc.returncode
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def workers(self) -> list[int]:
+        return children(self.proc.pid)
+
+    def wait_workers(self, n: int, timeout: float = 15.0, exclude: set[int] = frozenset()) -> list[int]:
+        """Wait until the master has exactly ``n`` workers (none of ``exclude``) that are serving."""
+        def ready():
+            pids = self.workers()
+            if len(pids) == n and not set(pids) & set(exclude) and all(
+                    "worker process" in cmdline(p) for p in pids):
+                return pids
+            return None
+        return wait_until(ready, timeout, what=f"{n} workers")
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
 
     def connect(self, name: str = "http", timeout: float = 5.0) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.ports[name]), timeout=timeout)
@@ -94,15 +121,22 @@ def make_config(ports: dict[str, int], server: str = "", http: str = "") -> str:
 def start_server(tmp_path):
     servers: list[Server] = []
 
-    def start(server: str = "", http: str = "", names: tuple[str, ...] = ("http", "echo")) -> Server:
+    def start(server: str = "", http: str = "", names: tuple[str, ...] = ("http", "echo"),
+              env: dict | None = None, extra: str = "") -> Server:
         ports = {name: free_port() for name in names}
-        srv = Server(tmp_path, make_config(ports, server, http), ports)
+        srv = Server(tmp_path, make_config(ports, server, http) + extra, ports)
         servers.append(srv)
-        return srv.start()
+        return srv.start(env)
 
     yield start
     for srv in servers:
+        workers = srv.workers() if srv.proc and srv.proc.poll() is None else []
         srv.stop()
+        for pid in workers:  # never leave a worker behind, even if the test broke the master
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 class Client:
@@ -164,3 +198,52 @@ def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
         if not chunk:
             return data
         data += chunk
+
+
+def children(pid: int) -> list[int]:
+    """Live child pids of ``pid`` (scanning /proc: this kernel has no task/children)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry))
+    return sorted(out)
+
+
+def cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode().strip()
+
+
+def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, what: str = "condition"):
+    """Poll ``predicate`` until it returns a true value (or fail after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def http_get(port: int, path: str = "/plaintext", host: str = "127.0.0.1", timeout: float = 5.0):
+    """One request on a new connection: (status, headers, body)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        c = Client(s)
+        c.send(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        return c.response()

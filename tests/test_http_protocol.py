@@ -1207,7 +1207,8 @@ def test_echo_eof_closes():
     assert proto.linger is False
 
 
-def test_echo_timeout_is_silent():
+def test_echo_timeout_closes_quietly():
     proto = EchoProtocol()
+    assert proto.deadline == 0.0  # echo sets no deadline of its own...
     assert proto.timeout(123.0) == b""
-    assert proto.closing is False
+    assert proto.closing is True  # ...but one set for it (graceful stop) closes it

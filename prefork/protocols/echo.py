@@ -20,4 +20,5 @@ class EchoProtocol:
         return b""
 
     def timeout(self, now: float) -> bytes:
+        self.closing = True
         return b""

@@ -104,6 +104,7 @@ class HttpContext:
         self.parser_pool_max = 256
         self.requests = 0  # counter, for status
         self.access_log = None  # an AccessLog, or None when off
+        self.draining = False   # graceful stop: no more keep-alive
         self.refresh_date()
 
     def refresh_date(self, now: float | None = None) -> None:
@@ -362,7 +363,7 @@ class HttpProtocol:
         self.ctx.requests += 1
         self._head_bytes = 0
         config = self.ctx.config
-        if self._requests >= config.keepalive_requests:
+        if self._requests >= config.keepalive_requests or self.ctx.draining:
             request.keep_alive = False
         target = request.target
         path, _, query = target.partition(b"?")

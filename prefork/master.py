@@ -1,0 +1,700 @@
+"""The master process (the arbiter).
+
+It owns every listening socket for its whole life, forks the workers, and
+supervises them. Modelled on nginx's ``ngx_process_cycle.c`` and gunicorn's
+``arbiter.py``: signal handlers do nothing but wake the loop (the reactor's
+wakeup fd); the loop handles each signal, reaps with ``waitpid(WNOHANG)``,
+aborts workers whose heartbeat stopped, and starts the workers that are
+missing.
+
+Slots: worker *i* of a generation serves slot *i*. With ``accept =
+"reuseport"`` each slot has its own SO_REUSEPORT socket per ``[[listen]]``,
+created here; a replacement worker (after a crash, a reload or an upgrade)
+takes over the same socket, so no connection waiting in an accept queue is
+ever reset. With ``accept = "shared"`` every worker polls slot 0's socket with
+EPOLLEXCLUSIVE.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from . import __version__
+from .config import Config, ConfigError, ListenConfig, load
+from .listeners import BindError, bind, bound_address
+from .logs import reopen_error_log
+from .reactor import READABLE, Reactor
+from .scoreboard import GENERATION, PID, READY, Scoreboard
+from .systemd import Notifier, listen_fds
+from .worker import EXIT_BOOT_ERROR, Supervisor, run_worker, run_worker_threads
+
+log = logging.getLogger("prefork.master")
+
+INHERIT_ENV = "PREFORK_INHERIT"   # "address#slot=fd;..." handed to a new master on USR2
+MAX_RECORDS = 8192
+TICK = 0.25                       # how often the master checks heartbeats and missing workers
+KILL_GRACE = 3.0                  # SIGABRT, then SIGKILL this much later
+BACKOFF_MAX = 10.0
+
+MANAGED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
+                   signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+
+
+def set_proctitle(title: str) -> None:
+    try:
+        import setproctitle
+        setproctitle.setproctitle(title)
+    except ImportError:  # pragma: no cover - a runtime dependency, but titles are cosmetic
+        pass
+
+
+def _set_pdeathsig(sig: int) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def enable_tcp_migrate_req() -> bool:
+    """Turn on net.ipv4.tcp_migrate_req, so that closing one SO_REUSEPORT
+    socket moves its queued connections to another socket of the group."""
+    path = "/proc/sys/net/ipv4/tcp_migrate_req"
+    try:
+        with open(path) as f:
+            if f.read().strip() == "1":
+                return True
+        with open(path, "w") as f:
+            f.write("1")
+        return True
+    except OSError:
+        return False
+
+
+class WorkerProc:
+    __slots__ = ("pid", "slot", "generation", "record", "started", "ready", "retiring", "abort_sent", "fds",
+                 "quit_sent")
+
+    def __init__(self, pid: int, slot: int, generation: int, record: int, fds: set[int]):
+        self.pid = pid
+        self.slot = slot
+        self.generation = generation
+        self.record = record
+        self.started = time.monotonic()
+        self.ready = False
+        self.retiring = False
+        self.abort_sent = 0.0
+        self.quit_sent = 0.0
+        self.fds = fds
+
+    def __repr__(self) -> str:
+        return f"<worker pid={self.pid} slot={self.slot} gen={self.generation}>"
+
+
+class Master:
+    def __init__(self, config: Config, argv: list[str]):
+        self.config = config
+        self.argv = argv                      # how this master was started, for USR2
+        self.pid = os.getpid()
+        self.generation = 1
+        self.slots = config.server.workers if config.server.mode == "process" else 1
+        self.workers: dict[int, WorkerProc] = {}
+        self.sockets: dict[str, dict[int, socket.socket]] = {}   # address -> slot -> socket
+        self.scoreboard = Scoreboard(MAX_RECORDS)
+        self.notifier = Notifier()
+        self.reactor = Reactor(setsize=256)
+        self.ready_r, self.ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pid_path = config.server.pid_file
+        self.stopping = ""                    # "", "fast" or "graceful"
+        self.stop_deadline = 0.0
+        self.winched = False
+        self.exit_code = 0
+        self.upgrade_pid = 0
+        self.prev_config: Config | None = None
+        self.prev_generation = 0
+        self.reloading = False
+        self.announced_ready = False
+        self.slot_failures: dict[int, int] = {}
+        self.slot_next_spawn: dict[int, float] = {}
+        self.next_watchdog = 0.0
+        self.migrate_req = False
+
+    # --- sockets --------------------------------------------------------------------
+
+    def adopt_inherited(self) -> None:
+        """Take sockets from a previous master (USR2) or from systemd."""
+        spec = os.environ.pop(INHERIT_ENV, "")
+        for item in filter(None, spec.split(";")):
+            key, _, fd = item.rpartition("=")
+            address, _, slot = key.rpartition("#")
+            try:
+                sock = socket.socket(fileno=int(fd))
+            except OSError as exc:
+                log.warning("inherited fd %s for %s is unusable: %s", fd, address, exc)
+                continue
+            os.set_inheritable(sock.fileno(), False)
+            self.sockets.setdefault(address, {})[int(slot)] = sock
+        for name, sock in listen_fds():
+            listen = self._match_activated(name, sock)
+            if listen is None:
+                log.warning("socket activation: no [[listen]] matches fd %d (name %r, %s); closing it",
+                            sock.fileno(), name, bound_address(sock))
+                sock.close()
+                continue
+            log.info("socket activation: %s from systemd (name %r)", listen.address, name)
+            self.sockets.setdefault(str(listen.address), {})[0] = sock
+
+    def _match_activated(self, name: str, sock: socket.socket) -> ListenConfig | None:
+        for listen in self.config.listen:
+            if name and listen.name == name:
+                return listen
+        address = bound_address(sock)
+        for listen in self.config.listen:
+            if str(listen.address) == address:
+                return listen
+        return None
+
+    def _listener_slots(self, config: Config, slots: int, listen: ListenConfig) -> int:
+        if listen.address.family == "unix" or config.server.accept == "shared":
+            return 1
+        existing = self.sockets.get(str(listen.address), {}).get(0)
+        if existing is not None and not existing.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+            return 1  # an activated socket without ReusePort=yes: shared
+        return slots if config.server.mode == "process" else config.server.workers
+
+    def ensure_sockets(self, config: Config, slots: int) -> list[socket.socket]:
+        """Bind whatever (address, slot) sockets ``config`` needs and we lack.
+        Returns the new ones (so a failed reload can close them)."""
+        created = []
+        try:
+            for listen in config.listen:
+                per_slot = self.sockets.setdefault(str(listen.address), {})
+                target = listen
+                base = per_slot.get(0)
+                if base is not None and listen.address.family != "unix":
+                    # more slots beside an activated socket: bind where it is bound
+                    host, port = base.getsockname()[:2]
+                    target = dataclasses.replace(listen, address=dataclasses.replace(
+                        listen.address, host=host, port=port))
+                for slot in range(self._listener_slots(config, slots, listen)):
+                    if slot not in per_slot:
+                        reuseport = listen.address.family != "unix"
+                        sock = bind(target, reuseport=reuseport)
+                        per_slot[slot] = sock
+                        created.append((str(listen.address), slot, sock))
+        except BindError:
+            for address, slot, sock in created:
+                self.sockets[address].pop(slot, None)
+                sock.close()
+            raise
+        return [c[2] for c in created]
+
+    def sockets_for(self, config: Config, slot: int) -> list[tuple[socket.socket, ListenConfig]]:
+        out = []
+        for listen in config.listen:
+            per_slot = self.sockets[str(listen.address)]
+            out.append((per_slot[slot] if slot in per_slot else per_slot[0], listen))
+        return out
+
+    def close_unused_sockets(self) -> None:
+        """Close sockets that neither the configuration nor a live worker uses.
+        With tcp_migrate_req on, their queued connections move to a sibling."""
+        needed = {id(s) for slot in range(self.slots) for s, _ in self._slot_sockets(slot)}
+        for wp in self.workers.values():
+            needed |= wp.fds
+        for address in list(self.sockets):
+            per_slot = self.sockets[address]
+            for slot in list(per_slot):
+                sock = per_slot[slot]
+                if id(sock) not in needed:
+                    log.info("closing listener %s slot %d", address, slot)
+                    del per_slot[slot]
+                    sock.close()
+            if not per_slot:
+                del self.sockets[address]
+
+    def _slot_sockets(self, slot: int) -> list[tuple[socket.socket, ListenConfig]]:
+        if self.config.server.mode == "thread":
+            out = []
+            for thread_slot in range(self.config.server.workers):
+                out += self.sockets_for(self.config, thread_slot)
+            return out
+        return self.sockets_for(self.config, slot)
+
+    # --- workers ------------------------------------------------------------------------
+
+    def spawn(self, slot: int) -> WorkerProc | None:
+        config = self.config
+        record = self.scoreboard.allocate()
+        socks = self._slot_sockets(slot)
+        keep = {s.fileno() for s, _ in socks}
+        generation = self.generation
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.scoreboard.release(record)
+            log.error("fork failed: %s", exc)
+            return None
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                self._in_child(keep)
+                self.scoreboard.set(record, PID, os.getpid())
+                self.scoreboard.set(record, GENERATION, generation)
+                supervisor = Supervisor(self.scoreboard, record, self.ready_w, self.pid)
+                set_proctitle(f"prefork-server: worker process {slot}")
+                if config.server.mode == "thread":
+                    code = run_worker_threads(config, socks, supervisor)
+                else:
+                    code = run_worker(config, socks, slot, supervisor)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+                code = EXIT_BOOT_ERROR
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        wp = WorkerProc(pid, slot, generation, record, {id(s) for s, _ in socks})
+        self.workers[pid] = wp
+        log.info("started worker process %d (slot %d, generation %d)", pid, slot, generation)
+        return wp
+
+    def _in_child(self, keep: set[int]) -> None:
+        """Right after fork: drop the master's signal handling, its reactor
+        and every listening socket this worker does not serve."""
+        _set_pdeathsig(signal.SIGTERM)
+        if os.getppid() != self.pid:  # the master died before prctl took effect
+            os._exit(0)
+        signal.set_wakeup_fd(-1)
+        for sig in MANAGED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        self.reactor.close_after_fork()
+        os.close(self.ready_r)
+        for per_slot in self.sockets.values():
+            for sock in per_slot.values():
+                if sock.fileno() not in keep:
+                    sock.close()
+        self.notifier.close()
+
+    def live(self, slot: int) -> list[WorkerProc]:
+        return [wp for wp in self.workers.values() if wp.slot == slot and not wp.retiring]
+
+    def manage_workers(self) -> None:
+        """Start a worker for every slot that has none (with back-off for
+        slots that keep crashing)."""
+        if self.stopping or self.winched:
+            return
+        now = time.monotonic()
+        for slot in range(self.slots):
+            if self.live(slot):
+                continue
+            if self.slot_next_spawn.get(slot, 0.0) > now:
+                continue
+            self.spawn(slot)
+
+    def retire(self, wp: WorkerProc, sig: int = signal.SIGQUIT) -> None:
+        if not wp.retiring:
+            wp.retiring = True
+            wp.quit_sent = time.monotonic()
+        self._kill(wp.pid, sig)
+
+    def _kill(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.upgrade_pid:
+                self._upgrade_child_exited(status)
+                continue
+            wp = self.workers.pop(pid, None)
+            if wp is None:
+                continue
+            self.scoreboard.release(wp.record)
+            self._worker_exited(wp, status)
+
+    def _worker_exited(self, wp: WorkerProc, status: int) -> None:
+        if os.WIFEXITED(status):
+            code = os.WEXITSTATUS(status)
+            how = f"exited with code {code}"
+        else:
+            code = -1
+            how = f"was killed by signal {os.WTERMSIG(status)}"
+        if wp.retiring or self.stopping or self.winched:
+            log.info("worker process %d (slot %d) %s", wp.pid, wp.slot, how)
+        else:
+            log.error("worker process %d (slot %d) %s; respawning", wp.pid, wp.slot, how)
+        if code == EXIT_BOOT_ERROR and not wp.retiring and not self.stopping:
+            if self.reloading and wp.generation == self.generation and self.prev_config is not None:
+                self._reload_failed(f"worker process {wp.pid} of the new configuration could not start")
+            else:
+                log.error("worker process %d could not start (exit code %d); stopping", wp.pid, code)
+                self.exit_code = EXIT_BOOT_ERROR
+                self.stop("fast")
+            return
+        if not wp.retiring and not self.stopping:
+            # crash-loop back-off: a worker that dies soon after it started
+            if time.monotonic() - wp.started < 5.0:
+                n = self.slot_failures.get(wp.slot, 0) + 1
+                self.slot_failures[wp.slot] = n
+                self.slot_next_spawn[wp.slot] = time.monotonic() + min(BACKOFF_MAX, 0.05 * 2 ** n)
+            else:
+                self.slot_failures.pop(wp.slot, None)
+                self.slot_next_spawn.pop(wp.slot, None)
+        self.close_unused_sockets()
+        if self.stopping and not self.workers:
+            self.reactor.stop()
+
+    def on_ready_pipe(self) -> None:
+        while True:
+            try:
+                data = os.read(self.ready_r, 4096)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            for i in range(0, len(data) - 3, 4):
+                record = int.from_bytes(data[i:i + 4], "little")
+                for wp in self.workers.values():
+                    if wp.record == record:
+                        self._worker_ready(wp)
+                        break
+
+    def _worker_ready(self, wp: WorkerProc) -> None:
+        wp.ready = True
+        # The new worker of this slot accepts now: retire older ones of the slot.
+        for other in list(self.workers.values()):
+            if other.slot == wp.slot and other.generation < wp.generation and not other.retiring:
+                self.retire(other)
+        current = [w for w in self.workers.values() if not w.retiring]
+        if len(current) >= self.slots and all(w.ready for w in current):
+            if self.reloading:
+                self.reloading = False
+                self.prev_config = None
+                log.info("reload complete: generation %d serving", self.generation)
+            elif self.announced_ready:
+                return
+            self.announced_ready = True
+            self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
+
+    def status_line(self) -> str:
+        return f"{self.slots} workers, generation {self.generation}"
+
+    def murder_stuck_workers(self) -> None:
+        now = time.monotonic()
+        timeout = self.config.server.worker_timeout
+        for wp in list(self.workers.values()):
+            if wp.abort_sent:
+                if now - wp.abort_sent > KILL_GRACE:
+                    log.error("worker process %d did not exit after SIGABRT; SIGKILL", wp.pid)
+                    self._kill(wp.pid, signal.SIGKILL)
+                continue
+            if wp.retiring and wp.quit_sent and now - wp.quit_sent > self.config.server.shutdown_timeout + KILL_GRACE:
+                log.error("worker process %d still running %.0fs after QUIT; SIGKILL", wp.pid, now - wp.quit_sent)
+                wp.abort_sent = now
+                self._kill(wp.pid, signal.SIGKILL)
+                continue
+            silent = self.scoreboard.silent_for(wp.record)
+            if silent > timeout:
+                log.error("worker process %d (slot %d) silent for %.1fs (worker_timeout %.0fs); SIGABRT",
+                          wp.pid, wp.slot, silent, timeout)
+                wp.abort_sent = now
+                self._kill(wp.pid, signal.SIGABRT)
+
+    # --- signals -----------------------------------------------------------------------------
+
+    def on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if signum != signal.SIGCHLD:
+            log.info("received %s", name)
+        handler = getattr(self, "handle_" + name[3:].lower(), None)
+        if handler is not None:
+            handler()
+
+    def handle_chld(self) -> None:
+        self.reap()
+        self.manage_workers()
+
+    def handle_term(self) -> None:
+        self.stop("fast")
+
+    handle_int = handle_term
+
+    def handle_quit(self) -> None:
+        self.stop("graceful")
+
+    def handle_hup(self) -> None:
+        if self.winched:
+            self.winched = False
+            log.info("HUP after WINCH: starting workers again")
+        self.reload()
+
+    def handle_usr1(self) -> None:
+        reopen_error_log()
+        for wp in self.workers.values():
+            self._kill(wp.pid, signal.SIGUSR1)
+
+    def handle_usr2(self) -> None:
+        self.upgrade()
+
+    def handle_winch(self) -> None:
+        log.info("gracefully stopping all workers (the master keeps running)")
+        self.winched = True
+        for wp in list(self.workers.values()):
+            self.retire(wp)
+
+    def handle_ttin(self) -> None:
+        if self.config.server.mode == "thread":
+            log.warning("TTIN: mode = \"thread\" has one worker process; change workers and reload")
+            return
+        try:
+            self.ensure_sockets(self.config, self.slots + 1)
+        except BindError as exc:
+            log.error("TTIN: %s", exc)
+            return
+        self.slots += 1
+        log.info("TTIN: %d workers", self.slots)
+        self.manage_workers()
+
+    def handle_ttou(self) -> None:
+        if self.config.server.mode == "thread" or self.slots <= 1:
+            log.warning("TTOU: keeping %d worker(s)", self.slots)
+            return
+        self.slots -= 1
+        log.info("TTOU: %d workers", self.slots)
+        for wp in list(self.workers.values()):
+            if wp.slot >= self.slots:
+                self.retire(wp)
+
+    # --- reload, upgrade, stop ---------------------------------------------------------------------
+
+    def reload(self) -> None:
+        try:
+            new = load(self.config.path)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the current configuration: %s", exc)
+            self.notifier.notify(f"STATUS=reload failed: {exc}")
+            return
+        if new.server.mode != self.config.server.mode:
+            log.error("reload failed, keeping the current configuration: %s: server.mode cannot change on reload "
+                      "(restart the server)", new.path)
+            return
+        slots = new.server.workers if new.server.mode == "process" else 1
+        try:
+            self.ensure_sockets(new, slots)
+        except BindError as exc:
+            log.error("reload failed, keeping the current configuration: %s", exc)
+            self.notifier.notify(f"STATUS=reload failed: {exc}")
+            return
+        self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        self.prev_config, self.prev_generation = self.config, self.generation
+        self.config = new
+        self.generation += 1
+        self.slots = slots
+        self.reloading = True
+        self.slot_failures.clear()
+        self.slot_next_spawn.clear()
+        log.info("reloading: generation %d with %d workers", self.generation, slots)
+        for wp in list(self.workers.values()):
+            if wp.slot >= slots and not wp.retiring:
+                self.retire(wp)  # its slot is gone
+        # Old workers keep serving their slots until the new worker of the
+        # slot reports ready; _worker_ready retires them then.
+        for slot in range(slots):
+            self.spawn(slot)
+
+    def _reload_failed(self, reason: str) -> None:
+        log.error("reload failed, keeping the previous configuration: %s", reason)
+        failed = self.generation
+        self.config = self.prev_config
+        self.generation = self.prev_generation
+        self.slots = self.config.server.workers if self.config.server.mode == "process" else 1
+        self.prev_config = None
+        self.reloading = False
+        for wp in list(self.workers.values()):
+            if wp.generation == failed:
+                self.retire(wp, signal.SIGTERM)
+        self.notifier.notify("READY=1", f"STATUS=reload failed: {reason}")
+
+    def upgrade(self) -> None:
+        """USR2: start a new master from the current program, handing it our sockets."""
+        if self.upgrade_pid:
+            log.warning("USR2: an upgrade (pid %d) is already running", self.upgrade_pid)
+            return
+        spec = []
+        for address, per_slot in self.sockets.items():
+            for slot, sock in per_slot.items():
+                os.set_inheritable(sock.fileno(), True)
+                spec.append(f"{address}#{slot}={sock.fileno()}")
+        if self.pid_path:
+            try:
+                os.rename(self.pid_path, self.pid_path + ".oldbin")
+                self.pid_path = self.pid_path + ".oldbin"
+            except OSError as exc:
+                log.error("USR2: cannot rename the pid file: %s", exc)
+                return
+        env = dict(os.environ, **{INHERIT_ENV: ";".join(spec)})
+        env.pop("LISTEN_PID", None)
+        args = [sys.executable, "-m", "prefork.cli", *self.argv]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                for sig in MANAGED_SIGNALS:
+                    signal.signal(sig, signal.SIG_DFL)
+                os.execve(sys.executable, args, env)
+            finally:
+                os._exit(127)
+        for per_slot in self.sockets.values():
+            for sock in per_slot.values():
+                os.set_inheritable(sock.fileno(), False)
+        self.upgrade_pid = pid
+        log.info("USR2: started new master process %d; send QUIT to this master (%d) when it serves",
+                 pid, self.pid)
+
+    def _upgrade_child_exited(self, status: int) -> None:
+        log.error("new master process %d exited (%s); this master goes on serving", self.upgrade_pid,
+                  f"code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else f"signal {os.WTERMSIG(status)}")
+        self.upgrade_pid = 0
+        if self.pid_path.endswith(".oldbin"):
+            original = self.pid_path[: -len(".oldbin")]
+            try:
+                os.rename(self.pid_path, original)
+                self.pid_path = original
+            except OSError as exc:
+                log.error("cannot restore the pid file: %s", exc)
+
+    def stop(self, how: str) -> None:
+        if self.stopping == "fast" or (self.stopping and how == "graceful"):
+            return
+        self.stopping = how
+        self.notifier.notify("STOPPING=1")
+        timeout = self.config.server.shutdown_timeout + KILL_GRACE if how == "graceful" else 5.0
+        self.stop_deadline = time.monotonic() + timeout
+        sig = signal.SIGQUIT if how == "graceful" else signal.SIGTERM
+        log.info("%s stop: %d workers", how, len(self.workers))
+        for wp in self.workers.values():
+            wp.retiring = True
+            self._kill(wp.pid, sig)
+        if not self.workers:
+            self.reactor.stop()
+
+    def tick(self) -> None:
+        self.reactor.call_later(TICK, Master.tick, self)
+        self.reap()
+        if self.stopping:
+            if time.monotonic() > self.stop_deadline:
+                for wp in self.workers.values():
+                    log.error("worker process %d did not stop in time; SIGKILL", wp.pid)
+                    self._kill(wp.pid, signal.SIGKILL)
+                self.stop_deadline = time.monotonic() + 5.0
+            if not self.workers:
+                self.reactor.stop()
+            return
+        self.murder_stuck_workers()
+        self.manage_workers()
+        if self.notifier.watchdog_interval and time.monotonic() >= self.next_watchdog:
+            self.notifier.notify("WATCHDOG=1")
+            self.next_watchdog = time.monotonic() + self.notifier.watchdog_interval
+
+    # --- main ----------------------------------------------------------------------------------------
+
+    def write_pid_file(self) -> None:
+        if not self.pid_path:
+            return
+        tmp = f"{self.pid_path}.{self.pid}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{self.pid}\n")
+        os.replace(tmp, self.pid_path)
+
+    def remove_pid_file(self) -> None:
+        if not self.pid_path:
+            return
+        try:
+            with open(self.pid_path) as f:
+                if f.read().strip() != str(self.pid):
+                    return  # another master's file now
+            os.unlink(self.pid_path)
+        except OSError:
+            pass
+
+    def run(self) -> int:
+        set_proctitle(f"prefork-server: master process {' '.join(self.argv)}".rstrip())
+        self.adopt_inherited()
+        self.ensure_sockets(self.config, self.slots)
+        self.close_unused_sockets()
+        for address, per_slot in sorted(self.sockets.items()):
+            log.info("listening on %s (%d socket%s)", address, len(per_slot), "s" if len(per_slot) > 1 else "")
+        if self.config.server.accept == "reuseport":
+            self.migrate_req = enable_tcp_migrate_req()
+            if not self.migrate_req:
+                log.warning("net.ipv4.tcp_migrate_req is not available: connections queued on a slot's socket "
+                            "are reset if that slot is removed (TTOU, fewer workers)")
+        reactor = self.reactor
+        for sig in MANAGED_SIGNALS:
+            reactor.add_signal_handler(sig, self.on_signal)
+        reactor.add(self.ready_r, READABLE, Master.on_ready_pipe, self)
+        self.write_pid_file()
+        log.info("prefork-server %s: master process %d, %d workers (%s, accept = %s, backend = %s)",
+                 __version__, self.pid, self.slots if self.config.server.mode == "process" else 1,
+                 self.config.server.mode, self.config.server.accept, self.config.server.backend)
+        self.manage_workers()
+        self.tick()
+        try:
+            reactor.run()
+        finally:
+            self.remove_pid_file()
+            for per_slot in self.sockets.values():
+                for sock in per_slot.values():
+                    sock.close()
+            for wp in self.workers.values():
+                self._kill(wp.pid, signal.SIGKILL)
+            reactor.close()
+            self.notifier.close()
+        log.info("master process %d exiting", self.pid)
+        return self.exit_code
+
+
+def signal_master(config: Config, action: str) -> int:
+    """``-s stop|quit|reload|reopen``: signal the master named in pid_file."""
+    sig = {"stop": signal.SIGTERM, "quit": signal.SIGQUIT, "reload": signal.SIGHUP, "reopen": signal.SIGUSR1}[action]
+    path = config.server.pid_file
+    if not path:
+        print(f"prefork-server: {config.path}: server.pid_file is not set; cannot find the master", file=sys.stderr)
+        return 1
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError) as exc:
+        print(f"prefork-server: cannot read pid file {path}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, sig)
+    except OSError as exc:
+        print(f"prefork-server: kill({pid}, {sig.name}) failed: {errno.errorcode.get(exc.errno, exc)}", file=sys.stderr)
+        return 1
+    return 0

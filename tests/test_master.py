@@ -1,0 +1,389 @@
+"""The master process: real processes, real signals, real sockets."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import (ROOT, Client, cmdline, free_port, http_get, make_config, pid_alive, wait_for_port,
+                      wait_until)
+
+GET = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def listening_inodes(pid: int) -> set[int]:
+    """Inodes of the TCP listening sockets among ``pid``'s open fds."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    listening.add(int(fields[9]))
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inode = int(target[8:-1])
+            if inode in listening:
+                inodes.add(inode)
+    return inodes
+
+
+def test_titles_and_one_socket_per_slot(start_server):
+    srv = start_server(server="workers = 3", names=("http",))
+    workers = srv.wait_workers(3)
+    assert cmdline(srv.pid) == f"prefork-server: master process -c {srv.path}"
+    titles = sorted(cmdline(p) for p in workers)
+    assert titles == [f"prefork-server: worker process {i}" for i in range(3)]
+    master_socks = listening_inodes(srv.pid)
+    assert len(master_socks) == 3  # one SO_REUSEPORT socket per slot, owned by the master
+    worker_socks = [listening_inodes(p) for p in workers]
+    assert all(len(s) == 1 for s in worker_socks)  # each worker polls only its own slot
+    assert set().union(*worker_socks) == master_socks
+    assert srv.pid_path.read_text().strip() == str(srv.pid)
+
+
+def test_shared_accept_one_socket_for_all(start_server):
+    srv = start_server(server='workers = 2\naccept = "shared"', names=("http",))
+    workers = srv.wait_workers(2)
+    master_socks = listening_inodes(srv.pid)
+    assert len(master_socks) == 1
+    assert all(listening_inodes(p) == master_socks for p in workers)
+    for _ in range(10):
+        assert http_get(srv.port)[0] == 200
+
+
+def test_thread_mode_one_process_many_reactors(start_server):
+    srv = start_server(server='workers = 3\nmode = "thread"', names=("http",))
+    [worker] = srv.wait_workers(1)
+    wait_until(lambda: len(os.listdir(f"/proc/{worker}/task")) >= 3, what="3 reactor threads")
+    assert len(listening_inodes(worker)) == 3  # a reuseport socket per reactor thread
+    for _ in range(20):
+        assert http_get(srv.port)[0] == 200
+
+
+def test_killed_worker_is_replaced_in_its_slot(start_server):
+    srv = start_server(server="workers = 2", names=("http",))
+    workers = srv.wait_workers(2)
+    victim = workers[0]
+    victim_slot = cmdline(victim)
+    victim_socks = listening_inodes(victim)
+    survivor = workers[1]
+    keep = Client(srv.connect())  # a connection some worker holds
+    keep.send(GET)
+    assert keep.response()[0] == 200
+    os.kill(victim, signal.SIGKILL)
+    new = srv.wait_workers(2, exclude={victim})
+    assert survivor in new
+    [replacement] = [p for p in new if p != survivor]
+    assert cmdline(replacement) == victim_slot
+    assert listening_inodes(replacement) == victim_socks  # took over the same slot's socket
+    for _ in range(20):
+        assert http_get(srv.port)[0] == 200
+    assert "was killed by signal 9" in srv.log()
+
+
+def test_stuck_worker_is_aborted_and_replaced(start_server):
+    srv = start_server(server="workers = 1\nworker_timeout = 1", names=("http",))
+    [worker] = srv.wait_workers(1)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        [new] = srv.wait_workers(1, exclude={worker}, timeout=20)
+    finally:
+        if pid_alive(worker):
+            os.kill(worker, signal.SIGKILL)
+    assert new != worker
+    assert "SIGABRT" in srv.log()
+    assert http_get(srv.port)[0] == 200
+
+
+def test_hup_reload_good_then_bad_config(start_server):
+    srv = start_server(server="workers = 2", names=("http",))
+    old = srv.wait_workers(2)
+    assert http_get(srv.port)[1]["server"] == "prefork"
+    text = srv.path.read_text()
+    srv.path.write_text(text.replace("[http]\n", '[http]\nserver_header = "reloaded"\n'))
+    os.kill(srv.pid, signal.SIGHUP)
+    new = srv.wait_workers(2, exclude=set(old))
+    assert http_get(srv.port)[1]["server"] == "reloaded"
+    assert all(not pid_alive(p) for p in old) or wait_until(lambda: not any(pid_alive(p) for p in old))
+    # a bad file: logged, and the running configuration stays
+    srv.path.write_text(text.replace("workers = 2", 'workers = "lots"'))
+    os.kill(srv.pid, signal.SIGHUP)
+    wait_until(lambda: "reload failed" in srv.log(), what="the reload failure in the log")
+    assert "server.workers" in srv.log()
+    assert sorted(srv.workers()) == sorted(new)
+    assert http_get(srv.port)[1]["server"] == "reloaded"
+
+
+def test_reload_keeps_queued_connections(start_server):
+    """Connections queued in a slot's accept queue while its worker is being
+    replaced are served by the replacement, not reset."""
+    srv = start_server(server="workers = 1", names=("http",))
+    srv.wait_workers(1)
+    results = []
+
+    def client():
+        try:
+            results.append(http_get(srv.port)[0])
+        except OSError as exc:
+            results.append(repr(exc))
+
+    for _ in range(5):
+        os.kill(srv.pid, signal.SIGHUP)
+        threads = [threading.Thread(target=client) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+    assert results == [200] * 100
+
+
+def test_quit_lets_in_flight_request_finish(start_server):
+    srv = start_server(server="workers = 1", names=("http",))
+    srv.wait_workers(1)
+    busy = Client(srv.connect())
+    busy.send(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n")
+    busy.send(b"X-Slow: 1\r\n")
+    time.sleep(0.2)  # ordering: the worker has read the partial head before QUIT
+    os.kill(srv.pid, signal.SIGQUIT)
+    time.sleep(0.2)
+    busy.send(b"\r\n")
+    status, headers, body = busy.response()
+    assert (status, body) == (200, b"Hello, World!")
+    assert headers["connection"] == "close"
+    assert srv.proc.wait(15) == 0
+    assert not srv.pid_path.exists()
+
+
+def test_ttin_ttou(start_server):
+    srv = start_server(server="workers = 1", names=("http",))
+    srv.wait_workers(1)
+    os.kill(srv.pid, signal.SIGTTIN)
+    srv.wait_workers(2)
+    os.kill(srv.pid, signal.SIGTTIN)
+    three = srv.wait_workers(3)
+    assert len(listening_inodes(srv.pid)) == 3
+    os.kill(srv.pid, signal.SIGTTOU)
+    two = srv.wait_workers(2)
+    assert set(two) < set(three)
+    wait_until(lambda: len(listening_inodes(srv.pid)) == 2, what="the removed slot's socket closed")
+    for _ in range(10):
+        assert http_get(srv.port)[0] == 200
+
+
+def test_winch_stops_workers_keeps_master_then_hup_restarts(start_server):
+    srv = start_server(server="workers = 2", names=("http",))
+    srv.wait_workers(2)
+    os.kill(srv.pid, signal.SIGWINCH)
+    wait_until(lambda: srv.workers() == [], what="workers gone after WINCH")
+    assert srv.proc.poll() is None
+    assert len(listening_inodes(srv.pid)) == 2  # the master still owns the sockets
+    os.kill(srv.pid, signal.SIGHUP)
+    srv.wait_workers(2)
+    assert http_get(srv.port)[0] == 200
+
+
+def test_master_killed_workers_exit(start_server):
+    srv = start_server(server="workers = 2", names=("http",))
+    workers = srv.wait_workers(2)
+    os.kill(srv.pid, signal.SIGKILL)
+    srv.proc.wait(5)
+    wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=10, what="orphaned workers to exit")
+    # nobody holds the port any more
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", srv.port))
+
+
+def test_signal_cli_reload_and_stop(start_server):
+    srv = start_server(server="workers = 1", names=("http",))
+    [old] = srv.wait_workers(1)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cli = [sys.executable, "-m", "prefork.cli", "-c", str(srv.path), "-s"]
+    assert subprocess.run(cli + ["reload"], env=env, timeout=30).returncode == 0
+    srv.wait_workers(1, exclude={old})
+    assert subprocess.run(cli + ["stop"], env=env, timeout=30).returncode == 0
+    assert srv.proc.wait(15) == 0
+
+
+def test_usr1_reopens_logs(start_server, tmp_path):
+    access = tmp_path / "access.log"
+    srv = start_server(server="workers = 1", names=("http",),
+                       extra=f'\n[log]\nerror_log = "{tmp_path / "error.log"}"\naccess_log = "{access}"\n')
+    srv.wait_workers(1)
+    assert http_get(srv.port, "/json")[0] == 200
+    wait_until(lambda: access.exists() and b"GET /json" in access.read_bytes(), what="access log line")
+    assert b'"GET /json HTTP/1.1" 200 27' in access.read_bytes()
+    rotated = tmp_path / "access.log.1"
+    os.rename(access, rotated)
+    os.rename(srv.log_path, tmp_path / "error.log.1")
+    os.kill(srv.pid, signal.SIGUSR1)
+    wait_until(lambda: access.exists() and srv.log_path.exists(), what="reopened log files")
+    assert http_get(srv.port, "/plaintext")[0] == 200
+    wait_until(lambda: b"GET /plaintext" in access.read_bytes(), what="line in the new access log")
+    assert b"GET /plaintext" not in rotated.read_bytes()
+
+
+def test_usr2_upgrade_then_quit_old_master_no_refused_connection(start_server):
+    srv = start_server(server="workers = 2", names=("http",))
+    old_workers = srv.wait_workers(2)
+    stop = threading.Event()
+    failures = []
+    count = [0]
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                status = http_get(srv.port)[0]
+                if status != 200:
+                    failures.append(status)
+                count[0] += 1
+            except OSError as exc:
+                failures.append(repr(exc))
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        os.kill(srv.pid, signal.SIGUSR2)
+        oldbin = srv.pid_path.with_name(srv.pid_path.name + ".oldbin")
+        wait_until(lambda: oldbin.exists() and srv.pid_path.exists(), what="pid and .oldbin files")
+        new_master = int(srv.pid_path.read_text())
+        assert new_master != srv.pid
+        assert int(oldbin.read_text()) == srv.pid
+        wait_until(lambda: len([p for p in _children_of(new_master) if "worker process" in cmdline(p)]) == 2,
+                   what="the new master's workers")
+        os.kill(srv.pid, signal.SIGQUIT)
+        assert srv.proc.wait(15) == 0
+        wait_until(lambda: not any(pid_alive(p) for p in old_workers), what="old workers gone")
+        before = count[0]
+        wait_until(lambda: count[0] > before + 20, what="requests served by the new master alone")
+    finally:
+        stop.set()
+        t.join(10)
+    try:
+        assert failures == []
+        assert count[0] > 20
+        assert http_get(srv.port)[0] == 200
+        assert not oldbin.exists()
+    finally:
+        new_workers = _children_of(new_master)
+        os.kill(new_master, signal.SIGTERM)
+        wait_until(lambda: not pid_alive(new_master), what="new master exit")
+        for p in new_workers:
+            if pid_alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def _children_of(pid):
+    from conftest import children
+    return children(pid)
+
+
+def test_notify_protocol_messages_in_order(start_server, tmp_path):
+    addr = str(tmp_path / "notify.sock")
+    sd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sd.bind(addr)
+    sd.settimeout(15)
+    env = dict(os.environ, NOTIFY_SOCKET=addr, WATCHDOG_USEC="400000")
+    srv = start_server(server="workers = 2", names=("http",), env=env)
+
+    def next_msg():
+        return sd.recv(4096).decode()
+
+    def until(prefix):
+        while True:
+            msg = next_msg()
+            if msg.startswith(prefix):
+                return msg
+
+    ready = until("READY=1")
+    assert "STATUS=2 workers" in ready
+    assert until("WATCHDOG=1") == "WATCHDOG=1"
+    os.kill(srv.pid, signal.SIGHUP)
+    reloading = until("RELOADING=1")
+    assert "MONOTONIC_USEC=" in reloading
+    usec = int(reloading.split("MONOTONIC_USEC=")[1].split()[0])
+    assert abs(usec / 1e6 - time.monotonic()) < 30
+    assert until("READY=1").startswith("READY=1")
+    os.kill(srv.pid, signal.SIGQUIT)
+    assert until("STOPPING=1") == "STOPPING=1"
+    assert srv.proc.wait(15) == 0
+    sd.close()
+
+
+def test_socket_activation_by_name(tmp_path):
+    """A listening socket passed as fd 3 with LISTEN_FDS/LISTEN_FDNAMES is
+    used for the [[listen]] with that name instead of binding a new one."""
+    port = free_port()
+    inherited = socket.socket()
+    inherited.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    inherited.bind(("127.0.0.1", port))
+    inherited.listen(128)
+    path = tmp_path / "s.toml"
+    other = free_port()
+    path.write_text(make_config({"web": other}, server="workers = 2") +
+                    f'\n[log]\nerror_log = "{tmp_path / "e.log"}"\n')
+    # the [[listen]] says another port: the name must win
+    launcher = (
+        "import os, sys\n"
+        f"os.dup2({inherited.fileno()}, 3)\n"
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='web')\n"
+        f"os.execv(sys.executable, [sys.executable, '-m', 'prefork.cli', '-c', {str(path)!r}])\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", launcher], pass_fds=[inherited.fileno()], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    inherited.close()
+    try:
+        wait_until(lambda: len([p for p in _children_of(proc.pid) if "worker" in cmdline(p)]) == 2,
+                   what="workers")
+        for _ in range(10):
+            assert http_get(port)[0] == 200
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", other), timeout=2)
+        assert "socket activation" in (tmp_path / "e.log").read_text()
+    finally:
+        workers = _children_of(proc.pid)
+        proc.terminate()
+        proc.wait(15)
+        for p in workers:
+            if pid_alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def test_crash_loop_backoff(start_server):
+    srv = start_server(server="workers = 1", names=("http",))
+    killed = set()
+    for _ in range(4):
+        [w] = srv.wait_workers(1, exclude=killed)
+        killed.add(w)
+        os.kill(w, signal.SIGKILL)
+    start = time.monotonic()
+    srv.wait_workers(1, exclude=killed)
+    # 4 quick deaths in a row: the 4th respawn waits ~0.8 s (back-off), not instantly
+    assert time.monotonic() - start > 0.3
+    assert http_get(srv.port)[0] == 200
+
+
+def test_worker_rlimit_nofile_above_hard_is_a_config_error(tmp_path):
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit here")
+    path = tmp_path / "s.toml"
+    path.write_text(make_config({"http": free_port()}, server=f"worker_rlimit_nofile = {hard + 1}"))
+    res = subprocess.run([sys.executable, "-m", "prefork.cli", "-t", "-c", str(path)], cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    assert "server.worker_rlimit_nofile" in res.stderr and "hard" in res.stderr
