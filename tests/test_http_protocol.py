@@ -677,18 +677,10 @@ ERROR_CASES = [
 ]
 
 
-def _error_params():
-    for case_id, data, limits, status in ERROR_CASES:
-        yield pytest.param(data, limits, status, id=case_id)
+ERROR_PARAMS = [pytest.param(data, limits, status, id=case_id) for case_id, data, limits, status in ERROR_CASES]
 
 
-def _all_error_params():
-    for case_id, data, limits, status in ERROR_CASES:
-        yield pytest.param(data, limits, status, id=case_id)
-
-
-@pytest.mark.parametrize("feed", list(FEEDERS.values()), ids=list(FEEDERS))
-@pytest.mark.parametrize("data,limits,status", _error_params())
+@pytest.mark.parametrize("data,limits,status", ERROR_PARAMS)
 def test_error_exact_status(feed, data, limits, status):
     proto = make_proto(**limits)
     out = feed(proto, data)
@@ -699,7 +691,7 @@ def test_error_exact_status(feed, data, limits, status):
 
 
 @pytest.mark.parametrize("feed", list(FEEDERS.values()), ids=list(FEEDERS))
-@pytest.mark.parametrize("data,limits,status", _all_error_params())
+@pytest.mark.parametrize("data,limits,status", _allERROR_PARAMS)
 def test_error_closes_and_lingers(feed, data, limits, status):
     """Whatever the status, an error answer says close, lingers, and ends parsing."""
     proto = make_proto(**limits)
