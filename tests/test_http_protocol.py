@@ -691,7 +691,7 @@ def test_error_exact_status(feed, data, limits, status):
 
 
 @pytest.mark.parametrize("feed", list(FEEDERS.values()), ids=list(FEEDERS))
-@pytest.mark.parametrize("data,limits,status", _allERROR_PARAMS)
+@pytest.mark.parametrize("data,limits,status", ERROR_PARAMS)
 def test_error_closes_and_lingers(feed, data, limits, status):
     """Whatever the status, an error answer says close, lingers, and ends parsing."""
     proto = make_proto(**limits)
