@@ -680,6 +680,7 @@ ERROR_CASES = [
 ERROR_PARAMS = [pytest.param(data, limits, status, id=case_id) for case_id, data, limits, status in ERROR_CASES]
 
 
+@pytest.mark.parametrize("feed", list(FEEDERS.values()), ids=list(FEEDERS))
 @pytest.mark.parametrize("data,limits,status", ERROR_PARAMS)
 def test_error_exact_status(feed, data, limits, status):
     proto = make_proto(**limits)
