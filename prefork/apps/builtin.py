@@ -6,11 +6,11 @@ import json as _json
 
 from ..protocols.http import Handler, Request, Response
 
-_PLAINTEXT = b"Hello, World!"
+_PLAINTEXT = Response(200, b"Hello, World!", b"text/plain")  # constant: the protocol never mutates a Response
 
 
 def plaintext(request: Request) -> Response:
-    return Response(200, _PLAINTEXT, b"text/plain")
+    return _PLAINTEXT
 
 
 def json(request: Request) -> Response:

@@ -36,6 +36,8 @@ _STATUS_LINES = {
 }
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# lengths of the header names the parser looks at: host, expect, content-length, transfer-encoding
+_INTERESTING_LENGTHS = frozenset((4, 6, 14, 17))
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
@@ -95,11 +97,14 @@ class HttpContext:
     def __init__(self, config: HttpConfig, routes: dict[bytes, Handler] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.config = config
+        self.keepalive_requests = config.keepalive_requests
+        self.keepalive_timeout = config.keepalive_timeout
         self.routes = dict(routes or {})
         self.clock = clock
         self.server_line = b"Server: " + config.server_header.encode("latin-1") + b"\r\n"
         self.date_line = b""
         self._date_second = -1
+        self._heads: dict[tuple, bytes] = {}  # response heads of this second, by shape
         self.parser_pool: list[_Parser] = []
         self.parser_pool_max = 256
         self.requests = 0  # counter, for status
@@ -113,9 +118,24 @@ class HttpContext:
         if second != self._date_second:
             self._date_second = second
             self.date_line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
+            self._heads.clear()
 
     def head(self, status: int, content_type: bytes, length: int, extra: list[tuple[bytes, bytes]],
              keep_alive: bool, http10: bool) -> bytes:
+        if extra:
+            return self._build_head(status, content_type, length, extra, keep_alive, http10)
+        # Most responses share a shape (status, type, length, connection): the
+        # head for it is built once per second (the Date changes) and reused.
+        key = (status, content_type, length, keep_alive, http10)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) > 512:
+                self._heads.clear()
+            head = self._heads[key] = self._build_head(status, content_type, length, extra, keep_alive, http10)
+        return head
+
+    def _build_head(self, status: int, content_type: bytes, length: int, extra: list[tuple[bytes, bytes]],
+                    keep_alive: bool, http10: bool) -> bytes:
         parts = [status_line(status), self.server_line, self.date_line,
                  b"Content-Type: ", content_type, b"\r\nContent-Length: ", b"%d\r\n" % length]
         for name, value in extra:
@@ -144,50 +164,64 @@ class _ParseError(Exception):
 
 
 class _Parser:
-    """An httptools parser and the request being built; pooled per worker."""
+    """An httptools parser and the request being built; pooled per worker.
+
+    This is the hot path: the limits are copied in at creation, and the
+    per-request fields are reset where a message begins."""
 
     __slots__ = ("parser", "proto", "url", "headers", "header_bytes", "body", "body_len",
-                 "content_length", "chunked", "host_count", "expect", "in_message", "head_done")
+                 "content_length", "chunked", "host_count", "expect", "in_message", "head_done", "version",
+                 "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout")
 
-    def __init__(self) -> None:
+    def __init__(self, config: HttpConfig) -> None:
         self.parser = httptools.HttpRequestParser(self)
         self.proto: HttpProtocol | None = None
         self.in_message = False
-        self.reset()
-
-    def reset(self) -> None:
+        self.max_url = config.max_request_line
+        self.max_headers = config.max_headers
+        self.max_header_bytes = config.max_header_bytes
+        self.max_body = config.max_body
+        self.header_timeout = config.header_timeout
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] | None = None
+        self.head_done = False
+        self.version = "1.1"
+
+    # httptools callbacks -----------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        proto = self.proto
+        state = proto.state
+        if state == CLOSED:
+            raise _Stop  # pipelined data after the last request we answer
+        self.in_message = True
+        self.url = b""
+        self.headers = []
         self.header_bytes = 0
-        self.body: list[bytes] = []
-        self.body_len = 0
+        self.body = None
         self.content_length = -1
         self.chunked = False
         self.host_count = 0
         self.expect = b""
         self.head_done = False
-
-    # httptools callbacks -----------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self.proto.state == CLOSED:
-            raise _Stop  # pipelined data after the last request we answer
-        self.in_message = True
-        self.proto._begin()
+        if state == IDLE:
+            proto.state = HEAD
+            proto.deadline = proto.ctx.clock() + self.header_timeout
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
-        limit = self.proto.ctx.config.max_request_line
-        if len(self.url) > limit:
+        url = self.url = self.url + url
+        if len(url) > self.max_url:
             raise _ParseError(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self.headers
         headers.append((name, value))
         self.header_bytes += len(name) + len(value) + 4
-        config = self.proto.ctx.config
-        if len(headers) > config.max_headers or self.header_bytes > config.max_header_bytes:
+        if len(headers) > self.max_headers or self.header_bytes > self.max_header_bytes:
             raise _ParseError(431, "request header fields too large")
+        if len(name) not in _INTERESTING_LENGTHS:
+            return
         lname = name.lower()
         if lname == b"content-length":
             self.content_length = int(value)  # llhttp has checked digits and duplicates
@@ -206,22 +240,22 @@ class _Parser:
 
     def on_body(self, body: bytes) -> None:
         self.body_len += len(body)
-        if self.body_len > self.proto.ctx.config.max_body:
+        if self.body_len > self.max_body:
             raise _ParseError(413, "request body too large")
-        self.body.append(body)
+        if self.body is None:
+            self.body = [body]
+        else:
+            self.body.append(body)
         self.proto._body_progress()
 
     def on_message_complete(self) -> None:
         self.in_message = False
-        proto = self.proto
         parser = self.parser
         body = self.body
-        request = Request(
-            parser.get_method(), self.url, b"", b"", parser.get_http_version(), self.headers,
-            body[0] if len(body) == 1 else b"".join(body), parser.should_keep_alive(),
-        )
-        self.reset()
-        proto._complete(request)
+        self.proto._complete(Request(
+            parser.get_method(), self.url, b"", b"", self.version, self.headers,
+            b"" if body is None else body[0] if len(body) == 1 else b"".join(body),
+            parser.should_keep_alive()))
 
 
 class HttpProtocol:
@@ -250,7 +284,7 @@ class HttpProtocol:
         p = self._p
         if p is None:
             pool = self.ctx.parser_pool
-            p = self._p = pool.pop() if pool else _Parser()
+            p = self._p = pool.pop() if pool else _Parser(self.ctx.config)
             p.proto = self
         self._out = out = []
         if self.state != BODY:
@@ -281,8 +315,11 @@ class HttpProtocol:
                 self._check_head_size(p)
         if self.state == CLOSED:
             self._release(p, reuse=False)
-        elif not p.in_message:
-            self._release(p, reuse=True)
+        elif not p.in_message:  # on a message boundary: the parser goes back to the pool
+            self._p = p.proto = None
+            pool = self.ctx.parser_pool
+            if len(pool) < self.ctx.parser_pool_max:
+                pool.append(p)
         self._out = None
         if not out:
             return b""
@@ -327,15 +364,10 @@ class HttpProtocol:
         if self._head_bytes > config.max_header_bytes + config.max_request_line:
             self._fail(431)
 
-    def _begin(self) -> None:
-        if self.state == IDLE:
-            self.state = HEAD
-            self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
-
     def _headers_complete(self, p: _Parser) -> None:
         config = self.ctx.config
         parser = p.parser
-        version = parser.get_http_version()
+        version = p.version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             # llhttp accepts "GET /" (0.9) and any major version; this server speaks 1.x
             raise _ParseError(400 if version == "0.9" else 505, "unsupported HTTP version")
@@ -349,9 +381,10 @@ class HttpProtocol:
         if p.expect:
             if p.expect != b"100-continue":
                 raise _ParseError(417, "unsupported expectation")
-            if has_body and parser.get_http_version() == "1.1":
+            if has_body and version == "1.1":
                 self._out.append(_CONTINUE)
         if has_body:
+            p.body_len = 0
             self.state = BODY
             self.deadline = self.ctx.clock() + config.body_timeout
 
@@ -359,11 +392,11 @@ class HttpProtocol:
         self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
 
     def _complete(self, request: Request) -> None:
+        ctx = self.ctx
         self._requests += 1
-        self.ctx.requests += 1
+        ctx.requests += 1
         self._head_bytes = 0
-        config = self.ctx.config
-        if self._requests >= config.keepalive_requests or self.ctx.draining:
+        if self._requests >= ctx.keepalive_requests or ctx.draining:
             request.keep_alive = False
         target = request.target
         path, _, query = target.partition(b"?")
@@ -377,7 +410,7 @@ class HttpProtocol:
         request.path = path
         request.query = query
         request.peer = self.peer
-        handler = self.ctx.routes.get(path)
+        handler = ctx.routes.get(path)
         if handler is None:
             status, length = self._error_response(404, request.keep_alive, request.method == b"HEAD",
                                                   request.version == "1.0")
@@ -391,13 +424,13 @@ class HttpProtocol:
                                                       request.version == "1.0")
             else:
                 status, length = self._respond(request, response)
-        if self.ctx.access_log is not None:
-            self.ctx.access_log.log(request, status, length)
+        if ctx.access_log is not None:
+            ctx.access_log.log(request, status, length)
         if not request.keep_alive:
             self._finish()
         else:
             self.state = IDLE
-            self.deadline = self.ctx.clock() + config.keepalive_timeout
+            self.deadline = ctx.clock() + ctx.keepalive_timeout
 
     def _respond(self, request: Request, response: Response) -> tuple[int, int]:
         body = response.body
