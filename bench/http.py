@@ -205,8 +205,8 @@ class BenchError(Exception):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark prefork, nginx and uvicorn with wrk on GET /plaintext.")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes per server (default: 1)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes per server (default: 2)")
     parser.add_argument("--duration", type=int, default=5,
                         help="seconds of measurement per scenario (default: 5)")
     parser.add_argument("--warmup", type=int, default=1,

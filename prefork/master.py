@@ -47,6 +47,8 @@ BACKOFF_MAX = 10.0
 
 MANAGED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
                    signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+# the master's signals that mean nothing to a worker
+WORKER_IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU)
 
 
 def set_proctitle(title: str) -> None:
@@ -242,13 +244,20 @@ class Master:
         generation = self.generation
         sys.stdout.flush()
         sys.stderr.flush()
+        # Block our signals across fork: until the child has dropped the
+        # master's handlers, a signal to it would be written to the master's
+        # wakeup fd and read by the master as its own.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGED_SIGNALS)
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.scoreboard.release(record)
             log.error("fork failed: %s", exc)
             return None
-        if pid == 0:  # the worker
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if pid == 0:  # the worker (signals stay blocked until it has its own handlers)
             code = 1
             try:
                 self._in_child(keep)
@@ -281,7 +290,7 @@ class Master:
             os._exit(0)
         signal.set_wakeup_fd(-1)
         for sig in MANAGED_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+            signal.signal(sig, signal.SIG_IGN if sig in WORKER_IGNORED_SIGNALS else signal.SIG_DFL)
         self.reactor.close_after_fork()
         os.close(self.ready_r)
         for per_slot in self.sockets.values():
@@ -560,15 +569,18 @@ class Master:
         args = [sys.executable, "-m", "prefork.cli", *self.argv]
         sys.stdout.flush()
         sys.stderr.flush()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGED_SIGNALS)
         pid = os.fork()
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
                 for sig in MANAGED_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 os.execve(sys.executable, args, env)
             finally:
                 os._exit(127)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for per_slot in self.sockets.values():
             for sock in per_slot.values():
                 os.set_inheritable(sock.fileno(), False)

@@ -29,6 +29,7 @@ log = logging.getLogger("prefork.worker")
 # pair, the spare fd, stdio, log files, and headroom.
 FD_RESERVE = 32
 
+WORKER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1)
 DRAIN_GRACE = 1.0  # graceful stop: seconds an idle connection may still send a request
 
 EXIT_OK = 0
@@ -218,6 +219,8 @@ class Worker:
             reactor.add_signal_handler(signal.SIGINT, self.on_fast_stop)
             reactor.add_signal_handler(signal.SIGQUIT, self.on_graceful_stop)
             reactor.add_signal_handler(signal.SIGUSR1, self.on_reopen)
+            # the master forks with these blocked; from here on they are handled
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
         for acceptor in self.acceptors:
             acceptor.start()
         self._tick()

@@ -84,9 +84,10 @@ class Server:
     def wait_workers(self, n: int, timeout: float = 15.0, exclude: set[int] = frozenset()) -> list[int]:
         """Wait until the master has exactly ``n`` workers (none of ``exclude``) that are serving."""
         def ready():
-            pids = self.workers()
-            if len(pids) == n and not set(pids) & set(exclude) and all(
-                    "worker process" in cmdline(p) for p in pids):
+            # a fresh fork still shows the master's title, and a new master
+            # (USR2) is a child too: count only children titled as workers
+            pids = [p for p in self.workers() if "worker process" in _title(p)]
+            if len(pids) == n and not set(pids) & set(exclude):
                 return pids
             return None
         return wait_until(ready, timeout, what=f"{n} workers")
@@ -214,6 +215,13 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             out.append(int(entry))
     return sorted(out)
+
+
+def _title(pid: int) -> str:
+    try:
+        return cmdline(pid)
+    except OSError:
+        return ""
 
 
 def cmdline(pid: int) -> str:

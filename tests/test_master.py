@@ -387,3 +387,57 @@ def test_worker_rlimit_nofile_above_hard_is_a_config_error(tmp_path):
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=30)
     assert res.returncode == 1
     assert "server.worker_rlimit_nofile" in res.stderr and "hard" in res.stderr
+
+
+def test_worker_boot_failure_stops_master_instead_of_looping(start_server, tmp_path):
+    ports = {"http": free_port()}
+    path = tmp_path / "boot.toml"
+    log = tmp_path / "boot.log"
+    path.write_text(make_config(ports, server="workers = 2") +
+                    f'\n[log]\nerror_log = "{log}"\naccess_log = "{tmp_path}/missing-dir/access.log"\n')
+    res = subprocess.run([sys.executable, "-m", "prefork.cli", "-c", str(path)], cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3
+    text = log.read_text()
+    assert "could not start" in text and "missing-dir/access.log" in text
+    assert text.count("started worker process") <= 4  # stopped, not crash-looping
+
+
+def test_reload_whose_workers_cannot_boot_keeps_old_generation(start_server, tmp_path):
+    srv = start_server(server="workers = 2", names=("http",))
+    old = srv.wait_workers(2)
+    text = srv.path.read_text()
+    srv.path.write_text(text.replace("[log]\n", f'[log]\naccess_log = "{tmp_path}/missing-dir/a.log"\n'))
+    os.kill(srv.pid, signal.SIGHUP)
+    wait_until(lambda: "keeping the previous configuration" in srv.log(), what="reload rollback in the log")
+    assert srv.proc.poll() is None
+    wait_until(lambda: sorted(srv.workers()) == sorted(old), what="only the old workers left")
+    assert http_get(srv.port)[0] == 200
+
+
+def test_usr2_rollback_with_winch_and_hup(start_server):
+    srv = start_server(server="workers = 1", names=("http",))
+    [old_worker] = srv.wait_workers(1)
+    os.kill(srv.pid, signal.SIGUSR2)
+    oldbin = srv.pid_path.with_name(srv.pid_path.name + ".oldbin")
+    wait_until(lambda: oldbin.exists() and srv.pid_path.exists(), what="pid and .oldbin files")
+    new_master = int(srv.pid_path.read_text())
+    try:
+        wait_until(lambda: [p for p in _children_of(new_master) if "worker process" in cmdline(p)],
+                   what="the new master's worker")
+        os.kill(srv.pid, signal.SIGWINCH)  # old master: stop its workers, keep listening sockets
+        wait_until(lambda: not pid_alive(old_worker), what="old worker gone after WINCH")
+        assert http_get(srv.port)[0] == 200  # the new generation serves alone
+        os.kill(srv.pid, signal.SIGHUP)  # roll back: the old master starts workers again
+        srv.wait_workers(1, exclude={old_worker})
+        os.kill(new_master, signal.SIGQUIT)
+        wait_until(lambda: not pid_alive(new_master), what="new master gone")
+        wait_until(lambda: srv.pid_path.exists() and int(srv.pid_path.read_text()) == srv.pid,
+                   what="the pid file back to the old master")
+        assert not oldbin.exists()
+        assert http_get(srv.port)[0] == 200
+    finally:
+        if pid_alive(new_master):
+            for p in _children_of(new_master):
+                os.kill(p, signal.SIGKILL)
+            os.kill(new_master, signal.SIGKILL)
