@@ -66,8 +66,25 @@ class Connection:
         else:
             out = proto.eof_received()
         if out:
-            self.write(out)
-        if self.fd >= 0:
+            # write(), inlined: this is the path of every response
+            if self.wbuf is None:
+                try:
+                    sent = os.write(self.fd, out)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    self.close()
+                    return
+                if sent != len(out):
+                    self._buffer(out, sent)
+            else:
+                self.write(out)
+            if self.fd < 0:
+                return
+        # after(), when there is nothing to do: open, and the pending timer
+        # fires no later than the protocol's deadline (it re-arms lazily)
+        timer = self.timer
+        if proto.closing or timer is None or proto.deadline < timer.when:
             self.after()
 
     def on_writable(self) -> None:
@@ -162,10 +179,13 @@ class Connection:
         except OSError:
             self.close()
             return
-        if n == len(data):
-            return
+        if n != len(data):
+            self._buffer(data, n)
+
+    def _buffer(self, data: bytes, sent: int) -> None:
+        """Keep what the kernel did not take, and wait for EPOLLOUT."""
         worker = self.worker
-        self.wbuf = bytearray(memoryview(data)[n:])
+        self.wbuf = bytearray(memoryview(data)[sent:])
         worker.reactor.add(self.fd, WRITABLE, Connection.on_writable, self)
         self.send_deadline = worker.reactor.clock() + worker.send_timeout
         self.arm()

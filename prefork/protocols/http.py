@@ -252,10 +252,9 @@ class _Parser:
         self.in_message = False
         parser = self.parser
         body = self.body
-        self.proto._complete(Request(
-            parser.get_method(), self.url, b"", b"", self.version, self.headers,
-            b"" if body is None else body[0] if len(body) == 1 else b"".join(body),
-            parser.should_keep_alive()))
+        self.proto._complete(parser.get_method(), self.url, self.version, self.headers,
+                             b"" if body is None else body[0] if len(body) == 1 else b"".join(body),
+                             parser.should_keep_alive())
 
 
 class HttpProtocol:
@@ -391,14 +390,15 @@ class HttpProtocol:
     def _body_progress(self) -> None:
         self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
 
-    def _complete(self, request: Request) -> None:
+    def _complete(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
+                  keep_alive: bool) -> None:
+        """A whole request has arrived: route it, run the handler, queue the response."""
         ctx = self.ctx
         self._requests += 1
         ctx.requests += 1
         self._head_bytes = 0
         if self._requests >= ctx.keepalive_requests or ctx.draining:
-            request.keep_alive = False
-        target = request.target
+            keep_alive = False
         path, _, query = target.partition(b"?")
         if path[:1] != b"/" and b"://" in path:
             # absolute-form (RFC 9112 3.2.2): route by its path
@@ -407,23 +407,29 @@ class HttpProtocol:
             path = authority_and_path[slash:] if slash >= 0 else b"/"
         if b"%" in path:
             path = unquote_to_bytes(path)
-        request.path = path
-        request.query = query
-        request.peer = self.peer
+        request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer)
+        head_only = method == b"HEAD"
+        http10 = version == "1.0"
         handler = ctx.routes.get(path)
         if handler is None:
-            status, length = self._error_response(404, request.keep_alive, request.method == b"HEAD",
-                                                  request.version == "1.0")
+            status, length = self._error_response(404, keep_alive, head_only, http10)
         else:
             try:
                 response = handler(request)
             except Exception:
                 request.keep_alive = False
                 self.linger = True
-                status, length = self._error_response(500, False, request.method == b"HEAD",
-                                                      request.version == "1.0")
+                status, length = self._error_response(500, False, head_only, http10)
             else:
-                status, length = self._respond(request, response)
+                status = response.status
+                content = response.body
+                length = len(content)
+                head = ctx.head(status, response.content_type, length, response.headers, request.keep_alive, http10)
+                if head_only or not length:
+                    self._out.append(head)
+                    length = 0
+                else:
+                    self._out.append(head + content)
         if ctx.access_log is not None:
             ctx.access_log.log(request, status, length)
         if not request.keep_alive:
@@ -431,16 +437,6 @@ class HttpProtocol:
         else:
             self.state = IDLE
             self.deadline = ctx.clock() + ctx.keepalive_timeout
-
-    def _respond(self, request: Request, response: Response) -> tuple[int, int]:
-        body = response.body
-        head = self.ctx.head(response.status, response.content_type, len(body), response.headers,
-                             request.keep_alive, request.version == "1.0")
-        if request.method == b"HEAD" or not body:
-            self._out.append(head)
-            return response.status, 0
-        self._out.append(head + body)
-        return response.status, len(body)
 
     def _error_response(self, status: int, keep_alive: bool, head_only: bool = False,
                         http10: bool = False) -> tuple[int, int]:
