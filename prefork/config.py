@@ -67,6 +67,8 @@ class ServerConfig:
     pid_file: str = ""                  # needed by -s and by USR2 upgrades
     worker_timeout: float = 30.0        # a worker silent this long is aborted, then killed
     worker_rlimit_nofile: int = 0       # soft RLIMIT_NOFILE for workers (0: what worker_connections needs)
+    threads: int = 4                    # thread pool per worker, for blocking handlers (0: run them inline)
+    queue: int = 1024                   # jobs waiting for the pool; beyond this a request gets 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,27 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteConfig:
+    path: str                           # "/x" matches exactly; "/x/" matches the prefix
+    handler: str                        # a built-in name or "package.module:callable"
+    blocking: bool | None = None        # run in the thread pool (None: the handler's own default)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticConfig:
+    root: str = ""                      # directory served by the "static" handler ("" = none)
+    index: str = "index.html"
+    cache_entries: int = 1024           # open-file cache: entries per worker
+    cache_valid: float = 2.0            # seconds before a cached entry is checked again
+    cache_max_file: int = 65536         # files up to this size are kept in memory, larger ones are sent with sendfile
+
+
+@dataclass(frozen=True, slots=True)
+class StatusConfig:
+    allow: tuple[str, ...] = ("127.0.0.1", "::1")
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     error_log: str = "-"                # a path, or "-" for stderr
     access_log: str = ""                # a path, "-" for stderr, "" for none
@@ -100,6 +123,9 @@ class Config:
     listen: tuple[ListenConfig, ...] = ()
     http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    routes: tuple[RouteConfig, ...] = ()
+    static: StaticConfig = field(default_factory=StaticConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
 
 
 # --- validation helpers ---------------------------------------------------
@@ -195,6 +221,58 @@ def _path(path: str, key: str, value: Any, allow_stderr: bool = False) -> str:
     return os.path.abspath(text)
 
 
+def _directory(path: str, key: str, value: Any) -> str:
+    text = _path(path, key, value)
+    if text and not os.path.isdir(text):
+        raise ConfigError(path, key, f"{text} is not a directory")
+    if text and not os.access(text, os.R_OK | os.X_OK):
+        raise ConfigError(path, key, f"{text} is not readable by this user")
+    return text
+
+
+def _addresses(path: str, key: str, value: Any) -> tuple[str, ...]:
+    import ipaddress
+
+    if not isinstance(value, list):
+        raise ConfigError(path, key, f"expected an array of addresses, got {_type_name(value)}")
+    out = []
+    for i, item in enumerate(value):
+        text = _check_str(path, f"{key}[{i}]", item)
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ConfigError(path, f"{key}[{i}]", f"expected an IP address or network, got {text!r}") from None
+        out.append(text)
+    return tuple(out)
+
+
+def _routes(path: str, data: dict) -> tuple[RouteConfig, ...]:
+    raw = data.get("route", [])
+    if not isinstance(raw, list):
+        raise ConfigError(path, "[[route]]", "expected an array of tables: [[route]]")
+    out = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        section = f"route[{i}]"
+        table = _check_table(path, section, item)
+        _unknown_keys(path, section, table, {f.name for f in fields(RouteConfig)})
+        for required in ("path", "handler"):
+            if required not in table:
+                raise ConfigError(path, f"{section}.{required}", "missing")
+        route_path = _check_str(path, f"{section}.path", table["path"])
+        if not route_path.startswith("/"):
+            raise ConfigError(path, f"{section}.path", f"expected a path starting with '/', got {route_path!r}")
+        if route_path in seen:
+            raise ConfigError(path, f"{section}.path", f"{route_path} is routed twice")
+        seen.add(route_path)
+        handler = _check_str(path, f"{section}.handler", table["handler"])
+        blocking = table.get("blocking")
+        if blocking is not None and not isinstance(blocking, bool):
+            raise ConfigError(path, f"{section}.blocking", f"expected true or false, got {blocking!r}")
+        out.append(RouteConfig(route_path, handler, blocking))
+    return tuple(out)
+
+
 def _rlimit_nofile(path: str, key: str, value: Any) -> int:
     import resource
 
@@ -225,6 +303,20 @@ _SERVER_CHECKS = {
     "pid_file": lambda p, k, v: _path(p, k, v),
     "worker_timeout": lambda p, k, v: _check_float(p, k, v, 0),
     "worker_rlimit_nofile": lambda p, k, v: _rlimit_nofile(p, k, v),
+    "threads": lambda p, k, v: _check_int(p, k, v, 0, 1024),
+    "queue": lambda p, k, v: _check_int(p, k, v, 1, 1 << 20),
+}
+
+_STATIC_CHECKS = {
+    "root": lambda p, k, v: _directory(p, k, v),
+    "index": lambda p, k, v: _check_str(p, k, v),
+    "cache_entries": lambda p, k, v: _check_int(p, k, v, 0, 1 << 20),
+    "cache_valid": lambda p, k, v: _check_float(p, k, v, 0),
+    "cache_max_file": lambda p, k, v: _check_int(p, k, v, 0, 1 << 30),
+}
+
+_STATUS_CHECKS = {
+    "allow": lambda p, k, v: _addresses(p, k, v),
 }
 
 _LOG_CHECKS = {
@@ -284,14 +376,21 @@ def _listeners(path: str, data: dict) -> tuple[ListenConfig, ...]:
 
 
 def from_dict(data: dict, path: str = "<config>") -> Config:
-    _unknown_keys(path, "", data, {"server", "listen", "http", "log"})
+    _unknown_keys(path, "", data, {"server", "listen", "http", "log", "route", "static", "status"})
     server = _section(path, data, "server", ServerConfig, _SERVER_CHECKS)
     http = _section(path, data, "http", HttpConfig, _HTTP_CHECKS)
     log = _section(path, data, "log", LogConfig, _LOG_CHECKS)
+    static = _section(path, data, "static", StaticConfig, _STATIC_CHECKS)
+    status = _section(path, data, "status", StatusConfig, _STATUS_CHECKS)
     if http.max_request_line > http.max_header_bytes:
         raise ConfigError(path, "http.max_request_line",
                           f"must not exceed http.max_header_bytes ({http.max_header_bytes})")
-    return Config(path=path, server=server, listen=_listeners(path, data), http=http, log=log)
+    config = Config(path=path, server=server, listen=_listeners(path, data), http=http, log=log,
+                    routes=_routes(path, data), static=static, status=status)
+    from .apps import check_routes  # imports the handlers: errors name the route and the callable
+
+    check_routes(config)
+    return config
 
 
 def load(path: str) -> Config:

@@ -14,8 +14,10 @@ import errno
 import logging
 import os
 import socket
+from collections import deque
 from typing import TYPE_CHECKING
 
+from .protocols.http import FileChunk
 from .reactor import READABLE, WRITABLE
 
 if TYPE_CHECKING:
@@ -26,17 +28,28 @@ log = logging.getLogger("prefork.worker")
 LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: drain input this long before closing after an error
 
 
+_HIGH_WATER = 1   # paused: too much unsent output
+_PROTOCOL = 2     # paused: the protocol has enough queued requests
+
+SENDFILE_CHUNK = 1 << 20
+
+
 class Connection:
+    """An accepted socket driven by the reactor for one sans-IO protocol.
+
+    ``wbuf`` is None while everything has been sent; otherwise a deque of what
+    is waiting: bytearrays, and FileChunks that go out with sendfile."""
+
     __slots__ = ("fd", "worker", "proto", "wbuf", "timer", "send_deadline", "paused", "lingering")
 
     def __init__(self, worker: "Worker", fd: int, proto):
         self.fd = fd
         self.worker = worker
         self.proto = proto
-        self.wbuf: bytearray | None = None
+        self.wbuf: deque | None = None
         self.timer = None
         self.send_deadline = 0.0
-        self.paused = False
+        self.paused = 0
         self.lingering = False
         worker.reactor.add(fd, READABLE, Connection.on_readable, self)
         if proto.deadline:
@@ -66,8 +79,8 @@ class Connection:
         else:
             out = proto.eof_received()
         if out:
-            # write(), inlined: this is the path of every response
-            if self.wbuf is None:
+            # write(), inlined for the common case: this is the path of every response
+            if self.wbuf is None and type(out) is bytes:
                 try:
                     sent = os.write(self.fd, out)
                 except (BlockingIOError, InterruptedError):
@@ -89,23 +102,38 @@ class Connection:
 
     def on_writable(self) -> None:
         wbuf = self.wbuf
+        fd = self.fd
         try:
-            n = os.write(self.fd, wbuf)
+            while wbuf:
+                part = wbuf[0]
+                if type(part) is FileChunk:
+                    n = os.sendfile(fd, part.fd, part.offset, min(part.count, SENDFILE_CHUNK))
+                    if n == 0:  # the file shrank under us: what was promised cannot be sent
+                        self.close()
+                        return
+                    part.offset += n
+                    part.count -= n
+                    if part.count:
+                        continue
+                    part.close()
+                else:
+                    n = os.write(fd, part)
+                    del part[:n]
+                    if part:
+                        continue
+                wbuf.popleft()
         except (BlockingIOError, InterruptedError):
+            self.send_deadline = self.worker.reactor.clock() + self.worker.send_timeout
+            self._check_high_water()
             return
         except OSError:
             self.close()
             return
-        del wbuf[:n]
-        if wbuf:
-            self.send_deadline = self.worker.reactor.clock() + self.worker.send_timeout
-            return
         self.wbuf = None
         self.send_deadline = 0.0
-        self.worker.reactor.remove(self.fd, WRITABLE)
-        if self.paused:
-            self.paused = False
-            self.worker.reactor.add(self.fd, READABLE, Connection.on_readable, self)
+        self.worker.reactor.remove(fd, WRITABLE)
+        if self.paused & _HIGH_WATER:
+            self._resume(_HIGH_WATER)
         self.after()
 
     def on_timer(self) -> None:
@@ -131,6 +159,33 @@ class Connection:
                 self.after()
             return
         self.arm()
+
+    # --- the protocol's calls (a response from the thread pool, flow control) ----
+
+    def deliver(self, out) -> None:
+        if self.fd < 0:
+            return
+        if out:
+            self.write(out)
+        if self.fd >= 0:
+            self.after()
+
+    def pause_reading(self) -> None:
+        self._pause(_PROTOCOL)
+
+    def resume_reading(self) -> None:
+        self._resume(_PROTOCOL)
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.fd >= 0:
+            self.worker.reactor.remove(self.fd, READABLE)
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.fd >= 0:
+                self.worker.reactor.add(self.fd, READABLE, Connection.on_readable, self)
 
     # --- helpers ---------------------------------------------------------------
 
@@ -167,34 +222,64 @@ class Connection:
         elif timer is None and self.send_deadline:
             self.arm()
 
-    def write(self, data: bytes) -> None:
-        if self.wbuf is not None:
-            self.wbuf += data
+    def write(self, out) -> None:
+        """Send ``out`` (bytes, or a list of bytes and FileChunks) or queue it."""
+        if type(out) is not list:
+            out = (out,)
+        for i, part in enumerate(out):
+            if self.wbuf is not None or type(part) is FileChunk:
+                self._queue_rest(out[i:])
+                return
+            try:
+                n = os.write(self.fd, part)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                for rest in out[i:]:
+                    if type(rest) is FileChunk:
+                        rest.close()
+                self.close()
+                return
+            if n != len(part):
+                self._buffer(part, n)
+                if i + 1 < len(out):
+                    self._queue_rest(out[i + 1:])
+                return
+
+    def _queue_rest(self, parts) -> None:
+        wbuf = self.wbuf
+        if wbuf is None:
+            wbuf = self.wbuf = deque()
+            self._start_writing()
+        for part in parts:
+            wbuf.append(part if type(part) is FileChunk else bytearray(part))
+        if type(parts[0]) is FileChunk and len(wbuf) == len(parts):
+            self.on_writable()  # nothing ahead of the file: start sending it now
+        elif self.fd >= 0:
             self._check_high_water()
-            return
-        try:
-            n = os.write(self.fd, data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError:
-            self.close()
-            return
-        if n != len(data):
-            self._buffer(data, n)
 
     def _buffer(self, data: bytes, sent: int) -> None:
         """Keep what the kernel did not take, and wait for EPOLLOUT."""
+        self.wbuf = deque((bytearray(memoryview(data)[sent:]),))
+        self._start_writing()
+        self._check_high_water()
+
+    def _start_writing(self) -> None:
         worker = self.worker
-        self.wbuf = bytearray(memoryview(data)[sent:])
         worker.reactor.add(self.fd, WRITABLE, Connection.on_writable, self)
         self.send_deadline = worker.reactor.clock() + worker.send_timeout
         self.arm()
-        self._check_high_water()
 
     def _check_high_water(self) -> None:
-        if not self.paused and len(self.wbuf) > self.worker.high_water:
-            self.paused = True
-            self.worker.reactor.remove(self.fd, READABLE)
+        wbuf = self.wbuf
+        if wbuf is None or self.paused & _HIGH_WATER:
+            return
+        buffered = 0
+        for part in wbuf:
+            if type(part) is not FileChunk:
+                buffered += len(part)
+        if buffered > self.worker.high_water:
+            self._pause(_HIGH_WATER)
 
     def finish(self) -> None:
         """The protocol is done and the output is flushed."""
@@ -215,8 +300,8 @@ class Connection:
             return
         self.lingering = True
         if self.paused:
-            self.paused = False
-            self.worker.reactor.add(self.fd, READABLE, Connection.on_readable, self)
+            self.paused = _HIGH_WATER
+            self._resume(_HIGH_WATER)
         if self.timer is not None:
             self.timer.cancel()
         self.timer = self.worker.reactor.call_later(LINGER_TIMEOUT, Connection.on_timer, self)
@@ -235,11 +320,18 @@ class Connection:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.wbuf = None
+        if self.wbuf is not None:
+            for part in self.wbuf:
+                if type(part) is FileChunk:
+                    part.close()
+            self.wbuf = None
         try:
             os.close(fd)
         except OSError:
             pass
+        lost = getattr(self.proto, "connection_lost", None)
+        if lost is not None:
+            lost()
         worker.connection_closed()
 
 
@@ -296,4 +388,5 @@ class Acceptor:
                 continue
             worker.active += 1
             worker.accepted += 1
-            Connection(worker, fd, factory(ctx, addr))
+            proto = factory(ctx, addr)
+            proto.driver = Connection(worker, fd, proto)

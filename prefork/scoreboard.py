@@ -20,7 +20,12 @@ ACCEPTED = 3
 ACTIVE = 4
 REQUESTS = 5
 READY = 6       # 1 once the worker accepts
-FIELDS = 8
+HANDLED = 7     # accepted connections that were served (not shed for want of fds)
+READING = 8     # connections receiving a request
+WRITING = 9     # connections with a response being computed or sent
+WAITING = 10    # idle keep-alive connections
+SLOT = 11
+FIELDS = 16
 
 
 class Scoreboard:
@@ -43,7 +48,16 @@ class Scoreboard:
         return rec
 
     def release(self, rec: int) -> None:
+        self.cells[rec * FIELDS + PID] = 0  # no longer a live worker
         self._free.append(rec)
+
+    def live(self) -> list[int]:
+        """Records of running workers (PID set): for status pages."""
+        cells, out = self.cells, []
+        for rec in range(self.records):
+            if cells[rec * FIELDS + PID]:
+                out.append(rec)
+        return out
 
     def get(self, rec: int, field: int) -> int:
         return self.cells[rec * FIELDS + field]

@@ -14,14 +14,17 @@ import socket
 import threading
 import time
 
-from .apps.builtin import default_routes
+from .apps import AppContext, build_router
 from .config import Config
 from .connection import Acceptor, Connection
 from .logs import AccessLog, reopen_error_log
+from .pool import ThreadPool
 from .protocols.echo import EchoProtocol
-from .protocols.http import HttpContext, HttpProtocol
+from .protocols.http import BODY, HEAD, HttpContext, HttpProtocol
+from .protocols.http import WAITING as WAITING_STATE
 from .reactor import Reactor
-from .scoreboard import ACCEPTED, ACTIVE, READY, REQUESTS, Scoreboard
+from .scoreboard import (ACCEPTED, ACTIVE, HANDLED, READING, READY, REQUESTS, SLOT, WAITING, WRITING,
+                         Scoreboard)
 
 log = logging.getLogger("prefork.worker")
 
@@ -57,9 +60,8 @@ class Supervisor:
     def update(self, worker: "Worker") -> None:
         board, rec = self.scoreboard, self.record
         board.beat(rec)
-        board.set(rec, ACCEPTED, worker.accepted)
-        board.set(rec, ACTIVE, worker.active)
-        board.set(rec, REQUESTS, worker.http.requests)
+        for field, value in worker.counters().items():
+            board.set(rec, field, value)
 
     def master_alive(self) -> bool:
         return os.getppid() == self.master_pid
@@ -85,9 +87,17 @@ class Worker:
         self.rview = memoryview(self.rbuf)
         self.active = 0
         self.accepted = 0
+        self.shed = 0
         self.draining = False
         self.accept_paused = False
-        self.http = HttpContext(config.http, default_routes(), clock=self.reactor.clock)
+        self.pool = None
+        if server.threads:
+            self.pool = ThreadPool(self.reactor.call_soon_threadsafe, server.threads, server.queue,
+                                   name=f"worker{index}-pool")
+        app = AppContext(config, supervisor.scoreboard if supervisor else None, self)
+        self.http = HttpContext(config.http, build_router(config, app), clock=self.reactor.clock)
+        if self.pool is not None:
+            self.http.submit = self.pool.submit
         if config.log.access_log:
             self.http.access_log = AccessLog(config.log.access_log)
         self.acceptors = []
@@ -125,6 +135,7 @@ class Worker:
         try:
             fd, _ = sock._accept()
             os.close(fd)
+            self.shed += 1
         except OSError:
             pass
         self._spare_fd = self._open_spare()
@@ -155,6 +166,23 @@ class Worker:
             self.resume_accepting()
         if self.draining and self.active == 0:
             self.reactor.stop()
+
+    def counters(self) -> dict[int, int]:
+        """This worker's (and its peer threads') numbers, by scoreboard field.
+        Reading/writing/waiting come from one pass over the connections."""
+        reading = writing = 0
+        workers = (self, *self.peers)
+        for worker in workers:
+            for conn in worker.connections():
+                state = conn.proto.state
+                if conn.wbuf is not None or state == WAITING_STATE:
+                    writing += 1
+                elif state in (HEAD, BODY):
+                    reading += 1
+        active = sum(w.active for w in workers)
+        return {ACCEPTED: sum(w.accepted + w.shed for w in workers), HANDLED: sum(w.accepted for w in workers),
+                ACTIVE: active, REQUESTS: sum(w.http.requests for w in workers), READING: reading,
+                WRITING: writing, WAITING: active - reading - writing, SLOT: self.index}
 
     def connections(self) -> list[Connection]:
         """Every open connection (an O(table) scan: for shutdown, not hot paths)."""
@@ -237,6 +265,8 @@ class Worker:
                 os.close(self._spare_fd)
             if self.http.access_log is not None:
                 self.http.access_log.close()
+            if self.pool is not None:
+                self.pool.shutdown()
             reactor.close()
         return EXIT_OK
 

@@ -1,1 +1,113 @@
-"""Applications: the handlers that routes point at."""
+"""Applications: the handlers that routes point at, and how routes are built.
+
+A route maps a path (exact, or a prefix when it ends with "/") to a handler:
+a built-in name (``plaintext``, ``json``, ``static``, ``status``, ``metrics``)
+or a user's ``"package.module:callable"``. A handler takes a ``Request`` and
+returns a ``Response`` — or an ``Offload`` to have part of its work run in the
+worker's thread pool. A route marked ``blocking = true`` runs its handler in the
+pool every time. Handlers are imported when the configuration is loaded, so a
+bad one is a configuration error naming the route and the callable (``-t``
+shows it, a reload with it keeps the old configuration, and no worker ever
+crash-loops on it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..config import Config, ConfigError, RouteConfig
+from ..protocols.http import Handler, Router
+
+
+@dataclass
+class AppContext:
+    """What a handler factory may use: the config and the worker's shared state."""
+
+    config: Config
+    scoreboard: Any = None       # prefork.scoreboard.Scoreboard, or None outside a master
+    worker: Any = None           # the Worker serving, or None in tests
+
+
+def _builtins() -> dict[str, tuple[Callable[[AppContext, str], Handler], bool]]:
+    from . import builtin, static, status
+
+    return {
+        "plaintext": (lambda app, prefix: builtin.plaintext, False),
+        "json": (lambda app, prefix: builtin.json, False),
+        "static": (static.make_handler, False),   # cache hits inline; misses offload open/stat
+        "status": (status.make_status, False),
+        "metrics": (status.make_metrics, False),
+    }
+
+
+def default_routes(config: Config) -> tuple[RouteConfig, ...]:
+    """The routes used when the file has no [[route]] tables."""
+    routes = [RouteConfig("/plaintext", "plaintext"), RouteConfig("/json", "json"),
+              RouteConfig("/status", "status"), RouteConfig("/metrics", "metrics")]
+    if config.static.root:
+        routes.append(RouteConfig("/static/", "static"))
+    return tuple(routes)
+
+
+def load_callable(spec: str) -> Callable[..., Any]:
+    """Import ``"package.module:callable"``; raise ValueError saying why not."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected a built-in handler or 'package.module:callable', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the module itself failing
+        raise ValueError(f"cannot import {module_name!r} for {spec!r}: {type(exc).__name__}: {exc}") from None
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"{module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise ValueError(f"{spec!r} is not callable")
+    try:
+        inspect.signature(obj).bind(object())
+    except TypeError:
+        raise ValueError(f"{spec!r} must accept one argument (the request)") from None
+    except ValueError:
+        pass  # no signature to inspect (a builtin): trust it
+    return obj
+
+
+def _route_key(config: Config, i: int, explicit: bool) -> str:
+    return f"route[{i}].handler" if explicit else "[[route]] (default routes)"
+
+
+def check_routes(config: Config) -> None:
+    """Resolve every route's handler now; raise ConfigError on the first bad one."""
+    builtins = _builtins()
+    explicit = bool(config.routes)
+    for i, route in enumerate(config.routes or default_routes(config)):
+        key = _route_key(config, i, explicit)
+        if route.handler in builtins:
+            if route.handler == "static" and not config.static.root:
+                raise ConfigError(config.path, key, "the static handler needs [static] root")
+            continue
+        try:
+            load_callable(route.handler)
+        except ValueError as exc:
+            raise ConfigError(config.path, key, f"{route.path}: {exc}") from None
+
+
+def build_router(config: Config, app: AppContext) -> Router:
+    builtins = _builtins()
+    router = Router()
+    for route in config.routes or default_routes(config):
+        if route.handler in builtins:
+            factory, blocking = builtins[route.handler]
+            handler = factory(app, route.path)
+        else:
+            handler, blocking = load_callable(route.handler), False
+        if route.blocking is not None:
+            blocking = route.blocking
+        router.add(route.path, handler, blocking)
+    return router

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 
 class EchoProtocol:
-    __slots__ = ("closing", "linger", "deadline")
+    __slots__ = ("closing", "linger", "deadline", "driver")
     state = 0  # always idle: nothing is ever half-received
 
     def __init__(self, ctx=None, peer=None):
         self.closing = False
         self.linger = False
         self.deadline = 0.0
+        self.driver = None
 
     def data_received(self, data) -> bytes:
         return bytes(data)

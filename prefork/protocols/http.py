@@ -15,7 +15,9 @@ returned when it ends on a message boundary.
 
 from __future__ import annotations
 
+import os
 import time
+from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable
@@ -30,6 +32,7 @@ IDLE = 0      # between requests (or before the first): keepalive/header timeout
 HEAD = 1      # request line and headers arriving: header timeout -> 408
 BODY = 2      # body arriving: body timeout between reads -> 408
 CLOSED = 3    # closing: nothing more is parsed
+WAITING = 4   # a handler runs in the thread pool; its response is not out yet
 
 _STATUS_LINES = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
@@ -74,32 +77,103 @@ class Request:
         return default
 
 
-class Response:
-    """What a handler returns."""
+class FileChunk:
+    """``count`` bytes of the open file ``fd`` from ``offset``: the driver sends
+    them with sendfile and closes ``fd`` when done (or when the connection goes)."""
 
-    __slots__ = ("status", "body", "content_type", "headers")
+    __slots__ = ("fd", "offset", "count")
+
+    def __init__(self, fd: int, offset: int, count: int):
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+
+
+class Response:
+    """What a handler returns. ``file``, when set, is sent after ``body``
+    (which is then empty) and its length is ``length``."""
+
+    __slots__ = ("status", "body", "content_type", "headers", "file", "length")
 
     def __init__(self, status: int = 200, body: bytes = b"", content_type: bytes = b"text/plain",
-                 headers: list[tuple[bytes, bytes]] | None = None):
+                 headers: list[tuple[bytes, bytes]] | None = None, file: FileChunk | None = None):
         self.status = status
         self.body = body
         self.content_type = content_type
         self.headers = headers or []
+        self.file = file
+        self.length = file.count if file is not None else len(body)
 
 
-Handler = Callable[[Request], Response]
+class Offload:
+    """Returned by a handler: run ``fn(request)`` in the thread pool and send
+    the ``Response`` it returns."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[["Request"], Response]):
+        self.fn = fn
+
+
+Handler = Callable[[Request], "Response | Offload"]
+
+
+class Router:
+    """Exact paths in a dict; prefixes (paths ending in "/") longest first."""
+
+    def __init__(self, routes: dict[bytes, Handler] | None = None):
+        self.exact: dict[bytes, tuple[Handler, bool]] = {}
+        self.prefixes: list[tuple[bytes, Handler, bool]] = []
+        for path, handler in (routes or {}).items():
+            self.add(path, handler)
+
+    def add(self, path: bytes | str, handler: Handler, blocking: bool = False) -> None:
+        if isinstance(path, str):
+            path = path.encode()
+        if path.endswith(b"/") and len(path) > 1:
+            self.prefixes.append((path, handler, blocking))
+            self.prefixes.sort(key=lambda item: -len(item[0]))
+            self.exact.setdefault(path[:-1], (_redirect_to(path), False))  # /static -> /static/
+        else:
+            self.exact[path] = (handler, blocking)
+
+    def resolve(self, path: bytes) -> tuple[Handler, bool] | None:
+        found = self.exact.get(path)
+        if found is not None:
+            return found
+        for prefix, handler, blocking in self.prefixes:
+            if path.startswith(prefix):
+                return handler, blocking
+        return None
+
+
+def _redirect_to(location: bytes) -> Handler:
+    def redirect(request: Request) -> Response:
+        return Response(301, b"", b"text/html", [(b"Location", location)])
+    return redirect
 
 
 class HttpContext:
     """Per-worker shared state for every HTTP connection: limits, routes, the
     cached Date header and the pool of idle parsers."""
 
-    def __init__(self, config: HttpConfig, routes: dict[bytes, Handler] | None = None,
+    def __init__(self, config: HttpConfig, routes: "dict[bytes, Handler] | Router | None" = None,
                  clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.keepalive_requests = config.keepalive_requests
         self.keepalive_timeout = config.keepalive_timeout
-        self.routes = dict(routes or {})
+        self.router = routes if isinstance(routes, Router) else Router(routes)
+        # submit(fn, arg, done) -> bool: the worker's thread pool; None runs offloaded work inline
+        self.submit: Callable | None = None
+        self.retry_after = b"1"
         self.clock = clock
         self.server_line = b"Server: " + config.server_header.encode("latin-1") + b"\r\n"
         self.date_line = b""
@@ -171,7 +245,7 @@ class _Parser:
 
     __slots__ = ("parser", "proto", "url", "headers", "header_bytes", "body", "body_len",
                  "content_length", "chunked", "host_count", "expect", "in_message", "head_done", "version",
-                 "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout")
+                 "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout", "reusable")
 
     def __init__(self, config: HttpConfig) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -187,13 +261,14 @@ class _Parser:
         self.body: list[bytes] | None = None
         self.head_done = False
         self.version = "1.1"
+        self.reusable = True
 
     # httptools callbacks -----------------------------------------------------
 
     def on_message_begin(self) -> None:
         proto = self.proto
         state = proto.state
-        if state == CLOSED:
+        if state == CLOSED or proto._stopped:
             raise _Stop  # pipelined data after the last request we answer
         self.in_message = True
         self.url = b""
@@ -252,33 +327,50 @@ class _Parser:
         self.in_message = False
         parser = self.parser
         body = self.body
+        # after a message that ends the connection llhttp refuses more input:
+        # such a parser must not go back to the pool
+        keep_alive = self.reusable = parser.should_keep_alive()
         self.proto._complete(parser.get_method(), self.url, self.version, self.headers,
-                             b"" if body is None else body[0] if len(body) == 1 else b"".join(body),
-                             parser.should_keep_alive())
+                             b"" if body is None else body[0] if len(body) == 1 else b"".join(body), keep_alive)
+
+
+PENDING_MAX = 64  # pipelined requests queued behind one in the pool before reading pauses
 
 
 class HttpProtocol:
-    """One HTTP/1.1 connection's protocol state."""
+    """One HTTP/1.1 connection's protocol state.
+
+    Output is returned from each call as ``bytes`` -- or, when a response
+    carries a file, as a list of ``bytes`` and ``FileChunk`` parts. A response
+    computed in the thread pool arrives later: it is handed to
+    ``driver.deliver(out)``, and ``driver.pause_reading()`` /
+    ``driver.resume_reading()`` bound the requests queued behind it."""
 
     __slots__ = ("ctx", "closing", "linger", "deadline", "state", "_p", "_out", "_requests", "peer",
-                 "_head_bytes")
+                 "_head_bytes", "driver", "_pending", "_waiting_for", "_files", "_stopped", "_paused")
 
-    def __init__(self, ctx: HttpContext, peer=None):
+    def __init__(self, ctx: HttpContext, peer=None, driver=None):
         self.ctx = ctx
         self.peer = peer
+        self.driver = driver
         self.closing = False     # close once the output is flushed
         self.linger = False      # ...and drain unread input first (error responses)
         self.state = IDLE
         self.deadline = ctx.clock() + ctx.config.header_timeout
         self._p: _Parser | None = None
-        self._out: list[bytes] | None = None
+        self._out: list | None = None
         self._requests = 0
         self._head_bytes = 0
+        self._pending: deque | None = None     # requests (or an error status) waiting their turn
+        self._waiting_for: Request | None = None
+        self._files = False
+        self._stopped = False                   # nothing more is parsed (an error is queued)
+        self._paused = False
 
     # --- input from the driver ------------------------------------------------
 
-    def data_received(self, data) -> bytes:
-        if self.state == CLOSED:
+    def data_received(self, data):
+        if self.state == CLOSED or self._stopped:
             return b""
         p = self._p
         if p is None:
@@ -298,9 +390,11 @@ class HttpProtocol:
             offset = exc.args[0] if exc.args else len(data)
             rest = data[offset:]
             if self.state != CLOSED and len(rest):
-                out.append(self.data_received(rest))
-            self._out = None
-            return b"".join(out)
+                more = self.data_received(rest)
+                if more:
+                    out.extend(more if type(more) is list else (more,))
+            self._out = out
+            return self._take()
         except httptools.HttpParserError as exc:
             # httptools re-raises an exception from a callback as
             # HttpParserCallbackError, with ours as the context.
@@ -312,38 +406,207 @@ class HttpProtocol:
         else:
             if self.state == HEAD and not p.head_done:
                 self._check_head_size(p)
-        if self.state == CLOSED:
+        if self.state == CLOSED or self._stopped:
             self._release(p, reuse=False)
         elif not p.in_message:  # on a message boundary: the parser goes back to the pool
             self._p = p.proto = None
             pool = self.ctx.parser_pool
-            if len(pool) < self.ctx.parser_pool_max:
+            if p.reusable and len(pool) < self.ctx.parser_pool_max:
                 pool.append(p)
-        self._out = None
         if not out:
+            self._out = None
             return b""
-        return out[0] if len(out) == 1 else b"".join(out)
+        if len(out) == 1 and not self._files:
+            self._out = None
+            return out[0]
+        return self._take()
 
-    def eof_received(self) -> bytes:
+    def _take(self):
+        """The output gathered in ``_out``: bytes, or parts when a file is in it."""
+        out = self._out
+        self._out = None
+        if self._files:
+            self._files = False
+            return out
+        return b"".join(out) if out else b""
+
+    def eof_received(self):
         """The peer closed its side: finish (a partial request is dropped)."""
+        if self.state == WAITING or self._pending:
+            # the peer half-closed after sending: answer what was asked, then close
+            self._stopped = True
+            if self._pending is None:
+                self._pending = deque()
+            self._pending.append(0)
+            return b""
+        self.connection_lost()
+        return b""
+
+    def connection_lost(self) -> None:
+        """The driver closed the connection: forget everything queued."""
         self.state = CLOSED
         self.closing = True
         self.deadline = 0.0
+        self._pending = None
         if self._p is not None:
             self._release(self._p, reuse=False)
-        return b""
 
-    def timeout(self, now: float) -> bytes:
+    def timeout(self, now: float):
         """The deadline has passed: 408 mid-request, a quiet close when idle."""
         if self.state in (HEAD, BODY):
-            self._out = out = []
+            self._out = []
             self._fail(408)
-            self._out = None
             if self._p is not None:
                 self._release(self._p, reuse=False)
-            return b"".join(out)
-        self.eof_received()
+            return self._take()
+        if self.state == WAITING:
+            self.deadline = 0.0  # the pool's answer is what we wait for
+            return b""
+        self.connection_lost()
         return b""
+
+    # --- requests and responses -----------------------------------------------------
+
+    def _complete(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
+                  keep_alive: bool) -> None:
+        """A whole request has arrived: route it, or queue it behind one in the pool."""
+        ctx = self.ctx
+        self._requests += 1
+        ctx.requests += 1
+        self._head_bytes = 0
+        if self._requests >= ctx.keepalive_requests or ctx.draining:
+            keep_alive = False
+        path, _, query = target.partition(b"?")
+        if path[:1] != b"/" and b"://" in path:
+            # absolute-form (RFC 9112 3.2.2): route by its path
+            authority_and_path = path.partition(b"://")[2]
+            slash = authority_and_path.find(b"/")
+            path = authority_and_path[slash:] if slash >= 0 else b"/"
+        if b"%" in path:
+            path = unquote_to_bytes(path)
+        request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer)
+        if self.state == WAITING or self._pending:
+            self._queue(request)
+        else:
+            self._dispatch(request)
+
+    def _queue(self, item) -> None:
+        if self._pending is None:
+            self._pending = deque()
+        self._pending.append(item)
+        if len(self._pending) >= PENDING_MAX and not self._paused and self.driver is not None:
+            self._paused = True
+            self.driver.pause_reading()
+
+    def _dispatch(self, request: Request) -> None:
+        found = self.ctx.router.resolve(request.path)
+        if found is None:
+            self._answer(request, None, 404)
+            return
+        handler, blocking = found
+        if blocking:
+            self._offload(request, handler)
+            return
+        try:
+            response = handler(request)
+        except Exception:
+            self._answer(request, None, 500)
+            return
+        if type(response) is Offload:
+            self._offload(request, response.fn)
+        else:
+            self._answer(request, response)
+
+    def _offload(self, request: Request, fn) -> None:
+        submit = self.ctx.submit
+        if submit is None:  # no pool (threads = 0, or a test): run it here
+            try:
+                response = fn(request)
+            except Exception:
+                self._answer(request, None, 500)
+                return
+            self._answer(request, response)
+            return
+        if not submit(fn, request, self._on_result):
+            self._answer(request, None, 503)  # the pool's queue is full
+            return
+        self._waiting_for = request
+        self.state = WAITING
+        self.deadline = 0.0
+
+    def _on_result(self, response, exc) -> None:
+        """The pool's answer, on the reactor thread."""
+        request = self._waiting_for
+        self._waiting_for = None
+        if self.state != WAITING:  # the connection went away meanwhile
+            if isinstance(response, Response) and response.file is not None:
+                response.file.close()
+            return
+        self._out = []
+        self.state = IDLE
+        if exc is not None or not isinstance(response, Response):
+            self._answer(request, None, 500)
+        else:
+            self._answer(request, response)
+        pending = self._pending
+        while pending and self.state == IDLE:
+            item = pending.popleft()
+            if type(item) is int:  # an error (or the peer's EOF) queued behind the requests
+                if item:
+                    self._fail(item, now=True)
+                else:
+                    self.connection_lost()
+            else:
+                self._dispatch(item)
+        if not pending:
+            self._pending = None
+            if self._paused:
+                self._paused = False
+                self.driver.resume_reading()
+        if self.state == IDLE and self._p is not None and self._p.in_message:
+            self.state = HEAD  # the next request is already arriving
+            self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
+        out = self._take()
+        if self.driver is not None:
+            self.driver.deliver(out)
+
+    def _answer(self, request: Request, response: Response | None, status: int = 0) -> None:
+        """Queue ``response`` (or an error page for ``status``) and move on."""
+        ctx = self.ctx
+        head_only = request.method == b"HEAD"
+        http10 = request.version == "1.0"
+        if response is None:
+            extra = []
+            if status >= 500:
+                if status == 503:
+                    extra = [(b"Retry-After", ctx.retry_after)]
+                else:
+                    request.keep_alive = False
+                    self.linger = True
+            status, length = self._error_response(status, request.keep_alive, head_only, http10, extra)
+        else:
+            status = response.status
+            length = response.length
+            head = ctx.head(status, response.content_type, length, response.headers, request.keep_alive, http10)
+            file = response.file
+            if head_only or not length:
+                self._out.append(head)
+                length = 0
+                if file is not None:
+                    file.close()
+            elif file is not None:
+                self._out.append(head + response.body if response.body else head)
+                self._out.append(file)
+                self._files = True
+            else:
+                self._out.append(head + response.body)
+        if ctx.access_log is not None:
+            ctx.access_log.log(request, status, length)
+        if not request.keep_alive:
+            self._finish()
+        elif self.state != WAITING:
+            self.state = IDLE
+            self.deadline = ctx.clock() + ctx.keepalive_timeout
 
     # --- helpers ---------------------------------------------------------------
 
@@ -384,71 +647,31 @@ class HttpProtocol:
                 self._out.append(_CONTINUE)
         if has_body:
             p.body_len = 0
+            if self.state == WAITING:
+                return  # the body of a request queued behind one in the pool
             self.state = BODY
             self.deadline = self.ctx.clock() + config.body_timeout
 
     def _body_progress(self) -> None:
-        self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
-
-    def _complete(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
-                  keep_alive: bool) -> None:
-        """A whole request has arrived: route it, run the handler, queue the response."""
-        ctx = self.ctx
-        self._requests += 1
-        ctx.requests += 1
-        self._head_bytes = 0
-        if self._requests >= ctx.keepalive_requests or ctx.draining:
-            keep_alive = False
-        path, _, query = target.partition(b"?")
-        if path[:1] != b"/" and b"://" in path:
-            # absolute-form (RFC 9112 3.2.2): route by its path
-            authority_and_path = path.partition(b"://")[2]
-            slash = authority_and_path.find(b"/")
-            path = authority_and_path[slash:] if slash >= 0 else b"/"
-        if b"%" in path:
-            path = unquote_to_bytes(path)
-        request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer)
-        head_only = method == b"HEAD"
-        http10 = version == "1.0"
-        handler = ctx.routes.get(path)
-        if handler is None:
-            status, length = self._error_response(404, keep_alive, head_only, http10)
-        else:
-            try:
-                response = handler(request)
-            except Exception:
-                request.keep_alive = False
-                self.linger = True
-                status, length = self._error_response(500, False, head_only, http10)
-            else:
-                status = response.status
-                content = response.body
-                length = len(content)
-                head = ctx.head(status, response.content_type, length, response.headers, request.keep_alive, http10)
-                if head_only or not length:
-                    self._out.append(head)
-                    length = 0
-                else:
-                    self._out.append(head + content)
-        if ctx.access_log is not None:
-            ctx.access_log.log(request, status, length)
-        if not request.keep_alive:
-            self._finish()
-        else:
-            self.state = IDLE
-            self.deadline = ctx.clock() + ctx.keepalive_timeout
+        if self.state == BODY:
+            self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
 
     def _error_response(self, status: int, keep_alive: bool, head_only: bool = False,
-                        http10: bool = False) -> tuple[int, int]:
+                        http10: bool = False, extra: list | None = None) -> tuple[int, int]:
         body = self.ctx.error_body(status)
-        head = self.ctx.head(status, b"text/html", len(body), [], keep_alive, http10)
+        head = self.ctx.head(status, b"text/html", len(body), extra or [], keep_alive, http10)
         self._out.append(head if head_only else head + body)
         return status, 0 if head_only else len(body)
 
-    def _fail(self, status: int) -> None:
+    def _fail(self, status: int, now: bool = False) -> None:
         """Answer a bad request with ``status`` and close after a lingering read."""
         if self.state == CLOSED:
             return  # already answered the last request; nothing more is said
+        if not now and (self.state == WAITING or self._pending):
+            # answers to earlier requests are still to come: this one goes after them
+            self._stopped = True
+            self._queue(status)
+            return
         self._error_response(status, keep_alive=False)
         self.linger = True
         self._finish()
@@ -457,3 +680,4 @@ class HttpProtocol:
         self.state = CLOSED
         self.closing = True
         self.deadline = 0.0
+        self._pending = None
