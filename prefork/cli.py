@@ -54,10 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prefork-server: {config.path}: log.error_log: cannot open {config.log.error_log}: {exc.strerror}",
               file=sys.stderr)
         return 1
+    from .apps.db import DatabaseError
+
     master = Master(config, argv)
     try:
         return master.run()
-    except BindError as exc:
+    except (BindError, DatabaseError) as exc:
         print(f"prefork-server: {exc}", file=sys.stderr)
         log.error("%s", exc)
         return 1

@@ -105,6 +105,13 @@ class StaticConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    url: str = ""                       # sqlite:///relative.db, sqlite:////abs.db or postgresql://...
+    synchronous: str = "full"           # SQLite: full (fsync each commit) or normal (survives process crashes)
+    timeout: float = 5.0                # seconds to wait for a lock (SQLite) or a connection (PostgreSQL)
+
+
+@dataclass(frozen=True, slots=True)
 class StatusConfig:
     allow: tuple[str, ...] = ("127.0.0.1", "::1")
 
@@ -126,6 +133,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()
     static: StaticConfig = field(default_factory=StaticConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
 
 
 # --- validation helpers ---------------------------------------------------
@@ -230,6 +238,17 @@ def _directory(path: str, key: str, value: Any) -> str:
     return text
 
 
+def _database_url(path: str, key: str, value: Any) -> str:
+    text = _check_str(path, key, value)
+    if text and not text.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError(path, key, "expected 'sqlite:///relative/path.db', 'sqlite:////absolute/path.db' "
+                                     "or 'postgresql://user:password@host/dbname'")
+    if text.startswith("sqlite:///"):
+        # made absolute now, so a reload or an upgrade finds the same file
+        return "sqlite:///" + os.path.abspath(text[len("sqlite:///"):])
+    return text
+
+
 def _addresses(path: str, key: str, value: Any) -> tuple[str, ...]:
     import ipaddress
 
@@ -315,6 +334,12 @@ _STATIC_CHECKS = {
     "cache_max_file": lambda p, k, v: _check_int(p, k, v, 0, 1 << 30),
 }
 
+_DATABASE_CHECKS = {
+    "url": lambda p, k, v: _database_url(p, k, v),
+    "synchronous": lambda p, k, v: _check_str(p, k, v, ("full", "normal")),
+    "timeout": lambda p, k, v: _check_float(p, k, v, 0),
+}
+
 _STATUS_CHECKS = {
     "allow": lambda p, k, v: _addresses(p, k, v),
 }
@@ -376,17 +401,18 @@ def _listeners(path: str, data: dict) -> tuple[ListenConfig, ...]:
 
 
 def from_dict(data: dict, path: str = "<config>") -> Config:
-    _unknown_keys(path, "", data, {"server", "listen", "http", "log", "route", "static", "status"})
+    _unknown_keys(path, "", data, {"server", "listen", "http", "log", "route", "static", "status", "database"})
     server = _section(path, data, "server", ServerConfig, _SERVER_CHECKS)
     http = _section(path, data, "http", HttpConfig, _HTTP_CHECKS)
     log = _section(path, data, "log", LogConfig, _LOG_CHECKS)
     static = _section(path, data, "static", StaticConfig, _STATIC_CHECKS)
     status = _section(path, data, "status", StatusConfig, _STATUS_CHECKS)
+    database = _section(path, data, "database", DatabaseConfig, _DATABASE_CHECKS)
     if http.max_request_line > http.max_header_bytes:
         raise ConfigError(path, "http.max_request_line",
                           f"must not exceed http.max_header_bytes ({http.max_header_bytes})")
     config = Config(path=path, server=server, listen=_listeners(path, data), http=http, log=log,
-                    routes=_routes(path, data), static=static, status=status)
+                    routes=_routes(path, data), static=static, status=status, database=database)
     from .apps import check_routes  # imports the handlers: errors name the route and the callable
 
     check_routes(config)

@@ -511,6 +511,15 @@ class Master:
                       "(restart the server)", new.path)
             return
         slots = new.server.workers if new.server.mode == "process" else 1
+        if new.database != self.config.database:
+            from .apps.db import DatabaseError
+
+            try:
+                self.setup_database(new)
+            except DatabaseError as exc:
+                log.error("reload failed, keeping the current configuration: %s", exc)
+                self.notifier.notify(f"STATUS=reload failed: {exc}")
+                return
         try:
             self.ensure_sockets(new, slots)
         except BindError as exc:
@@ -654,8 +663,18 @@ class Master:
         except OSError:
             pass
 
+    @staticmethod
+    def setup_database(config: Config) -> None:
+        """Create and seed the database before any worker uses it (raises DatabaseError)."""
+        if config.database.url:
+            from .apps.db import open_backend
+
+            db = config.database
+            open_backend(db.url, db.synchronous, db.timeout).setup()
+
     def run(self) -> int:
         set_proctitle(f"prefork-server: master process {' '.join(self.argv)}".rstrip())
+        self.setup_database(self.config)
         self.adopt_inherited()
         self.ensure_sockets(self.config, self.slots)
         self.close_unused_sockets()

@@ -125,8 +125,10 @@ def test_pool_saturation_gives_503(start_server, docroot):
         c.send(b"GET /slow?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
     results = [c.response() for c in clients]
     statuses = sorted(r[0] for r in results)
-    assert statuses.count(200) == 2  # one running, one queued
-    assert statuses.count(503) == 2
+    # at most one running and one queued; the rest are turned away at once
+    # (one fewer gets in when the second arrives before the thread took the first)
+    assert 1 <= statuses.count(200) <= 2
+    assert statuses.count(503) == 4 - statuses.count(200)
     assert all(r[1]["retry-after"] == "1" for r in results if r[0] == 503)
     assert get(srv.port, b"/plaintext")[0] == 200
 

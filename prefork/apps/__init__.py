@@ -1,7 +1,8 @@
 """Applications: the handlers that routes point at, and how routes are built.
 
 A route maps a path (exact, or a prefix when it ends with "/") to a handler:
-a built-in name (``plaintext``, ``json``, ``static``, ``status``, ``metrics``)
+a built-in name (``plaintext``, ``json``, ``static``, ``status``, ``metrics``,
+``db``, ``queries``, ``updates``, ``fortunes``)
 or a user's ``"package.module:callable"``. A handler takes a ``Request`` and
 returns a ``Response`` — or an ``Offload`` to have part of its work run in the
 worker's thread pool. A route marked ``blocking = true`` runs its handler in the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..config import Config, ConfigError, RouteConfig
@@ -29,12 +30,17 @@ class AppContext:
     config: Config
     scoreboard: Any = None       # prefork.scoreboard.Scoreboard, or None outside a master
     worker: Any = None           # the Worker serving, or None in tests
+    shared: dict = field(default_factory=dict)  # per-worker singletons (the database connections)
 
 
 def _builtins() -> dict[str, tuple[Callable[[AppContext, str], Handler], bool]]:
-    from . import builtin, static, status
+    from . import builtin, db, static, status
 
     return {
+        "db": (db.make("db"), False),              # each decides: inline for SQLite reads, pool otherwise
+        "queries": (db.make("queries"), False),
+        "updates": (db.make("updates"), False),
+        "fortunes": (db.make("fortunes"), False),
         "plaintext": (lambda app, prefix: builtin.plaintext, False),
         "json": (lambda app, prefix: builtin.json, False),
         "static": (static.make_handler, False),   # cache hits inline; misses offload open/stat
@@ -49,6 +55,9 @@ def default_routes(config: Config) -> tuple[RouteConfig, ...]:
               RouteConfig("/status", "status"), RouteConfig("/metrics", "metrics")]
     if config.static.root:
         routes.append(RouteConfig("/static/", "static"))
+    if config.database.url:
+        routes += [RouteConfig("/db", "db"), RouteConfig("/queries", "queries"),
+                   RouteConfig("/updates", "updates"), RouteConfig("/fortunes", "fortunes")]
     return tuple(routes)
 
 
@@ -91,6 +100,8 @@ def check_routes(config: Config) -> None:
         if route.handler in builtins:
             if route.handler == "static" and not config.static.root:
                 raise ConfigError(config.path, key, "the static handler needs [static] root")
+            if route.handler in ("db", "queries", "updates", "fortunes") and not config.database.url:
+                raise ConfigError(config.path, key, f"the {route.handler} handler needs [database] url")
             continue
         try:
             load_callable(route.handler)

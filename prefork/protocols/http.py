@@ -15,6 +15,7 @@ returned when it ends on a message boundary.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -26,6 +27,8 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from ..config import HttpConfig
+
+log = logging.getLogger("prefork.worker")
 
 # Connection states, for timeouts.
 IDLE = 0      # between requests (or before the first): keepalive/header timeout
@@ -510,12 +513,16 @@ class HttpProtocol:
         try:
             response = handler(request)
         except Exception:
+            log.exception("handler for %s failed", request.path.decode("latin-1"))
             self._answer(request, None, 500)
             return
         if type(response) is Offload:
             self._offload(request, response.fn)
-        else:
+        elif isinstance(response, Response):
             self._answer(request, response)
+        else:
+            log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
+            self._answer(request, None, 500)
 
     def _offload(self, request: Request, fn) -> None:
         submit = self.ctx.submit
@@ -523,6 +530,7 @@ class HttpProtocol:
             try:
                 response = fn(request)
             except Exception:
+                log.exception("handler for %s failed", request.path.decode("latin-1"))
                 self._answer(request, None, 500)
                 return
             self._answer(request, response)
@@ -545,6 +553,10 @@ class HttpProtocol:
         self._out = []
         self.state = IDLE
         if exc is not None or not isinstance(response, Response):
+            if exc is not None:
+                log.error("handler for %s failed in the thread pool", request.path.decode("latin-1"), exc_info=exc)
+            else:
+                log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
             self._answer(request, None, 500)
         else:
             self._answer(request, response)

@@ -1,0 +1,218 @@
+"""The TechEmpower database test types over the wire, on SQLite and PostgreSQL.
+
+PostgreSQL runs when PREFORK_TEST_POSTGRES_URL is set (``.ci/run`` starts a
+cluster and sets it, with PREFORK_REQUIRE_POSTGRES=1 so it can never be
+skipped there)."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from conftest import ROOT, free_port, make_config, pid_alive, wait_until
+from prefork.apps.db import FORTUNES, queries_param, redact, render_fortunes
+
+PG_URL = os.environ.get("PREFORK_TEST_POSTGRES_URL", "")
+
+
+def _pg_schema_url(schema):
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """(url, reader): the server's database URL and a function reading World rows directly."""
+    if request.param == "sqlite":
+        path = tmp_path / "world.db"
+
+        def read(ids):
+            with sqlite3.connect(path) as conn:
+                return dict(conn.execute(f"SELECT id, randomNumber FROM World WHERE id IN "
+                                         f"({','.join('?' * len(ids))})", ids).fetchall())
+        yield f"sqlite:///{path}", read
+        return
+    if not PG_URL:
+        if os.environ.get("PREFORK_REQUIRE_POSTGRES"):
+            pytest.fail("PREFORK_TEST_POSTGRES_URL is not set but PostgreSQL is required here")
+        pytest.skip("PREFORK_TEST_POSTGRES_URL not set")
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:12]  # a schema per test: tests run in parallel
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = _pg_schema_url(schema)
+
+    def read(ids):
+        with psycopg.connect(url) as conn:
+            return dict(conn.execute("SELECT id, randomNumber FROM World WHERE id = ANY(%s)", (ids,)).fetchall())
+    yield url, read
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+ROUTES = """
+[[route]]
+path = "/db"
+handler = "db"
+[[route]]
+path = "/queries"
+handler = "queries"
+[[route]]
+path = "/updates"
+handler = "updates"
+[[route]]
+path = "/fortunes"
+handler = "fortunes"
+"""
+
+
+def start_db_server(start_server, url, workers=2, extra_db=""):
+    return start_server(server=f"workers = {workers}", names=("http",),
+                        extra=ROUTES + f'\n[database]\nurl = "{url}"\n{extra_db}\n')
+
+
+def get(srv, path):
+    from conftest import http_get
+    return http_get(srv.port, path)
+
+
+def check_headers(headers, ctype):
+    assert headers["server"] == "prefork"
+    assert headers["date"].endswith("GMT")
+    assert headers["content-type"] == ctype
+    assert int(headers["content-length"]) > 0
+
+
+def test_db_and_queries(start_server, database):
+    url, _ = database
+    srv = start_db_server(start_server, url)
+    status, headers, body = get(srv, "/db")
+    assert status == 200
+    check_headers(headers, "application/json")
+    row = json.loads(body)
+    assert set(row) == {"id", "randomNumber"} and 1 <= row["id"] <= 10000 and 1 <= row["randomNumber"] <= 10000
+    for query, n in (("", 1), ("?queries=", 1), ("?queries=abc", 1), ("?queries=0", 1), ("?queries=-3", 1),
+                     ("?queries=7", 7), ("?queries=500", 500), ("?queries=501", 500), ("?queries=100000", 500)):
+        status, headers, body = get(srv, "/queries" + query)
+        assert status == 200
+        check_headers(headers, "application/json")
+        rows = json.loads(body)
+        assert isinstance(rows, list) and len(rows) == n, query
+        assert all(set(r) == {"id", "randomNumber"} for r in rows)
+
+
+def test_updates_are_written_and_visible(start_server, database):
+    url, read = database
+    srv = start_db_server(start_server, url)
+    status, headers, body = get(srv, "/updates?queries=20")
+    assert status == 200
+    check_headers(headers, "application/json")
+    rows = json.loads(body)
+    assert len(rows) == 20 and len({r["id"] for r in rows}) == 20
+    stored = read([r["id"] for r in rows])  # read by another process, after the 200
+    assert stored == {r["id"]: r["randomNumber"] for r in rows}
+    assert len(json.loads(get(srv, "/updates?queries=0")[2])) == 1
+    assert len(json.loads(get(srv, "/updates?queries=900")[2])) == 500
+
+
+EXPECTED_FORTUNES = (
+    "<!DOCTYPE html><html><head><title>Fortunes</title></head><body><table><tr><th>id</th><th>message</th></tr>"
+    "<tr><td>11</td><td>&lt;script&gt;alert(&quot;This should not be displayed in a browser alert box.&quot;);"
+    "&lt;/script&gt;</td></tr>"
+    "<tr><td>4</td><td>A bad random number generator: 1, 1, 1, 1, 1, 4.33e+67, 1, 1, 1</td></tr>"
+    "<tr><td>5</td><td>A computer program does what you tell it to do, not what you want it to do.</td></tr>"
+    "<tr><td>2</td><td>A computer scientist is someone who fixes things that aren&#x27;t broken.</td></tr>"
+    "<tr><td>8</td><td>A list is only as strong as its weakest link. \u2014 Donald Knuth</td></tr>"
+    "<tr><td>0</td><td>Additional fortune added at request time.</td></tr>"
+    "<tr><td>3</td><td>After enough decimal places, nobody gives a damn.</td></tr>"
+    "<tr><td>7</td><td>Any program that runs right is obsolete.</td></tr>"
+    "<tr><td>10</td><td>Computers make very fast, very accurate mistakes.</td></tr>"
+    "<tr><td>6</td><td>Emacs is a nice operating system, but I prefer UNIX. \u2014 Tom Christaensen</td></tr>"
+    "<tr><td>9</td><td>Feature: A bug with seniority.</td></tr>"
+    "<tr><td>1</td><td>fortune: No such file or directory</td></tr>"
+    "<tr><td>12</td><td>\u30d5\u30ec\u30fc\u30e0\u30ef\u30fc\u30af\u306e\u30d9\u30f3\u30c1\u30de\u30fc\u30af</td></tr>"
+    "</table></body></html>"
+).encode()
+
+
+def test_fortunes_byte_for_byte(start_server, database):
+    url, _ = database
+    srv = start_db_server(start_server, url)
+    status, headers, body = get(srv, "/fortunes")
+    assert status == 200
+    check_headers(headers, "text/html; charset=utf-8")
+    assert body == EXPECTED_FORTUNES
+    assert int(headers["content-length"]) == len(EXPECTED_FORTUNES)
+
+
+def test_render_fortunes_escapes_everything():
+    out = render_fortunes([(1, "<b>&\"'</b>")]).decode()
+    assert "<td>&lt;b&gt;&amp;&quot;&#x27;&lt;/b&gt;</td>" in out
+    assert render_fortunes(FORTUNES) == EXPECTED_FORTUNES
+
+
+def test_queries_param_unit():
+    assert queries_param(b"") == 1
+    assert queries_param(b"queries=12") == 12
+    assert queries_param(b"a=1&queries=600") == 500
+    assert queries_param(b"queries=foo") == 1
+    assert queries_param(b"queries=0") == 1
+
+
+def test_acknowledged_updates_survive_kill_9(start_server, database):
+    url, read = database
+    srv = start_db_server(start_server, url)
+    acknowledged = {}
+    for _ in range(10):
+        for r in json.loads(get(srv, "/updates?queries=5")[2]):
+            acknowledged[r["id"]] = r["randomNumber"]
+    everyone = [srv.pid] + srv.workers()
+    for pid in everyone:
+        os.kill(pid, signal.SIGKILL)
+    srv.proc.wait(10)
+    wait_until(lambda: not any(pid_alive(p) for p in everyone), what="every process gone")
+    assert read(list(acknowledged)) == acknowledged
+
+
+def test_database_down_at_start_is_a_clear_error(tmp_path):
+    port = free_port()
+    for url, expect in (("postgresql://prefork:hunter2@127.0.0.1:1/nowhere", "postgresql://prefork:***@127.0.0.1:1"),
+                        (f"sqlite:///{tmp_path}/missing-dir/w.db", "does not exist")):
+        path = tmp_path / "c.toml"
+        path.write_text(make_config({"http": port}) + f'\n[database]\nurl = "{url}"\n')
+        res = subprocess.run([sys.executable, "-m", "prefork.cli", "-c", str(path)], cwd=ROOT, capture_output=True,
+                             text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+        assert res.returncode == 1
+        assert expect in res.stderr
+        assert "hunter2" not in res.stderr
+
+
+def test_locked_database_gives_503_and_worker_lives(start_server, tmp_path):
+    db_path = tmp_path / "w.db"
+    srv = start_db_server(start_server, f"sqlite:///{db_path}", workers=1, extra_db="timeout = 0.3")
+    [worker] = srv.wait_workers(1)
+    assert get(srv, "/updates?queries=2")[0] == 200
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another writer holds the lock
+    try:
+        status, headers, body = get(srv, "/updates?queries=2")
+        assert status == 503 and headers["retry-after"] == "1"
+        assert b"Traceback" not in body and str(db_path).encode() not in body
+        assert get(srv, "/db")[0] == 200  # WAL: reads go on
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert get(srv, "/updates?queries=2")[0] == 200
+    assert srv.workers() == [worker]
+    assert "database error" in srv.log()
+
+
+def test_redact():
+    assert redact("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
