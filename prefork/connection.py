@@ -34,6 +34,16 @@ _PROTOCOL = 2     # paused: the protocol has enough queued requests
 SENDFILE_CHUNK = 1 << 20
 
 
+def _send_more(fd: int, data: bytes) -> int:
+    """send(MSG_MORE): the kernel holds a short write back until what follows
+    (sendfile) fills the segment, as nginx's tcp_nopush does."""
+    sock = socket.socket(fileno=fd)
+    try:
+        return sock.send(data, socket.MSG_MORE)
+    finally:
+        sock.detach()
+
+
 class Connection:
     """An accepted socket driven by the reactor for one sans-IO protocol.
 
@@ -231,7 +241,10 @@ class Connection:
                 self._queue_rest(out[i:])
                 return
             try:
-                n = os.write(self.fd, part)
+                if i + 1 < len(out) and type(out[i + 1]) is FileChunk:
+                    n = _send_more(self.fd, part)  # the head: let it share a segment with the file
+                else:
+                    n = os.write(self.fd, part)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError:

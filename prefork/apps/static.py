@@ -30,10 +30,12 @@ from email.utils import formatdate, parsedate_to_datetime
 from ..protocols.http import FileChunk, Offload, Request, Response
 
 CACHE_BYTES = 8 << 20  # memory for cached small bodies, per worker
+_CONDITIONAL_LENGTHS = frozenset((5, 8, 13, 17))  # range, if-range, if-none-match, if-modified-since
 
 
 class _Entry:
-    __slots__ = ("path", "size", "mtime", "ino", "etag", "last_modified", "content_type", "body", "fd", "checked")
+    __slots__ = ("path", "size", "mtime", "ino", "etag", "last_modified", "content_type", "body", "fd", "checked",
+                 "headers", "ok")
 
     def __init__(self, path: str, st: os.stat_result, fd: int, body: bytes | None):
         self.path = path
@@ -47,6 +49,10 @@ class _Entry:
         self.body = body
         self.fd = fd
         self.checked = time.monotonic()
+        # fixed for the entry's life: a tuple lets the protocol cache the whole head
+        self.headers = ((b"Last-Modified", self.last_modified), (b"ETag", self.etag), (b"Accept-Ranges", b"bytes"))
+        # the plain 200 of a file held in memory is the same object every time
+        self.ok = Response(200, body, self.content_type, self.headers) if body is not None else None
 
     def detach(self) -> int:
         """Take the fd out of the entry (the caller holds the cache lock)."""
@@ -80,12 +86,17 @@ class StaticFiles:
         name = self._name(request.path)
         if name is None:
             return _plain(404, "404 Not Found")
-        with self._lock:
-            entry = self._cache.get(name)
-            if entry is not None:
-                self._cache.move_to_end(name)
-        if entry is not None and time.monotonic() - entry.checked < self.valid:
-            return self._respond(entry, request)
+        # No lock on this path: get and move_to_end are single C calls (atomic
+        # under the GIL); the pool threads that change the cache lock among themselves.
+        cache = self._cache
+        entry = cache.get(name)
+        if entry is not None:
+            try:
+                cache.move_to_end(name)
+            except KeyError:
+                pass  # evicted this instant: the entry we hold is still whole
+            if time.monotonic() - entry.checked < self.valid:
+                return self._respond(entry, request)
         return Offload(self._slow)
 
     def _name(self, path: bytes) -> str | None:
@@ -93,9 +104,10 @@ class StaticFiles:
         rel = path[len(self.prefix):]
         if b"\0" in rel or b"\\" in rel:
             return None
-        for segment in rel.split(b"/"):
-            if segment in (b".", b".."):
-                return None
+        if b"." in rel and (rel.startswith(b".") or b"/." in rel):  # only then can a segment be . or ..
+            for segment in rel.split(b"/"):
+                if segment in (b".", b".."):
+                    return None
         try:
             return rel.decode("utf-8")
         except UnicodeDecodeError:
@@ -191,15 +203,20 @@ class StaticFiles:
         inm = ims = rng = if_range = None
         for key, value in request.headers:
             n = len(key)
-            if n == 5 and key.lower() == b"range":
+            if n not in _CONDITIONAL_LENGTHS:
+                continue
+            key = key.lower()
+            if key == b"range":
                 rng = value
-            elif n == 8 and key.lower() == b"if-range":
+            elif key == b"if-range":
                 if_range = value
-            elif n == 13 and key.lower() == b"if-none-match":
+            elif key == b"if-none-match":
                 inm = value
-            elif n == 17 and key.lower() == b"if-modified-since":
+            elif key == b"if-modified-since":
                 ims = value
-        headers = [(b"Last-Modified", entry.last_modified), (b"ETag", entry.etag), (b"Accept-Ranges", b"bytes")]
+        if entry.ok is not None and inm is None and ims is None and rng is None:
+            return entry.ok
+        headers = list(entry.headers)
         if inm is not None:
             if inm.strip() == b"*" or entry.etag in [t.strip().removeprefix(b"W/") for t in inm.split(b",")]:
                 return Response(304, b"", entry.content_type, headers)

@@ -61,26 +61,34 @@ def collect(app) -> tuple[dict[str, int], list[dict[str, int]]]:
     return totals, sorted(rows, key=lambda r: (r["slot"], r["generation"]))
 
 
-def make_status(app, prefix: str):
+def _endpoint(app, render):
+    """A handler answering ``render(totals, rows)`` to allowed addresses, 403 to others."""
     access = _Access(app.config.status.allow)
 
-    def status(request: Request) -> Response:
+    def handler(request: Request) -> Response:
         if not access.allowed(request.peer):
             return _forbidden()
-        t, rows = collect(app)
-        lines = [
-            f"Active connections: {t['active']} ",
-            "server accepts handled requests",
-            f" {t['accepted']} {t['handled']} {t['requests']} ",
-            f"Reading: {t['reading']} Writing: {t['writing']} Waiting: {t['waiting']} ",
-        ]
-        for r in rows:
-            lines.append(f"worker {r['slot']} pid {r['pid']} generation {r['generation']}: active {r['active']} "
-                         f"accepted {r['accepted']} handled {r['handled']} requests {r['requests']} "
-                         f"reading {r['reading']} writing {r['writing']} waiting {r['waiting']}")
-        return Response(200, ("\n".join(lines) + "\n").encode(), b"text/plain")
+        return render(*collect(app))
 
-    return status
+    return handler
+
+
+def _render_status(t: dict[str, int], rows: list[dict[str, int]]) -> Response:
+    lines = [
+        f"Active connections: {t['active']} ",
+        "server accepts handled requests",
+        f" {t['accepted']} {t['handled']} {t['requests']} ",
+        f"Reading: {t['reading']} Writing: {t['writing']} Waiting: {t['waiting']} ",
+    ]
+    for r in rows:
+        lines.append(f"worker {r['slot']} pid {r['pid']} generation {r['generation']}: active {r['active']} "
+                     f"accepted {r['accepted']} handled {r['handled']} requests {r['requests']} "
+                     f"reading {r['reading']} writing {r['writing']} waiting {r['waiting']}")
+    return Response(200, ("\n".join(lines) + "\n").encode(), b"text/plain")
+
+
+def make_status(app, prefix: str):
+    return _endpoint(app, _render_status)
 
 
 _METRICS = (
@@ -94,21 +102,16 @@ _METRICS = (
 )
 
 
+def _render_metrics(t: dict[str, int], rows: list[dict[str, int]]) -> Response:
+    out = []
+    for key, name, kind, text in _METRICS:
+        out += [f"# HELP {name} {text} (per worker: sum over slot for the server)", f"# TYPE {name} {kind}"]
+        for r in rows:
+            out.append(f'{name}{{slot="{r["slot"]}",pid="{r["pid"]}"}} {r[key]}')
+    out += ["# HELP prefork_workers Worker processes running.", "# TYPE prefork_workers gauge",
+            f"prefork_workers {len(rows)}"]
+    return Response(200, ("\n".join(out) + "\n").encode(), b"text/plain; version=0.0.4")
+
+
 def make_metrics(app, prefix: str):
-    access = _Access(app.config.status.allow)
-
-    def metrics(request: Request) -> Response:
-        if not access.allowed(request.peer):
-            return _forbidden()
-        _, rows = collect(app)
-        out = []
-        for key, name, kind, text in _METRICS:
-            out += [f"# HELP {name} {text} (per worker: sum over slot for the server)", f"# TYPE {name} {kind}"]
-            for r in rows:
-                out.append(f'{name}{{slot="{r["slot"]}",pid="{r["pid"]}"}} {r[key]}')
-        out.append("# HELP prefork_workers Worker processes running.")
-        out.append("# TYPE prefork_workers gauge")
-        out.append(f"prefork_workers {len(rows)}")
-        return Response(200, ("\n".join(out) + "\n").encode(), b"text/plain; version=0.0.4")
-
-    return metrics
+    return _endpoint(app, _render_metrics)

@@ -200,10 +200,14 @@ class HttpContext:
     def head(self, status: int, content_type: bytes, length: int, extra: list[tuple[bytes, bytes]],
              keep_alive: bool, http10: bool) -> bytes:
         if extra:
-            return self._build_head(status, content_type, length, extra, keep_alive, http10)
-        # Most responses share a shape (status, type, length, connection): the
-        # head for it is built once per second (the Date changes) and reused.
-        key = (status, content_type, length, keep_alive, http10)
+            if type(extra) is not tuple:  # a list may change: build it each time
+                return self._build_head(status, content_type, length, extra, keep_alive, http10)
+            key = (status, content_type, length, keep_alive, http10, extra)
+        else:
+            # Most responses share a shape (status, type, length, connection): the
+            # head for it is built once per second (the Date changes) and reused.
+            # A response whose extra headers are a tuple (fixed) is cached too.
+            key = (status, content_type, length, keep_alive, http10)
         head = self._heads.get(key)
         if head is None:
             if len(self._heads) > 512:
@@ -510,30 +514,31 @@ class HttpProtocol:
         if blocking:
             self._offload(request, handler)
             return
-        try:
-            response = handler(request)
-        except Exception:
-            log.exception("handler for %s failed", request.path.decode("latin-1"))
-            self._answer(request, None, 500)
-            return
+        response = self._call(request, handler)
         if type(response) is Offload:
             self._offload(request, response.fn)
-        elif isinstance(response, Response):
-            self._answer(request, response)
         else:
-            log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
-            self._answer(request, None, 500)
+            self._answer(request, response, 500)
+
+    @staticmethod
+    def _call(request: Request, fn):
+        """``fn(request)`` here and now: a Response or an Offload, or None
+        (logged) when it raised or returned something else."""
+        try:
+            response = fn(request)
+        except Exception:
+            log.exception("handler for %s failed", request.path.decode("latin-1"))
+            return None
+        if isinstance(response, (Response, Offload)):
+            return response
+        log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
+        return None
 
     def _offload(self, request: Request, fn) -> None:
         submit = self.ctx.submit
         if submit is None:  # no pool (threads = 0, or a test): run it here
-            try:
-                response = fn(request)
-            except Exception:
-                log.exception("handler for %s failed", request.path.decode("latin-1"))
-                self._answer(request, None, 500)
-                return
-            self._answer(request, response)
+            response = self._call(request, fn)
+            self._answer(request, response if type(response) is Response else None, 500)
             return
         if not submit(fn, request, self._on_result):
             self._answer(request, None, 503)  # the pool's queue is full
@@ -552,14 +557,13 @@ class HttpProtocol:
             return
         self._out = []
         self.state = IDLE
-        if exc is not None or not isinstance(response, Response):
-            if exc is not None:
-                log.error("handler for %s failed in the thread pool", request.path.decode("latin-1"), exc_info=exc)
-            else:
-                log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
-            self._answer(request, None, 500)
-        else:
-            self._answer(request, response)
+        if exc is not None:
+            log.error("handler for %s failed in the thread pool", request.path.decode("latin-1"), exc_info=exc)
+            response = None
+        elif not isinstance(response, Response):
+            log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
+            response = None
+        self._answer(request, response, 500)
         pending = self._pending
         while pending and self.state == IDLE:
             item = pending.popleft()
@@ -583,7 +587,7 @@ class HttpProtocol:
             self.driver.deliver(out)
 
     def _answer(self, request: Request, response: Response | None, status: int = 0) -> None:
-        """Queue ``response`` (or an error page for ``status``) and move on."""
+        """Queue ``response`` (or, when it is None, an error page for ``status``) and move on."""
         ctx = self.ctx
         head_only = request.method == b"HEAD"
         http10 = request.version == "1.0"
