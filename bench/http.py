@@ -4,13 +4,14 @@ Usage (from anywhere; paths are relative to this file)::
 
     python bench/http.py [--workers N] [--duration SECONDS]
                          [--servers prefork,nginx,uvicorn]
-                         [--scenarios keepalive-64,keepalive-1000,close-64,pipeline16-64]
+                         [--scenarios keepalive-64,keepalive-1000,close-64,pipeline16-64,
+                                      static4k-64,static1m-16]
                          [--json FILE] [--no-pin]
 
 Each server is started in turn with the same number of worker processes,
-warmed up with a short wrk run, and then measured with ``wrk --latency`` on
-``GET /plaintext`` (a 13-byte ``Hello, World!`` text/plain body) in every
-scenario:
+warmed up with a short wrk run, and then measured with ``wrk --latency`` in
+every scenario.  The first four fetch ``GET /plaintext`` (a 13-byte
+``Hello, World!`` text/plain body), the last two a static file:
 
     keepalive-64     keep-alive, 64 connections
     keepalive-1000   keep-alive, 1000 connections
@@ -18,6 +19,26 @@ scenario:
                      64 concurrent connections
     pipeline16-64    keep-alive, 64 connections, 16 requests written at once
                      per connection (HTTP/1.1 pipelining, from a Lua script)
+    static4k-64      keep-alive, 64 connections, ``GET /static/4k.bin``
+                     (4 KiB of random bytes)
+    static1m-16      keep-alive, 16 connections, ``GET /static/1m.bin``
+                     (1 MiB of random bytes): a bandwidth test
+
+Static files: the script writes both files into a document root in its
+temporary directory.  prefork serves it with its built-in ``static`` handler
+(a ``[[route]]`` for ``/static/`` next to the one for ``/plaintext``, and
+``[static] root``); prefork keeps files up to 64 KiB in memory and sends
+larger ones with sendfile.  nginx serves the same directory with
+``location /static/ { alias DOCROOT/; }`` and is tuned the way one would
+tune it for static files: ``sendfile on; tcp_nopush on;`` and
+``open_file_cache max=1000 inactive=20s;`` (so neither server opens or stats
+the file per request).  uvicorn takes no part in the static scenarios: a raw
+ASGI app reading files would be a strawman, so its cells there show ``-``
+and no prefork/uvicorn ratio is computed.  Before measuring, the script
+fetches each file once from each server and compares the body with the file
+byte for byte; a server that answers wrongly (status, length or content) is
+reported as failed for the scenarios using that file (``FAILED`` in the
+table, the reason under it) and is not measured there.
 
 What the numbers mean:
 
@@ -38,8 +59,14 @@ What the numbers mean:
 * ``prefork/nginx`` and ``prefork/uvicorn`` are the ratio of prefork's
   req/s to the other server's, from the same run (above 1.00x: prefork
   served more).
+* ``MB/s`` (a footnote for static1m-16) is wrk's ``Transfer/sec``: response
+  bytes, headers included, read per second; wrk's MB is 2^20 bytes.
 * ``*`` after req/s marks a client-bound run: wrk itself used at least 90%
   of its CPU, so the server might have served more than wrk could ask for.
+  wrk's CPU includes kernel TCP work charged to it: on loopback, softirq
+  processing of the server's sends can run on wrk's CPU (seen with large
+  files), so ``*`` there may mean that the server's way of sending costs
+  the client's core, not that wrk's own code is the limit.
 * ``errors`` sums wrk's socket errors (connect, read, write, timeout) and
   its ``Non-2xx or 3xx responses``; a footnote under the table breaks down
   every non-zero count.
@@ -83,6 +110,10 @@ DEFAULT_VENV = REPO_ROOT / "bench" / ".venv-uvicorn"
 HOST = "127.0.0.1"
 URL_PATH = "/plaintext"
 BODY = "Hello, World!"
+STATIC_PREFIX = "/static/"
+STATIC_FILES = {"4k.bin": 4096, "1m.bin": 1 << 20}   # name -> size in bytes
+STATIC_SERVERS = ("prefork", "nginx")                 # who takes part in the static scenarios
+VERIFY_TIMEOUT = 10.0          # seconds for one verification GET of a static file
 SERVERS = ("prefork", "nginx", "uvicorn")
 UVICORN_PACKAGES = ("uvicorn", "uvloop", "httptools")
 LISTEN_BACKLOG = 4096          # the same accept queue for every server
@@ -150,6 +181,19 @@ class Scenario:
     description: str
     close: bool = False         # send "Connection: close": one connection per request
     pipeline: int = 1           # requests written at once per connection
+    path: str = URL_PATH        # what every request fetches
+    static_file: str = ""       # the file under STATIC_PREFIX this scenario fetches, if any
+    show_transfer: bool = False  # a bandwidth test: report wrk's Transfer/sec too
+
+    @property
+    def is_static(self) -> bool:
+        return bool(self.static_file)
+
+
+def _static(name: str, connections: int, file: str, description: str,
+            show_transfer: bool = False) -> Scenario:
+    return Scenario(name, connections, description, path=STATIC_PREFIX + file,
+                    static_file=file, show_transfer=show_transfer)
 
 
 SCENARIOS = (
@@ -157,7 +201,15 @@ SCENARIOS = (
     Scenario("keepalive-1000", 1000, "keep-alive, 1000 connections"),
     Scenario("close-64", 64, "new connection per request, 64 connections", close=True),
     Scenario("pipeline16-64", 64, "16-deep pipelining, 64 connections", pipeline=16),
+    _static("static4k-64", 64, "4k.bin", "keep-alive, 64 connections, GET /static/4k.bin"),
+    _static("static1m-16", 16, "1m.bin", "keep-alive, 16 connections, GET /static/1m.bin",
+            show_transfer=True),
 )
+
+
+def takes_part(server: str, scenario: Scenario) -> bool:
+    """Whether a server is measured in a scenario (uvicorn sits out the static ones)."""
+    return not scenario.is_static or server in STATIC_SERVERS
 
 
 @dataclass
@@ -173,6 +225,7 @@ class WrkResult:
     timeout_errors: int = 0
     non_2xx: int = 0
     latency_valid: bool = True  # False where wrk's percentiles are known to be wrong
+    transfer_bytes_per_sec: float | None = None  # wrk's Transfer/sec, in bytes
     wrk_cpu_percent: float | None = None  # wrk's CPU time over the run, % of one core
     client_bound: bool = False  # wrk was (nearly) saturated: the limit may be the client
 
@@ -204,7 +257,8 @@ class BenchError(Exception):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark prefork, nginx and uvicorn with wrk on GET /plaintext.")
+        description="Benchmark prefork, nginx and uvicorn with wrk on GET /plaintext "
+                    "and on static files.")
     parser.add_argument("--workers", type=int, default=2,
                         help="worker processes per server (default: 2)")
     parser.add_argument("--duration", type=int, default=5,
@@ -317,10 +371,100 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# --- the static files ------------------------------------------------------
+
+
+def make_docroot(workdir: Path) -> Path:
+    """Write the static files (random bytes) into workdir/docroot.
+
+    The directories are made world-readable: nginx's workers run as an
+    unprivileged user and must reach the files through the (0700) temp dir.
+    """
+    docroot = workdir / "docroot"
+    docroot.mkdir()
+    for name, size in STATIC_FILES.items():
+        (docroot / name).write_bytes(os.urandom(size))
+        (docroot / name).chmod(0o644)
+    for directory in (workdir, docroot):
+        directory.chmod(0o755)
+    return docroot
+
+
+def http_get(port: int, path: str, timeout: float) -> tuple[int, dict[str, str], bytes]:
+    """One GET over a fresh connection: (status, headers lower-cased, body).
+
+    A raw socket, not http.client: this file is itself named http.py, so
+    ``import http.client`` would find it first when run as a script.  The
+    request says ``Connection: close`` and the response is read to EOF; the
+    body is cut to Content-Length, or de-chunked.
+    """
+    request = (f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    chunks = []
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(request)
+        while data := sock.recv(1 << 16):
+            chunks.append(data)
+    raw = b"".join(chunks)
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise BenchError(f"GET {path}: incomplete response head ({len(raw)} bytes)")
+    lines = head.decode("latin-1").split("\r\n")
+    status_line = lines[0].split()
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        raise BenchError(f"GET {path}: bad status line {lines[0]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = dechunk(body)
+    elif "content-length" in headers:
+        length = int(headers["content-length"])
+        if len(body) < length:
+            raise BenchError(f"GET {path}: connection closed after {len(body)} of "
+                             f"{length} body bytes")
+        body = body[:length]
+    return int(status_line[1]), headers, body
+
+
+def dechunk(data: bytes) -> bytes:
+    out, pos = [], 0
+    while True:
+        line_end = data.index(b"\r\n", pos)
+        size = int(data[pos:line_end].split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[line_end + 2:line_end + 2 + size])
+        pos = line_end + 2 + size + 2
+
+
+def verify_static(port: int, docroot: Path) -> dict[str, str]:
+    """Fetch every static file once; {file name: what was wrong} for the bad ones."""
+    problems = {}
+    for name in STATIC_FILES:
+        expected = (docroot / name).read_bytes()
+        path = STATIC_PREFIX + name
+        try:
+            status, headers, body = http_get(port, path, VERIFY_TIMEOUT)
+        except (OSError, ValueError, BenchError) as error:
+            problems[name] = f"GET {path}: {type(error).__name__}: {error}"
+            continue
+        if status != 200:
+            problems[name] = f"GET {path}: status {status}, body {body[:200]!r}"
+        elif body != expected:
+            mismatch = next((i for i, (a, b) in enumerate(zip(body, expected)) if a != b),
+                            min(len(body), len(expected)))
+            problems[name] = (f"GET {path}: wrong body: {len(body)} bytes "
+                              f"(Content-Length {headers.get('content-length', 'absent')}), "
+                              f"expected {len(expected)}; first difference at byte {mismatch}")
+    return problems
+
+
 # --- one launch per server -------------------------------------------------
 
 
-def prepare_prefork(workdir: Path, port: int, workers: int) -> Launch:
+def prepare_prefork(workdir: Path, port: int, workers: int, docroot: Path) -> Launch:
     config = workdir / "prefork.toml"
     config.write_text(
         "[server]\n"
@@ -331,7 +475,16 @@ def prepare_prefork(workdir: Path, port: int, workers: int) -> Launch:
         f'address = "{HOST}:{port}"\n'
         'protocol = "http"\n'
         "\n[http]\n"
-        "keepalive_requests = 1000000\n")
+        "keepalive_requests = 1000000\n"
+        # With [[route]] tables only these routes exist.
+        "\n[[route]]\n"
+        f'path = "{URL_PATH}"\n'
+        'handler = "plaintext"\n'
+        "\n[[route]]\n"
+        f'path = "{STATIC_PREFIX}"\n'
+        'handler = "static"\n'
+        "\n[static]\n"
+        f"root = {json.dumps(str(docroot))}\n")
     if not (REPO_ROOT / "prefork" / "cli.py").exists():
         raise BenchError(f"{REPO_ROOT / 'prefork' / 'cli.py'} does not exist yet")
     pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -352,7 +505,7 @@ def nginx_temp_directives(nginx: str, workdir: Path) -> list[str]:
     return directives
 
 
-def prepare_nginx(workdir: Path, port: int, workers: int) -> Launch:
+def prepare_nginx(workdir: Path, port: int, workers: int, docroot: Path) -> Launch:
     nginx = ensure_program("nginx", "nginx-light")
     temp_paths = "\n    ".join(nginx_temp_directives(nginx, workdir))
     config = workdir / "nginx.conf"
@@ -371,6 +524,9 @@ http {{
     access_log off;
     keepalive_requests 1000000;
     keepalive_timeout 75s;
+    sendfile on;
+    tcp_nopush on;
+    open_file_cache max=1000 inactive=20s;
     {temp_paths}
 
     server {{
@@ -378,6 +534,10 @@ http {{
         location = {URL_PATH} {{
             default_type text/plain;
             return 200 "{BODY}";
+        }}
+        location {STATIC_PREFIX} {{
+            alias {docroot}/;
+            default_type application/octet-stream;
         }}
         location / {{
             return 404;
@@ -399,11 +559,12 @@ def prepare_uvicorn(workdir: Path, port: int, workers: int, venv: Path) -> Launc
     return Launch(argv=argv, env=dict(os.environ), cwd=workdir, port=port)
 
 
-def prepare_server(name: str, workdir: Path, port: int, args: argparse.Namespace) -> Launch:
+def prepare_server(name: str, workdir: Path, port: int, args: argparse.Namespace,
+                   docroot: Path) -> Launch:
     if name == "prefork":
-        return prepare_prefork(workdir, port, args.workers)
+        return prepare_prefork(workdir, port, args.workers, docroot)
     if name == "nginx":
-        return prepare_nginx(workdir, port, args.workers)
+        return prepare_nginx(workdir, port, args.workers, docroot)
     return prepare_uvicorn(workdir, port, args.workers, args.uvicorn_venv)
 
 
@@ -490,7 +651,7 @@ def wrk_command(scenario: Scenario, port: int, duration: int, args: argparse.Nam
         argv += ["-H", "Connection: close"]
     if scenario.pipeline > 1:
         argv += ["-s", str(write_pipeline_script(workdir, scenario.pipeline))]
-    argv.append(f"http://{HOST}:{port}{URL_PATH}")
+    argv.append(f"http://{HOST}:{port}{scenario.path}")
     return pin(args.wrk_cpus, argv, not args.no_pin)
 
 
@@ -518,6 +679,7 @@ def run_wrk(argv: list[str], duration: int) -> tuple[str, float]:
     return done.stdout, cpu_percent
 
 
+_BYTE_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}  # wrk's: binary
 _TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
 
@@ -547,26 +709,49 @@ def parse_wrk(output: str) -> WrkResult:
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if non_2xx:
         result.non_2xx = int(non_2xx.group(1))
+    transfer = re.search(r"^Transfer/sec:\s*([\d.]+)([KMGT]?B)\s*$", output, re.M)
+    if transfer:
+        result.transfer_bytes_per_sec = float(transfer.group(1)) * _BYTE_UNITS[transfer.group(2)]
     return result
 
 
 # --- benchmarking one server ----------------------------------------------
 
 
-def bench_server(name: str, args: argparse.Namespace,
-                 workdir: Path) -> tuple[dict[str, WrkResult], str | None]:
-    """Run every scenario against one server: (results by scenario, failure or None)."""
+def bench_server(name: str, args: argparse.Namespace, workdir: Path, docroot: Path
+                 ) -> tuple[dict[str, WrkResult], str | None, dict[str, str]]:
+    """Run the scenarios this server takes part in.
+
+    Returns (results by scenario, failure of the whole server or None,
+    {scenario: reason} for scenarios it failed its static-file check in).
+    """
+    scenarios = [s for s in args.scenarios if takes_part(name, s)]
+    results: dict[str, WrkResult] = {}
+    failed: dict[str, str] = {}
+    if not scenarios:
+        print(f"[{name}] skipped: in none of the chosen scenarios", file=sys.stderr)
+        return results, None, failed
     server_dir = workdir / name
     server_dir.mkdir()
     log_path = server_dir / "server.log"
-    results: dict[str, WrkResult] = {}
     try:
         port = free_port()
-        launch = prepare_server(name, server_dir, port, args)
+        launch = prepare_server(name, server_dir, port, args, docroot)
         print(f"[{name}] starting on {HOST}:{port}: {' '.join(launch.argv)}", file=sys.stderr)
         with running_server(launch, log_path, args.server_cpus, not args.no_pin) as proc:
+            problems = {}
+            if any(s.is_static for s in scenarios):
+                problems = verify_static(port, docroot)
+                for file in STATIC_FILES:
+                    print(f"[{name}] verify {STATIC_PREFIX}{file}: "
+                          f"{problems.get(file, 'ok, bytes match the file')}", file=sys.stderr)
             warm_up(name, port, args, workdir)
-            for scenario in args.scenarios:
+            for scenario in scenarios:
+                if scenario.static_file in problems:
+                    failed[scenario.name] = problems[scenario.static_file]
+                    print(f"[{name}] {scenario.name}: FAILED, not measured: "
+                          f"{failed[scenario.name]}", file=sys.stderr)
+                    continue
                 results[scenario.name] = measure(name, scenario, port, args, workdir)
                 if proc.poll() is not None:
                     raise BenchError(f"exited with status {proc.returncode} during "
@@ -574,8 +759,8 @@ def bench_server(name: str, args: argparse.Namespace,
     except (BenchError, OSError) as error:
         reason = f"{error}\n{log_tail(log_path, server_dir / 'error.log')}"
         print(f"[{name}] FAILED: {reason}", file=sys.stderr)
-        return results, str(error)
-    return results, None
+        return results, str(error), failed
+    return results, None, failed
 
 
 def warm_up(name: str, port: int, args: argparse.Namespace, workdir: Path) -> None:
@@ -593,9 +778,11 @@ def measure(name: str, scenario: Scenario, port: int, args: argparse.Namespace,
     result.latency_valid = scenario.pipeline == 1
     result.wrk_cpu_percent = round(wrk_cpu, 1)
     result.client_bound = wrk_cpu >= CLIENT_BOUND_PERCENT * args.wrk_threads
+    transfer = ("" if result.transfer_bytes_per_sec is None
+                else f", {format_transfer(result)}")
     print(f"[{name}] {scenario.name}: {result.requests_per_sec:,.0f} req/s, "
           f"p99 {format_p99(result)}, errors {result.all_errors}, "
-          f"wrk CPU {result.wrk_cpu_percent:.0f}%", file=sys.stderr)
+          f"wrk CPU {result.wrk_cpu_percent:.0f}%{transfer}", file=sys.stderr)
     return result
 
 
@@ -612,6 +799,12 @@ def format_p99(result: WrkResult) -> str:
     return f"{result.p99_ms:.2f} ms"
 
 
+def format_transfer(result: WrkResult) -> str:
+    if result.transfer_bytes_per_sec is None:
+        return "n/a"
+    return f"{result.transfer_bytes_per_sec / (1 << 20):,.1f} MB/s"
+
+
 def format_ratio(ours: WrkResult | None, theirs: WrkResult | None) -> str:
     if ours is None or theirs is None or not theirs.requests_per_sec:
         return "n/a"
@@ -619,7 +812,8 @@ def format_ratio(ours: WrkResult | None, theirs: WrkResult | None) -> str:
 
 
 def table_rows(servers: list[str], scenarios: list[Scenario],
-               results: dict[str, dict[str, WrkResult]]) -> list[list[str]]:
+               results: dict[str, dict[str, WrkResult]],
+               scenario_failures: dict[str, dict[str, str]]) -> list[list[str]]:
     others = [s for s in servers if s != "prefork"] if "prefork" in servers else []
     header = ["scenario"]
     for server in servers:
@@ -631,9 +825,15 @@ def table_rows(servers: list[str], scenarios: list[Scenario],
         row = [scenario.name]
         for server in servers:
             result = cells[server]
-            row.append("n/a" if result is None else format_rps(result))
-            row.append("n/a" if result is None else format_p99(result))
-        row += [format_ratio(cells["prefork"], cells[other]) for other in others]
+            if not takes_part(server, scenario):
+                row += ["-", "-"]
+            elif scenario.name in scenario_failures.get(server, {}):
+                row += ["FAILED", "-"]
+            else:
+                row.append("n/a" if result is None else format_rps(result))
+                row.append("n/a" if result is None else format_p99(result))
+        row += ["-" if not takes_part(other, scenario)
+                else format_ratio(cells["prefork"], cells[other]) for other in others]
         errors = [f"{s} {r.all_errors}" for s, r in cells.items() if r and r.all_errors]
         row.append(", ".join(errors) or "-")
         rows.append(row)
@@ -667,21 +867,36 @@ def error_footnotes(servers: list[str], scenarios: list[Scenario],
 
 
 def report(args: argparse.Namespace, results: dict[str, dict[str, WrkResult]],
-           failures: dict[str, str]) -> str:
+           failures: dict[str, str], scenario_failures: dict[str, dict[str, str]]) -> str:
     pinning = ("off" if args.no_pin
                else f"servers on CPU {args.server_cpus}, wrk on CPU {args.wrk_cpus}")
     legend = ("req/s: responses per second; p99: 99th percentile latency "
               "(n/a for pipelining, where wrk's percentiles are wrong)")
     if "prefork" in args.servers and len(args.servers) > 1:
         legend += "; prefork/X: prefork's req/s over X's"
+    static = [s for s in args.scenarios if s.is_static]
+    sitting_out = [server for server in args.servers if server not in STATIC_SERVERS]
+    if static and sitting_out:
+        legend += f"; -: {', '.join(sitting_out)} not run on static files"
+    if static and "nginx" in args.servers:
+        legend += ".\nStatic files: nginx with sendfile, tcp_nopush and open_file_cache"
+    paths = ", ".join(dict.fromkeys(s.path for s in args.scenarios))
     lines = [
-        f"GET {URL_PATH}, {args.workers} worker(s) per server, {args.duration}s per scenario, "
+        f"GET {paths}; {args.workers} worker(s) per server, {args.duration}s per scenario, "
         f"wrk -t{args.wrk_threads}, pinning {pinning}",
         "",
-        render_table(table_rows(args.servers, args.scenarios, results)),
+        render_table(table_rows(args.servers, args.scenarios, results, scenario_failures)),
         "",
         legend + ".",
     ]
+    for scenario in args.scenarios:
+        if not scenario.show_transfer:
+            continue
+        rates = [f"{server} {format_transfer(by_scenario[scenario.name])}"
+                 for server, by_scenario in results.items() if scenario.name in by_scenario]
+        if rates:
+            lines.append(f"{scenario.name} transfer (wrk Transfer/sec, MB = 2^20 bytes): "
+                         + ", ".join(rates))
     if any(r.client_bound for by_scenario in results.values() for r in by_scenario.values()):
         lines.append(f"*: wrk used >= {CLIENT_BOUND_PERCENT}% of its CPU, so the client may "
                      "have been the limit, not the server.")
@@ -691,11 +906,14 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, WrkResult]],
     else:
         lines.append("errors: none (wrk socket errors and non-2xx/3xx responses)")
     lines += [f"{server} failed: {reason}" for server, reason in failures.items()]
+    lines += [f"{server} FAILED {scenario} (static-file check, not measured): {reason}"
+              for server, by_scenario in scenario_failures.items()
+              for scenario, reason in by_scenario.items()]
     return "\n".join(lines)
 
 
 def write_json(path: str, args: argparse.Namespace, results: dict[str, dict[str, WrkResult]],
-               failures: dict[str, str]) -> None:
+               failures: dict[str, str], scenario_failures: dict[str, dict[str, str]]) -> None:
     data = {
         "workers": args.workers,
         "duration_s": args.duration,
@@ -707,6 +925,7 @@ def write_json(path: str, args: argparse.Namespace, results: dict[str, dict[str,
         "results": {server: {name: asdict(r) for name, r in by_scenario.items()}
                     for server, by_scenario in results.items()},
         "failures": failures,
+        "scenario_failures": scenario_failures,
     }
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
@@ -728,15 +947,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results: dict[str, dict[str, WrkResult]] = {}
     failures: dict[str, str] = {}
+    scenario_failures: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="prefork-bench-") as tmp:
+        docroot = make_docroot(Path(tmp))
         for server in args.servers:
-            results[server], failure = bench_server(server, args, Path(tmp))
+            results[server], failure, failed = bench_server(server, args, Path(tmp), docroot)
             if failure:
                 failures[server] = failure
-    print(report(args, results, failures))
+            if failed:
+                scenario_failures[server] = failed
+    print(report(args, results, failures, scenario_failures))
     if args.json:
-        write_json(args.json, args, results, failures)
-    return 1 if failures else 0
+        write_json(args.json, args, results, failures, scenario_failures)
+    return 1 if failures or scenario_failures else 0
 
 
 if __name__ == "__main__":
