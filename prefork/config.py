@@ -16,7 +16,6 @@ BACKENDS = ("epoll", "uvloop", "asyncio")
 ACCEPT_STRATEGIES = ("reuseport", "shared")
 MODES = ("process", "thread")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-IMPLEMENTED_BACKENDS = ("epoll",)
 PROTOCOLS = ("http", "echo")
 
 
@@ -305,9 +304,11 @@ def _rlimit_nofile(path: str, key: str, value: Any) -> int:
 
 def _backend(path: str, key: str, value: Any) -> str:
     name = _check_str(path, key, value, BACKENDS)
-    if name not in IMPLEMENTED_BACKENDS:
-        raise ConfigError(path, key, f"backend {name!r} is not available in this version "
-                                     f"(available: {', '.join(IMPLEMENTED_BACKENDS)})")
+    if name == "uvloop":
+        import importlib.util
+
+        if importlib.util.find_spec("uvloop") is None:
+            raise ConfigError(path, key, "backend 'uvloop' needs uvloop: pip install 'prefork[uvloop]'")
     return name
 
 

@@ -402,4 +402,4 @@ class Acceptor:
             worker.active += 1
             worker.accepted += 1
             proto = factory(ctx, addr)
-            proto.driver = Connection(worker, fd, proto)
+            proto.driver = worker.connection_class(worker, fd, proto)

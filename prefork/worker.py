@@ -32,7 +32,11 @@ log = logging.getLogger("prefork.worker")
 # pair, the spare fd, stdio, log files, and headroom.
 FD_RESERVE = 32
 
-WORKER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1)
+
+
+def _unblock_signals(_=None) -> None:
+    """Undo the master's fork-time mask (the master's own signals are set to be ignored)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 DRAIN_GRACE = 1.0  # graceful stop: seconds an idle connection may still send a request
 
 EXIT_OK = 0
@@ -81,7 +85,15 @@ class Worker:
         self.send_timeout = config.http.send_timeout
         self.high_water = config.http.high_water
         self.shutdown_timeout = server.shutdown_timeout
-        self.reactor = Reactor(setsize=server.worker_connections + FD_RESERVE + len(sockets))
+        if server.backend == "epoll":
+            self.reactor = Reactor(setsize=server.worker_connections + FD_RESERVE + len(sockets))
+            self.connection_class = Connection
+        else:
+            from .aio import AioConnection, AsyncioReactor
+
+            self.reactor = AsyncioReactor(server.backend)
+            self.connection_class = AioConnection
+        self.conns: set = set()  # open connections, on the asyncio backends (epoll has its fd table)
         self.rbuf = bytearray(65536)
         self.rbufs = [self.rbuf]
         self.rview = memoryview(self.rbuf)
@@ -184,8 +196,10 @@ class Worker:
                 ACTIVE: active, REQUESTS: sum(w.http.requests for w in workers), READING: reading,
                 WRITING: writing, WAITING: active - reading - writing, SLOT: self.index}
 
-    def connections(self) -> list[Connection]:
-        """Every open connection (an O(table) scan: for shutdown, not hot paths)."""
+    def connections(self) -> list:
+        """Every open connection (an O(table) scan: for shutdown and status, not hot paths)."""
+        if self.connection_class is not Connection:
+            return list(self.conns)
         return [d for d in self.reactor._data if isinstance(d, Connection)]
 
     # --- life cycle -------------------------------------------------------------------
@@ -217,9 +231,9 @@ class Worker:
                 worker.reactor.call_soon_threadsafe(worker.http.access_log.reopen)
 
     def on_graceful_stop(self, signum: int = 0) -> None:
+        """Stop accepting, close idle connections, let in-flight requests finish."""
         for peer in self.peers:
             peer.reactor.call_soon_threadsafe(peer.on_graceful_stop)
-        """Stop accepting, close idle connections, let in-flight requests finish."""
         if self.draining:
             return
         self.draining = True
@@ -247,8 +261,10 @@ class Worker:
             reactor.add_signal_handler(signal.SIGINT, self.on_fast_stop)
             reactor.add_signal_handler(signal.SIGQUIT, self.on_graceful_stop)
             reactor.add_signal_handler(signal.SIGUSR1, self.on_reopen)
-            # the master forks with these blocked; from here on they are handled
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+            # The master forks with signals blocked: unblock them from inside
+            # the running loop (uvloop only starts reading its signal pipe
+            # then; a signal delivered before that would be lost).
+            reactor.call_later(0, _unblock_signals)
         for acceptor in self.acceptors:
             acceptor.start()
         self._tick()

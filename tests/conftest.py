@@ -118,13 +118,25 @@ def make_config(ports: dict[str, int], server: str = "", http: str = "") -> str:
         """).format(server=server, listens=listens, http=http)
 
 
+BACKENDS = ("epoll", "uvloop", "asyncio")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Every test that starts a server runs once per backend (as uvicorn runs
+    its suite once per HTTP implementation)."""
+    return request.param
+
+
 @pytest.fixture
-def start_server(tmp_path):
+def start_server(tmp_path, backend):
     servers: list[Server] = []
 
     def start(server: str = "", http: str = "", names: tuple[str, ...] = ("http", "echo"),
               env: dict | None = None, extra: str = "") -> Server:
         ports = {name: free_port() for name in names}
+        if "backend =" not in server:
+            server = f'backend = "{backend}"\n' + server
         srv = Server(tmp_path, make_config(ports, server, http) + extra, ports)
         servers.append(srv)
         return srv.start(env)

@@ -82,8 +82,17 @@ def test_errors_name_file_and_key(tmp_path, text, key, fragment):
     assert fragment in msg
 
 
-def test_uvloop_backend_not_yet_available(tmp_path):
-    with pytest.raises(ConfigError, match="not available"):
+@pytest.mark.parametrize("backend", ["epoll", "uvloop", "asyncio"])
+def test_backends_accepted(tmp_path, backend):
+    cfg = load(write(tmp_path, GOOD.replace("workers = 2", f'backend = "{backend}"')))
+    assert cfg.server.backend == backend
+
+
+def test_uvloop_backend_without_uvloop_names_the_extra(tmp_path, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'prefork\[uvloop\]'"):
         load(write(tmp_path, GOOD.replace("workers = 2", 'backend = "uvloop"')))
 
 
