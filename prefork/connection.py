@@ -296,6 +296,8 @@ class Connection:
 
     def finish(self) -> None:
         """The protocol is done and the output is flushed."""
+        if self.lingering or self.fd < 0:
+            return  # already finishing (reached again through a nested write)
         if not self.proto.linger:
             self.close()
             return
