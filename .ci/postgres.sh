@@ -6,7 +6,10 @@
 set -euo pipefail
 action=${1:?start or stop}
 dir=${2:?a directory for the cluster}
-port=${PREFORK_TEST_POSTGRES_PORT:-54329}
+port=${PREFORK_TEST_POSTGRES_PORT:-}
+if [ -z "$port" ]; then  # a free port, so a cluster already running here is no obstacle
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
 
 pgbin() {
     ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
