@@ -898,44 +898,8 @@ def prepare_target(target: Target, workdir: Path, port: int, args: argparse.Name
 
 
 def http_get(port: int, path: str, timeout: float = VERIFY_TIMEOUT) -> tuple[int, dict[str, str], bytes]:
-    """One GET on a fresh connection (Connection: close, read to EOF): (status, headers, body)."""
-    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
-    chunks = []
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
-        sock.sendall(request)
-        while data := sock.recv(1 << 16):
-            chunks.append(data)
-    raw = b"".join(chunks)
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep:
-        raise BenchError(f"incomplete response head ({len(raw)} bytes)")
-    lines = head.decode("latin-1").split("\r\n")
-    status_line = lines[0].split()
-    if len(status_line) < 2 or not status_line[1].isdigit():
-        raise BenchError(f"bad status line {lines[0]!r}")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = dechunk(body)
-    elif "content-length" in headers:
-        length = int(headers["content-length"])
-        if len(body) < length:
-            raise BenchError(f"connection closed after {len(body)} of {length} body bytes")
-        body = body[:length]
-    return int(status_line[1]), headers, body
-
-
-def dechunk(data: bytes) -> bytes:
-    out, pos = [], 0
-    while True:
-        line_end = data.index(b"\r\n", pos)
-        size = int(data[pos:line_end].split(b";")[0], 16)
-        if size == 0:
-            return b"".join(out)
-        out.append(data[line_end + 2:line_end + 2 + size])
-        pos = line_end + 2 + size + 2
+    """One GET on a fresh connection: bench/http.py's, with this script's timeout."""
+    return bh.http_get(port, path, timeout)
 
 
 class Bad(Exception):
