@@ -252,7 +252,7 @@ class _Parser:
 
     __slots__ = ("parser", "proto", "url", "headers", "header_bytes", "body", "body_len",
                  "content_length", "chunked", "host_count", "expect", "in_message", "head_done", "version",
-                 "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout", "reusable")
+                 "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout", "reusable", "method")
 
     def __init__(self, config: HttpConfig) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -268,6 +268,7 @@ class _Parser:
         self.body: list[bytes] | None = None
         self.head_done = False
         self.version = "1.1"
+        self.method = b""
         self.reusable = True
 
     # httptools callbacks -----------------------------------------------------
@@ -337,7 +338,7 @@ class _Parser:
         # after a message that ends the connection llhttp refuses more input:
         # such a parser must not go back to the pool
         keep_alive = self.reusable = parser.should_keep_alive()
-        self.proto._complete(parser.get_method(), self.url, self.version, self.headers,
+        self.proto._complete(self.method, self.url, self.version, self.headers,
                              b"" if body is None else body[0] if len(body) == 1 else b"".join(body), keep_alive)
 
 
@@ -506,7 +507,8 @@ class HttpProtocol:
             self.driver.pause_reading()
 
     def _dispatch(self, request: Request) -> None:
-        found = self.ctx.router.resolve(request.path)
+        router = self.ctx.router
+        found = router.exact.get(request.path) or router.resolve(request.path)
         if found is None:
             self._answer(request, None, 404)
             return
@@ -649,7 +651,8 @@ class HttpProtocol:
         if version not in ("1.1", "1.0"):
             # llhttp accepts "GET /" (0.9) and any major version; this server speaks 1.x
             raise _ParseError(400 if version == "0.9" else 505, "unsupported HTTP version")
-        if parser.get_method() == b"CONNECT":
+        method = p.method = parser.get_method()
+        if method == b"CONNECT":
             raise _ParseError(405, "CONNECT is not supported")
         if p.host_count > 1 or (p.host_count == 0 and version == "1.1"):
             raise _ParseError(400, "missing or repeated Host")
