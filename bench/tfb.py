@@ -128,7 +128,6 @@ import os
 import random
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -1379,7 +1378,7 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, T
             for run in list(results[t.name].runs.values())[-1:] if run.pg_backends is not None]
     if seen:
         lines.append("PostgreSQL connections (backends of the benchmark database at the end of the last "
-                     "run): " + ", ".join(seen) + f" (prefork: one per pool thread, uvicorn: one per worker)")
+                     "run): " + ", ".join(seen) + " (prefork: one per pool thread, uvicorn: one per worker)")
     lines += [""] + target_lines
     return "\n".join(lines), met
 

@@ -33,7 +33,7 @@ from .config import Config, ConfigError, ListenConfig, load
 from .listeners import BindError, bind, bound_address
 from .logs import reopen_error_log
 from .reactor import READABLE, Reactor
-from .scoreboard import GENERATION, PID, READY, Scoreboard
+from .scoreboard import GENERATION, PID, Scoreboard
 from .systemd import Notifier, listen_fds
 from .worker import EXIT_BOOT_ERROR, Supervisor, run_worker, run_worker_threads
 

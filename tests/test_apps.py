@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Client, free_port, http_get, make_config, wait_until
+from conftest import ROOT, Client, free_port, make_config, wait_until
 from prefork.apps.static import _parse_range
 from prefork.pool import ThreadPool
 

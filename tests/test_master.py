@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from conftest import (ROOT, Client, cmdline, free_port, http_get, make_config, pid_alive, wait_for_port,
-                      wait_until)
+from conftest import ROOT, Client, cmdline, free_port, http_get, make_config, pid_alive, wait_until
 
 GET = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
 
