@@ -99,7 +99,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from string import Template
 from typing import Iterator
@@ -263,6 +263,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="worker processes per server (default: 2)")
     parser.add_argument("--duration", type=int, default=5,
                         help="seconds of measurement per scenario (default: 5)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every server this many times, interleaved (A B A B ...), and "
+                             "report each one's median round: steadier ratios on a noisy "
+                             "machine (default: 1)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="seconds of wrk warm-up per server, 0 for none (default: 1)")
     parser.add_argument("--servers", default=",".join(SERVERS),
@@ -882,7 +886,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, WrkResult]],
         legend += ".\nStatic files: nginx with sendfile, tcp_nopush and open_file_cache"
     paths = ", ".join(dict.fromkeys(s.path for s in args.scenarios))
     lines = [
-        f"GET {paths}; {args.workers} worker(s) per server, {args.duration}s per scenario, "
+        f"GET {paths}; {args.workers} worker(s) per server, {args.duration}s per scenario"
+        + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "") + ", "
         f"wrk -t{args.wrk_threads}, pinning {pinning}",
         "",
         render_table(table_rows(args.servers, args.scenarios, results, scenario_failures)),
@@ -910,6 +915,19 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, WrkResult]],
               for server, by_scenario in scenario_failures.items()
               for scenario, reason in by_scenario.items()]
     return "\n".join(lines)
+
+
+def median_round(runs: list[dict[str, WrkResult]]) -> dict[str, WrkResult]:
+    """Per scenario, the round with the median req/s; errors are summed over
+    every round, so none is hidden by the choice."""
+    merged: dict[str, WrkResult] = {}
+    for name in {name for run in runs for name in run}:
+        results = sorted((run[name] for run in runs if name in run), key=lambda r: r.requests_per_sec)
+        middle = results[(len(results) - 1) // 2]
+        merged[name] = replace(middle, **{field: sum(getattr(r, field) for r in results) for field in
+                                          ("connect_errors", "read_errors", "write_errors",
+                                           "timeout_errors", "non_2xx")})
+    return merged
 
 
 def write_json(path: str, args: argparse.Namespace, results: dict[str, dict[str, WrkResult]],
@@ -950,12 +968,20 @@ def main(argv: list[str] | None = None) -> int:
     scenario_failures: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="prefork-bench-") as tmp:
         docroot = make_docroot(Path(tmp))
-        for server in args.servers:
-            results[server], failure, failed = bench_server(server, args, Path(tmp), docroot)
-            if failure:
-                failures[server] = failure
-            if failed:
-                scenario_failures[server] = failed
+        rounds: dict[str, list[dict[str, WrkResult]]] = {server: [] for server in args.servers}
+        for number in range(args.rounds):
+            for server in args.servers:
+                if server in failures:
+                    continue
+                workdir = Path(tmp) / f"round{number}"
+                workdir.mkdir(exist_ok=True)
+                by_scenario, failure, failed = bench_server(server, args, workdir, docroot)
+                rounds[server].append(by_scenario)
+                if failure:
+                    failures[server] = failure
+                if failed:
+                    scenario_failures[server] = failed
+        results = {server: median_round(runs) for server, runs in rounds.items()}
     print(report(args, results, failures, scenario_failures))
     if args.json:
         write_json(args.json, args, results, failures, scenario_failures)

@@ -111,7 +111,7 @@ class Response:
         self.status = status
         self.body = body
         self.content_type = content_type
-        self.headers = headers or []
+        self.headers = headers or ()
         self.file = file
         self.length = file.count if file is not None else len(body)
 
@@ -199,15 +199,12 @@ class HttpContext:
 
     def head(self, status: int, content_type: bytes, length: int, extra: list[tuple[bytes, bytes]],
              keep_alive: bool, http10: bool) -> bytes:
-        if extra:
-            if type(extra) is not tuple:  # a list may change: build it each time
-                return self._build_head(status, content_type, length, extra, keep_alive, http10)
-            key = (status, content_type, length, keep_alive, http10, extra)
-        else:
-            # Most responses share a shape (status, type, length, connection): the
-            # head for it is built once per second (the Date changes) and reused.
-            # A response whose extra headers are a tuple (fixed) is cached too.
-            key = (status, content_type, length, keep_alive, http10)
+        # Most responses share a shape (status, type, length, connection): the
+        # head for it is built once per second (the Date changes) and reused.
+        # A response whose extra headers are a tuple (fixed) is cached too.
+        if extra and type(extra) is not tuple:  # a list may change: build it each time
+            return self._build_head(status, content_type, length, extra, keep_alive, http10)
+        key = (status, content_type, length, keep_alive, http10, extra)
         head = self._heads.get(key)
         if head is None:
             if len(self._heads) > 512:
@@ -252,7 +249,8 @@ class _Parser:
 
     __slots__ = ("parser", "proto", "url", "headers", "header_bytes", "body", "body_len",
                  "content_length", "chunked", "host_count", "expect", "in_message", "head_done", "version",
-                 "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout", "reusable", "method")
+                 "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout", "reusable", "method",
+                 "special")
 
     def __init__(self, config: HttpConfig) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -270,6 +268,11 @@ class _Parser:
         self.version = "1.1"
         self.method = b""
         self.reusable = True
+        self.special = False      # a body or an Expect: the fields below are in use
+        self.content_length = -1
+        self.chunked = False
+        self.expect = b""
+        self.body_len = 0
 
     # httptools callbacks -----------------------------------------------------
 
@@ -282,12 +285,10 @@ class _Parser:
         self.url = b""
         self.headers = []
         self.header_bytes = 0
-        self.body = None
-        self.content_length = -1
-        self.chunked = False
         self.host_count = 0
-        self.expect = b""
         self.head_done = False
+        # body, content_length, chunked and expect are at their defaults here:
+        # whatever sets one sets ``special``, and the message's end resets them
         if state == IDLE:
             proto.state = HEAD
             proto.deadline = proto.ctx.clock() + self.header_timeout
@@ -306,20 +307,34 @@ class _Parser:
         if len(name) not in _INTERESTING_LENGTHS:
             return
         lname = name.lower()
-        if lname == b"content-length":
+        if lname == b"host":
+            self.host_count += 1
+        elif lname == b"content-length":
+            self.special = True
             self.content_length = int(value)  # llhttp has checked digits and duplicates
         elif lname == b"transfer-encoding":
+            self.special = True
             if value.strip().lower() != b"chunked":
                 raise _ParseError(501, "unsupported transfer coding")
             self.chunked = True
-        elif lname == b"host":
-            self.host_count += 1
         elif lname == b"expect":
+            self.special = True
             self.expect = value.strip().lower()
 
     def on_headers_complete(self) -> None:
         self.head_done = True
-        self.proto._headers_complete(self)
+        parser = self.parser
+        version = self.version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            # llhttp accepts "GET /" (0.9) and any major version; this server speaks 1.x
+            raise _ParseError(400 if version == "0.9" else 505, "unsupported HTTP version")
+        method = self.method = parser.get_method()
+        if method == b"CONNECT":
+            raise _ParseError(405, "CONNECT is not supported")
+        if self.host_count != 1 and (self.host_count or version == "1.1"):
+            raise _ParseError(400, "missing or repeated Host")
+        if self.special:
+            self.proto._special_head(self)
 
     def on_body(self, body: bytes) -> None:
         self.body_len += len(body)
@@ -333,13 +348,20 @@ class _Parser:
 
     def on_message_complete(self) -> None:
         self.in_message = False
-        parser = self.parser
-        body = self.body
         # after a message that ends the connection llhttp refuses more input:
         # such a parser must not go back to the pool
-        keep_alive = self.reusable = parser.should_keep_alive()
-        self.proto._complete(self.method, self.url, self.version, self.headers,
-                             b"" if body is None else body[0] if len(body) == 1 else b"".join(body), keep_alive)
+        keep_alive = self.reusable = self.parser.should_keep_alive()
+        if self.special:
+            body = self.body
+            body = b"" if body is None else body[0] if len(body) == 1 else b"".join(body)
+            self.special = False
+            self.body = None
+            self.content_length = -1
+            self.chunked = False
+            self.expect = b""
+        else:
+            body = b""
+        self.proto._complete(self.method, self.url, self.version, self.headers, body, keep_alive)
 
 
 PENDING_MAX = 64  # pipelined requests queued behind one in the pool before reading pauses
@@ -477,12 +499,15 @@ class HttpProtocol:
 
     def _complete(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
                   keep_alive: bool) -> None:
-        """A whole request has arrived: route it, or queue it behind one in the pool."""
+        """A whole request has arrived: route it, or queue it behind one in the pool.
+
+        The hot path of every request: a handler that answers at once with an
+        in-memory body is answered here, the rest goes through ``_dispatch``."""
         ctx = self.ctx
-        self._requests += 1
+        requests = self._requests = self._requests + 1
         ctx.requests += 1
         self._head_bytes = 0
-        if self._requests >= ctx.keepalive_requests or ctx.draining:
+        if requests >= ctx.keepalive_requests or ctx.draining:
             keep_alive = False
         path, _, query = target.partition(b"?")
         if path[:1] != b"/" and b"://" in path:
@@ -490,13 +515,39 @@ class HttpProtocol:
             authority_and_path = path.partition(b"://")[2]
             slash = authority_and_path.find(b"/")
             path = authority_and_path[slash:] if slash >= 0 else b"/"
-        if b"%" in path:
+        if 37 in path:  # b"%" (an int is found with memchr, much faster than a bytes needle)
             path = unquote_to_bytes(path)
         request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer)
         if self.state == WAITING or self._pending:
             self._queue(request)
-        else:
+            return
+        found = ctx.router.exact.get(path)
+        if found is None or found[1] or ctx.access_log is not None or method == b"HEAD":
             self._dispatch(request)
+            return
+        try:
+            response = found[0](request)
+        except Exception:
+            log.exception("handler for %s failed", path.decode("latin-1"))
+            response = None
+        if type(response) is not Response or response.file is not None or not response.length:
+            self._handled(request, response)
+            return
+        extra = response.headers
+        if extra and type(extra) is not tuple:
+            self._handled(request, response)
+            return
+        http10 = version == "1.0"
+        key = (response.status, response.content_type, response.length, keep_alive, http10, extra)
+        head = ctx._heads.get(key)
+        if head is None:
+            head = ctx.head(response.status, response.content_type, response.length, extra, keep_alive, http10)
+        self._out.append(head + response.body)
+        if keep_alive:
+            self.state = IDLE
+            self.deadline = ctx.clock() + ctx.keepalive_timeout
+        else:
+            self._finish()
 
     def _queue(self, item) -> None:
         if self._pending is None:
@@ -516,7 +567,10 @@ class HttpProtocol:
         if blocking:
             self._offload(request, handler)
             return
-        response = self._call(request, handler)
+        self._handled(request, self._call(request, handler))
+
+    def _handled(self, request: Request, response) -> None:
+        """What an inline handler returned: answer it, or hand it to the pool."""
         if type(response) is Offload:
             self._offload(request, response.fn)
         else:
@@ -594,10 +648,10 @@ class HttpProtocol:
         head_only = request.method == b"HEAD"
         http10 = request.version == "1.0"
         if response is None:
-            extra = []
+            extra = ()
             if status >= 500:
                 if status == 503:
-                    extra = [(b"Retry-After", ctx.retry_after)]
+                    extra = ((b"Retry-After", ctx.retry_after),)
                 else:
                     request.keep_alive = False
                     self.linger = True
@@ -644,25 +698,16 @@ class HttpProtocol:
         if self._head_bytes > config.max_header_bytes + config.max_request_line:
             self._fail(431)
 
-    def _headers_complete(self, p: _Parser) -> None:
+    def _special_head(self, p: _Parser) -> None:
+        """The head of a request with a body or an Expect header is complete."""
         config = self.ctx.config
-        parser = p.parser
-        version = p.version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
-            # llhttp accepts "GET /" (0.9) and any major version; this server speaks 1.x
-            raise _ParseError(400 if version == "0.9" else 505, "unsupported HTTP version")
-        method = p.method = parser.get_method()
-        if method == b"CONNECT":
-            raise _ParseError(405, "CONNECT is not supported")
-        if p.host_count > 1 or (p.host_count == 0 and version == "1.1"):
-            raise _ParseError(400, "missing or repeated Host")
         if p.content_length > config.max_body:
             raise _ParseError(413, "request body too large")
         has_body = p.chunked or p.content_length > 0
         if p.expect:
             if p.expect != b"100-continue":
                 raise _ParseError(417, "unsupported expectation")
-            if has_body and version == "1.1":
+            if has_body and p.version == "1.1":
                 self._out.append(_CONTINUE)
         if has_body:
             p.body_len = 0
@@ -678,7 +723,7 @@ class HttpProtocol:
     def _error_response(self, status: int, keep_alive: bool, head_only: bool = False,
                         http10: bool = False, extra: list | None = None) -> tuple[int, int]:
         body = self.ctx.error_body(status)
-        head = self.ctx.head(status, b"text/html", len(body), extra or [], keep_alive, http10)
+        head = self.ctx.head(status, b"text/html", len(body), extra or (), keep_alive, http10)
         self._out.append(head if head_only else head + body)
         return status, 0 if head_only else len(body)
 
