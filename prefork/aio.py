@@ -72,6 +72,10 @@ class AsyncioReactor:
     def call_at(self, when: float, callback: Callable[[Any], None], arg: Any = None):
         return self.loop.call_at(when, callback, arg)
 
+    @staticmethod
+    def cancel(timer) -> None:
+        timer.cancel()
+
     def call_soon_threadsafe(self, callback: Callable[..., None], *args: Any) -> None:
         try:
             self.loop.call_soon_threadsafe(callback, *args)

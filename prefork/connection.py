@@ -18,7 +18,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .protocols.http import FileChunk
-from .reactor import READABLE, WRITABLE
+from .reactor import READABLE, WHEN, WRITABLE
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -28,8 +28,11 @@ log = logging.getLogger("prefork.worker")
 LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: drain input this long before closing after an error
 
 
-_HIGH_WATER = 1   # paused: too much unsent output
-_PROTOCOL = 2     # paused: the protocol has enough queued requests
+# Connection.flags
+_HIGH_WATER = 1   # reading paused: too much unsent output
+_PROTOCOL = 2     # reading paused: the protocol has enough queued requests
+_PAUSED = _HIGH_WATER | _PROTOCOL
+_LINGERING = 4    # lingering close: input is read and dropped until EOF or LINGER_TIMEOUT
 
 SENDFILE_CHUNK = 1 << 20
 
@@ -48,19 +51,27 @@ class Connection:
     """An accepted socket driven by the reactor for one sans-IO protocol.
 
     ``wbuf`` is None while everything has been sent; otherwise a deque of what
-    is waiting: bytearrays, and FileChunks that go out with sendfile."""
+    is waiting: bytearrays, and FileChunks that go out with sendfile.
 
-    __slots__ = ("fd", "worker", "proto", "wbuf", "timer", "send_deadline", "paused", "lingering")
+    Six slots and nothing else: a million of these must fit in memory. The
+    worker is a class attribute of the per-worker subclass that ``for_worker``
+    makes, not a slot."""
+
+    __slots__ = ("fd", "proto", "wbuf", "timer", "send_deadline", "flags")
+    worker: "Worker"
+
+    @classmethod
+    def for_worker(cls, worker: "Worker") -> type:
+        """The connection class of ``worker``: this class with ``worker`` bound."""
+        return type(cls.__name__, (cls,), {"__slots__": (), "worker": worker})
 
     def __init__(self, worker: "Worker", fd: int, proto):
         self.fd = fd
-        self.worker = worker
         self.proto = proto
         self.wbuf: deque | None = None
         self.timer = None
         self.send_deadline = 0.0
-        self.paused = 0
-        self.lingering = False
+        self.flags = 0
         worker.reactor.add(fd, READABLE, Connection.on_readable, self)
         if proto.deadline:
             self.timer = worker.reactor.call_at(proto.deadline, Connection.on_timer, self)
@@ -79,7 +90,7 @@ class Connection:
         except OSError:
             self.close()  # ECONNRESET and friends: the peer is gone
             return
-        if self.lingering:
+        if self.flags & _LINGERING:
             if n == 0:
                 self.close()
             return
@@ -107,7 +118,7 @@ class Connection:
         # after(), when there is nothing to do: open, and the pending timer
         # fires no later than the protocol's deadline (it re-arms lazily)
         timer = self.timer
-        if proto.closing or timer is None or proto.deadline < timer.when:
+        if proto.closing or timer is None or proto.deadline < timer[WHEN]:
             self.after()
 
     def on_writable(self) -> None:
@@ -142,7 +153,7 @@ class Connection:
         self.wbuf = None
         self.send_deadline = 0.0
         self.worker.reactor.remove(fd, WRITABLE)
-        if self.paused & _HIGH_WATER:
+        if self.flags & _HIGH_WATER:
             self._resume(_HIGH_WATER)
         self.after()
 
@@ -156,7 +167,7 @@ class Connection:
         if send_deadline and send_deadline <= now:
             self.close()  # the client has read nothing for send_timeout
             return
-        if self.lingering:
+        if self.flags & _LINGERING:
             self.close()
             return
         proto = self.proto
@@ -187,14 +198,14 @@ class Connection:
         self._resume(_PROTOCOL)
 
     def _pause(self, reason: int) -> None:
-        if not self.paused and self.fd >= 0:
+        if not self.flags & _PAUSED and self.fd >= 0:
             self.worker.reactor.remove(self.fd, READABLE)
-        self.paused |= reason
+        self.flags |= reason
 
     def _resume(self, reason: int) -> None:
-        if self.paused & reason:
-            self.paused &= ~reason
-            if not self.paused and self.fd >= 0:
+        if self.flags & reason:
+            self.flags &= ~reason
+            if not self.flags & _PAUSED and self.fd >= 0:
                 self.worker.reactor.add(self.fd, READABLE, Connection.on_readable, self)
 
     # --- helpers ---------------------------------------------------------------
@@ -211,9 +222,9 @@ class Connection:
         if not deadline:
             return
         if timer is not None:
-            if timer.when <= deadline:
+            if timer[WHEN] <= deadline:
                 return
-            timer.cancel()
+            self.worker.reactor.cancel(timer)
         self.timer = self.worker.reactor.call_at(deadline, Connection.on_timer, self)
 
     def after(self) -> None:
@@ -227,7 +238,7 @@ class Connection:
         # handled when the timer fires (lazily); one that moved earlier re-arms.
         timer = self.timer
         deadline = proto.deadline
-        if deadline and (timer is None or deadline < timer.when):
+        if deadline and (timer is None or deadline < timer[WHEN]):
             self.arm()
         elif timer is None and self.send_deadline:
             self.arm()
@@ -285,7 +296,7 @@ class Connection:
 
     def _check_high_water(self) -> None:
         wbuf = self.wbuf
-        if wbuf is None or self.paused & _HIGH_WATER:
+        if wbuf is None or self.flags & _HIGH_WATER:
             return
         buffered = 0
         for part in wbuf:
@@ -296,7 +307,7 @@ class Connection:
 
     def finish(self) -> None:
         """The protocol is done and the output is flushed."""
-        if self.lingering or self.fd < 0:
+        if self.flags & _LINGERING or self.fd < 0:
             return  # already finishing (reached again through a nested write)
         if not self.proto.linger:
             self.close()
@@ -313,12 +324,12 @@ class Connection:
         except OSError:
             self.close()
             return
-        self.lingering = True
-        if self.paused:
-            self.paused = _HIGH_WATER
-            self._resume(_HIGH_WATER)
+        paused = self.flags & _PAUSED
+        self.flags = _LINGERING | (_HIGH_WATER if paused else 0)
+        if paused:
+            self._resume(_HIGH_WATER)  # read again, to drop what arrives
         if self.timer is not None:
-            self.timer.cancel()
+            self.worker.reactor.cancel(self.timer)
         self.timer = self.worker.reactor.call_later(LINGER_TIMEOUT, Connection.on_timer, self)
 
     def abort(self) -> None:
@@ -333,7 +344,7 @@ class Connection:
         worker = self.worker
         worker.reactor.remove(fd)
         if self.timer is not None:
-            self.timer.cancel()
+            worker.reactor.cancel(self.timer)
             self.timer = None
         if self.wbuf is not None:
             for part in self.wbuf:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import gc
 import logging
 import os
 import signal
@@ -247,6 +248,10 @@ class Master:
         # Block our signals across fork: until the child has dropped the
         # master's handlers, a signal to it would be written to the master's
         # wakeup fd and read by the master as its own.
+        # What the master has allocated so far is the worker's too, shared
+        # copy-on-write: freeze it so the worker's garbage collector never
+        # walks (and so never writes to, and copies) those pages.
+        gc.freeze()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGED_SIGNALS)
         try:
             pid = os.fork()

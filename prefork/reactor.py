@@ -91,26 +91,13 @@ class EpollBackend:
         self._ep.close()
 
 
-class Timer:
-    """A pending call; ``cancel()`` marks it and the heap drops it lazily."""
-
-    __slots__ = ("when", "callback", "arg", "cancelled", "_reactor")
-
-    def __init__(self, when: float, callback: Callable[[Any], None], arg: Any, reactor: "Reactor"):
-        self.when = when
-        self.callback = callback
-        self.arg = arg
-        self.cancelled = False
-        self._reactor = reactor
-
-    def cancel(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            self.callback = self.arg = None
-            self._reactor._cancelled += 1
-
-    def __repr__(self) -> str:
-        return f"<Timer when={self.when:.3f}{' cancelled' if self.cancelled else ''}>"
+# A timer is its own heap entry: the list [when, seq, callback, arg]. Lists
+# compare in C, element by element, so the heap orders entries by (when, seq)
+# and never looks further (seq is unique). Cancelling clears the callback and
+# the entry is dropped lazily when it reaches the top. One list of four (88
+# bytes) is all a pending timer costs: a million deadlines stay cheap.
+WHEN, SEQ, CALLBACK, ARG = range(4)
+Timer = list  # the type call_at() returns: read timer[WHEN], cancel with Reactor.cancel(timer)
 
 
 def _record_signal(signum: int, frame: Any) -> None:
@@ -131,7 +118,7 @@ class Reactor:
         self._rcb: list[Any] = [None] * setsize
         self._wcb: list[Any] = [None] * setsize
         self._data: list[Any] = [None] * setsize
-        self._timers: list[tuple[float, int, Timer]] = []
+        self._timers: list[Timer] = []
         self._seq = 0
         self._cancelled = 0
         self._ready: deque = deque()
@@ -205,13 +192,20 @@ class Reactor:
     # --- timers -------------------------------------------------------------
 
     def call_at(self, when: float, callback: Callable[[Any], None], arg: Any = None) -> Timer:
-        timer = Timer(when, callback, arg, self)
-        self._seq += 1
-        heapq.heappush(self._timers, (when, self._seq, timer))
+        """Call ``callback(arg)`` at ``when`` (on this reactor's clock)."""
+        seq = self._seq = self._seq + 1
+        timer = [when, seq, callback, arg]
+        heapq.heappush(self._timers, timer)
         return timer
 
     def call_later(self, delay: float, callback: Callable[[Any], None], arg: Any = None) -> Timer:
         return self.call_at(self.clock() + delay, callback, arg)
+
+    def cancel(self, timer: Timer) -> None:
+        """Cancel a pending timer; a no-op for one that fired or was cancelled."""
+        if timer[CALLBACK] is not None:
+            timer[CALLBACK] = timer[ARG] = None
+            self._cancelled += 1
 
     def pending_timers(self) -> int:
         return len(self._timers) - self._cancelled
@@ -220,11 +214,11 @@ class Reactor:
         timers = self._timers
         if self._cancelled > 64 and self._cancelled * 2 > len(timers):
             # Most of the heap is dead weight: rebuild it in O(n) once.
-            self._timers = [t for t in timers if not t[2].cancelled]
+            self._timers = [t for t in timers if t[CALLBACK] is not None]
             heapq.heapify(self._timers)
             self._cancelled = 0
             return
-        while timers and timers[0][2].cancelled:
+        while timers and timers[0][CALLBACK] is None:
             heapq.heappop(timers)
             self._cancelled -= 1
 
@@ -232,18 +226,18 @@ class Reactor:
         timers = self._timers
         now = self.clock()
         due = []
-        while timers and timers[0][0] <= now:
-            timer = heapq.heappop(timers)[2]
-            if timer.cancelled:
+        while timers and timers[0][WHEN] <= now:
+            timer = heapq.heappop(timers)
+            if timer[CALLBACK] is None:
                 self._cancelled -= 1
             else:
                 due.append(timer)
         for timer in due:
-            if timer.cancelled:  # cancelled by an earlier timer of this batch
+            callback, arg = timer[CALLBACK], timer[ARG]
+            if callback is None:  # cancelled by an earlier timer of this batch, off the heap already
+                self._cancelled -= 1
                 continue
-            callback, arg = timer.callback, timer.arg
-            timer.cancelled = True  # fired: a later cancel() is a no-op
-            timer.callback = timer.arg = None
+            timer[CALLBACK] = timer[ARG] = None  # fired: a later cancel() is a no-op
             try:
                 callback(arg)
             except Exception as exc:

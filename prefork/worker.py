@@ -87,7 +87,7 @@ class Worker:
         self.shutdown_timeout = server.shutdown_timeout
         if server.backend == "epoll":
             self.reactor = Reactor(setsize=server.worker_connections + FD_RESERVE + len(sockets))
-            self.connection_class = Connection
+            self.connection_class = Connection.for_worker(self)
         else:
             from .aio import AioConnection, AsyncioReactor
 
@@ -198,7 +198,7 @@ class Worker:
 
     def connections(self) -> list:
         """Every open connection (an O(table) scan: for shutdown and status, not hot paths)."""
-        if self.connection_class is not Connection:
+        if not issubclass(self.connection_class, Connection):
             return list(self.conns)
         return [d for d in self.reactor._data if isinstance(d, Connection)]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import deque
 from email.utils import formatdate
@@ -55,10 +56,29 @@ def status_line(status: int) -> bytes:
     return line
 
 
+def pack_peer(addr):
+    """An IPv4 peer address (host, port) as one int, ``ip << 16 | port``: an
+    idle connection keeps 32 bytes for it instead of a tuple, a string and an
+    int (about 180). Any other address is kept as it is."""
+    if type(addr) is tuple and len(addr) == 2:
+        try:
+            return int.from_bytes(socket.inet_aton(addr[0]), "big") << 16 | addr[1]
+        except (OSError, TypeError):
+            pass
+    return addr
+
+
+def unpack_peer(peer):
+    """The (host, port) that ``pack_peer`` packed."""
+    if type(peer) is int:
+        return socket.inet_ntoa((peer >> 16).to_bytes(4, "big")), peer & 0xFFFF
+    return peer
+
+
 class Request:
     """One parsed request, as handlers see it."""
 
-    __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive", "peer")
+    __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive", "_peer")
 
     def __init__(self, method: bytes, target: bytes, path: bytes, query: bytes, version: str,
                  headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool, peer=None):
@@ -70,7 +90,12 @@ class Request:
         self.headers = headers
         self.body = body
         self.keep_alive = keep_alive
-        self.peer = peer
+        self._peer = peer  # packed (pack_peer) or as given
+
+    @property
+    def peer(self):
+        """The client's address, (host, port) for TCP."""
+        return unpack_peer(self._peer)
 
     def header(self, name: bytes, default: bytes | None = None) -> bytes | None:
         name = name.lower()
@@ -250,7 +275,7 @@ class _Parser:
     __slots__ = ("parser", "proto", "url", "headers", "header_bytes", "body", "body_len",
                  "content_length", "chunked", "host_count", "expect", "in_message", "head_done", "version",
                  "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout", "reusable", "method",
-                 "special")
+                 "special", "head_bytes")
 
     def __init__(self, config: HttpConfig) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -273,6 +298,7 @@ class _Parser:
         self.chunked = False
         self.expect = b""
         self.body_len = 0
+        self.head_bytes = 0       # bytes received since the request began (for _check_head_size)
 
     # httptools callbacks -----------------------------------------------------
 
@@ -348,6 +374,7 @@ class _Parser:
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        self.head_bytes = 0
         # after a message that ends the connection llhttp refuses more input:
         # such a parser must not go back to the pool
         keep_alive = self.reusable = self.parser.should_keep_alive()
@@ -377,11 +404,11 @@ class HttpProtocol:
     ``driver.resume_reading()`` bound the requests queued behind it."""
 
     __slots__ = ("ctx", "closing", "linger", "deadline", "state", "_p", "_out", "_requests", "peer",
-                 "_head_bytes", "driver", "_pending", "_waiting_for", "_files", "_stopped", "_paused")
+                 "driver", "_pending", "_stopped", "_paused")
 
     def __init__(self, ctx: HttpContext, peer=None, driver=None):
         self.ctx = ctx
-        self.peer = peer
+        self.peer = pack_peer(peer)
         self.driver = driver
         self.closing = False     # close once the output is flushed
         self.linger = False      # ...and drain unread input first (error responses)
@@ -390,10 +417,7 @@ class HttpProtocol:
         self._p: _Parser | None = None
         self._out: list | None = None
         self._requests = 0
-        self._head_bytes = 0
         self._pending: deque | None = None     # requests (or an error status) waiting their turn
-        self._waiting_for: Request | None = None
-        self._files = False
         self._stopped = False                   # nothing more is parsed (an error is queued)
         self._paused = False
 
@@ -409,7 +433,7 @@ class HttpProtocol:
             p.proto = self
         self._out = out = []
         if self.state != BODY:
-            self._head_bytes += len(data)
+            p.head_bytes += len(data)
         try:
             p.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -446,7 +470,7 @@ class HttpProtocol:
         if not out:
             self._out = None
             return b""
-        if len(out) == 1 and not self._files:
+        if len(out) == 1 and type(out[0]) is bytes:
             self._out = None
             return out[0]
         return self._take()
@@ -455,10 +479,12 @@ class HttpProtocol:
         """The output gathered in ``_out``: bytes, or parts when a file is in it."""
         out = self._out
         self._out = None
-        if self._files:
-            self._files = False
-            return out
-        return b"".join(out) if out else b""
+        if not out:
+            return b""
+        for part in out:
+            if type(part) is FileChunk:
+                return out
+        return b"".join(out)
 
     def eof_received(self):
         """The peer closed its side: finish (a partial request is dropped)."""
@@ -506,7 +532,6 @@ class HttpProtocol:
         ctx = self.ctx
         requests = self._requests = self._requests + 1
         ctx.requests += 1
-        self._head_bytes = 0
         if requests >= ctx.keepalive_requests or ctx.draining:
             keep_alive = False
         path, _, query = target.partition(b"?")
@@ -596,17 +621,14 @@ class HttpProtocol:
             response = self._call(request, fn)
             self._answer(request, response if type(response) is Response else None, 500)
             return
-        if not submit(fn, request, self._on_result):
+        if not submit(fn, request, lambda response, exc: self._on_result(request, response, exc)):
             self._answer(request, None, 503)  # the pool's queue is full
             return
-        self._waiting_for = request
         self.state = WAITING
         self.deadline = 0.0
 
-    def _on_result(self, response, exc) -> None:
-        """The pool's answer, on the reactor thread."""
-        request = self._waiting_for
-        self._waiting_for = None
+    def _on_result(self, request: Request, response, exc) -> None:
+        """The pool's answer to ``request``, on the reactor thread."""
         if self.state != WAITING:  # the connection went away meanwhile
             if isinstance(response, Response) and response.file is not None:
                 response.file.close()
@@ -669,7 +691,6 @@ class HttpProtocol:
             elif file is not None:
                 self._out.append(head + response.body if response.body else head)
                 self._out.append(file)
-                self._files = True
             else:
                 self._out.append(head + response.body)
         if ctx.access_log is not None:
@@ -695,7 +716,7 @@ class HttpProtocol:
         partial header field until it completes, so one huge field is only
         seen here, by the bytes received since the request began."""
         config = self.ctx.config
-        if self._head_bytes > config.max_header_bytes + config.max_request_line:
+        if p.head_bytes > config.max_header_bytes + config.max_request_line:
             self._fail(431)
 
     def _special_head(self, p: _Parser) -> None:
