@@ -1,4 +1,4 @@
-"""Command line: ``prefork-server [-c FILE] [-t] [-s SIGNAL] [--version]``."""
+"""Command line: ``prefork-server [-c FILE] [-t] [-s SIGNAL] [--check-limits [--connections N]] [--version]``."""
 
 from __future__ import annotations
 
@@ -17,23 +17,67 @@ DEFAULT_CONFIG = "conf/server.toml"
 log = logging.getLogger("prefork")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefork-server", description="A pre-forking server with an epoll reactor.")
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default: {DEFAULT_CONFIG})")
+    # default None, so --check-limits can tell "-c given" from the built-in defaults
+    p.add_argument("-c", "--config", default=None, help=f"configuration file (default: {DEFAULT_CONFIG})")
     p.add_argument("-t", "--test", action="store_true", help="check the configuration and exit (0 good, 1 bad)")
     p.add_argument("-s", "--signal", choices=("stop", "quit", "reload", "reopen"),
                    help="send a signal to the running master (found through server.pid_file)")
+    p.add_argument("--check-limits", action="store_true",
+                   help="check the kernel's limits for --connections (0: they suffice, 1: something to fix)")
+    p.add_argument("--connections", type=_positive_int, metavar="N",
+                   help="target for --check-limits (default: workers x worker_connections of the config)")
+    p.add_argument("--root", default="/", help=argparse.SUPPRESS)  # tests: read a fake /proc below this
     p.add_argument("-v", "--version", action="version", version=f"prefork-server {__version__}")
     return p
 
 
+def _check_limits(args: argparse.Namespace) -> int:
+    """``--check-limits``: print the limits doctor's table; 0 when the target can be met."""
+    from .config import ServerConfig
+    from .limits import check, render
+
+    if args.config is None:
+        server, source = ServerConfig(), "server: the built-in defaults (no -c)"
+    else:
+        try:
+            server = load(args.config).server
+        except ConfigError as exc:
+            print(f"prefork-server: {exc}", file=sys.stderr)
+            return 1
+        source = f"server: {args.config}"
+    source += f": workers = {server.workers}, worker_connections = {server.worker_connections}"
+    if args.connections is None:
+        source += " (the target is their product)"
+    report = check(server, args.connections, root=args.root, source=source)
+    sys.stdout.write(render(report))
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.connections is not None and not args.check_limits:
+        parser.error("--connections goes with --check-limits")
     # Handlers named "package.module:callable" are found from the directory
     # the server starts in, as gunicorn and uvicorn do.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    if args.check_limits:
+        return _check_limits(args)
+    args.config = args.config or DEFAULT_CONFIG
     try:
         config = load(args.config)
     except ConfigError as exc:
