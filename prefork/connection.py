@@ -152,6 +152,7 @@ class Connection:
             return
         self.wbuf = None
         self.send_deadline = 0.0
+        self.worker.sending -= 1
         self.worker.reactor.remove(fd, WRITABLE)
         if self.flags & _HIGH_WATER:
             self._resume(_HIGH_WATER)
@@ -289,7 +290,9 @@ class Connection:
         self._check_high_water()
 
     def _start_writing(self) -> None:
+        """``wbuf`` has just been created: wait for EPOLLOUT."""
         worker = self.worker
+        worker.sending += 1
         worker.reactor.add(self.fd, WRITABLE, Connection.on_writable, self)
         self.send_deadline = worker.reactor.clock() + worker.send_timeout
         self.arm()
@@ -351,6 +354,7 @@ class Connection:
                 if type(part) is FileChunk:
                     part.close()
             self.wbuf = None
+            worker.sending -= 1
         try:
             os.close(fd)
         except OSError:

@@ -20,8 +20,7 @@ from .connection import Acceptor, Connection
 from .logs import AccessLog, reopen_error_log
 from .pool import ThreadPool
 from .protocols.echo import EchoProtocol
-from .protocols.http import BODY, HEAD, HttpContext, HttpProtocol
-from .protocols.http import WAITING as WAITING_STATE
+from .protocols.http import HttpContext, HttpProtocol
 from .reactor import Reactor
 from .scoreboard import (ACCEPTED, ACTIVE, HANDLED, READING, READY, REQUESTS, SLOT, WAITING, WRITING,
                          Scoreboard)
@@ -78,7 +77,8 @@ class Worker:
         self.index = index
         self.supervisor = supervisor
         self.main_thread = main_thread
-        self.peers: list[Worker] = []  # other reactors of this process (mode = "thread")
+        self.peers: list[Worker] = []  # the main thread's: the other reactors of this process (mode = "thread")
+        self.group: list[Worker] = [self]  # every reactor of this process, whichever thread asks
         server = config.server
         self.max_connections = server.worker_connections
         self.accept_batch = server.accept_batch
@@ -98,6 +98,7 @@ class Worker:
         self.rbufs = [self.rbuf]
         self.rview = memoryview(self.rbuf)
         self.active = 0
+        self.sending = 0  # epoll connections with output the kernel has not taken yet
         self.accepted = 0
         self.shed = 0
         self.draining = False
@@ -181,17 +182,23 @@ class Worker:
 
     def counters(self) -> dict[int, int]:
         """This worker's (and its peer threads') numbers, by scoreboard field.
-        Reading/writing/waiting come from one pass over the connections."""
+
+        O(1) on the epoll backend: the protocols count the connections reading
+        a request or waiting for the pool, the connections count those with
+        unsent output; only the asyncio backends look at each connection."""
         reading = writing = 0
-        workers = (self, *self.peers)
+        workers = self.group  # any thread may answer /status: count them all
         for worker in workers:
-            for conn in worker.connections():
-                state = conn.proto.state
-                if conn.wbuf is not None or state == WAITING_STATE:
-                    writing += 1
-                elif state in (HEAD, BODY):
-                    reading += 1
+            ctx = worker.http
+            reading += ctx.reading
+            writing += ctx.pooled
+            if issubclass(worker.connection_class, Connection):
+                writing += worker.sending
+            else:
+                writing += sum(1 for conn in worker.conns if conn.wbuf is not None)
         active = sum(w.active for w in workers)
+        # a connection both sending and waiting for the pool is counted once
+        writing = min(writing, active - reading)
         return {ACCEPTED: sum(w.accepted + w.shed for w in workers), HANDLED: sum(w.accepted for w in workers),
                 ACTIVE: active, REQUESTS: sum(w.http.requests for w in workers), READING: reading,
                 WRITING: writing, WAITING: active - reading - writing, SLOT: self.index}
@@ -334,6 +341,8 @@ def run_worker_threads(config: Config, sockets: list, supervisor: Supervisor | N
         return EXIT_BOOT_ERROR
     main = workers[0]
     main.peers = workers[1:]
+    for w in workers:
+        w.group = workers
     threads = [threading.Thread(target=w.run, name=f"reactor-{w.index}", daemon=True) for w in workers[1:]]
     for t in threads:
         t.start()

@@ -339,6 +339,33 @@ def test_status_counts_add_up_across_workers(start_server, docroot):
     assert len(values) == 2 and sum(values) >= n
 
 
+def test_status_reading_and_writing_follow_connections(start_server, docroot):
+    """Reading counts connections part-way through a request; the status
+    request itself is writing; both fall back when the clients go away."""
+    srv = start(start_server, docroot, server="workers = 1")
+    srv.wait_workers(1)
+
+    def counts():
+        line = get(srv.port, b"/status")[2].decode().splitlines()[3].split()
+        return int(line[1]), int(line[3]), int(line[5])  # reading, writing, waiting
+
+    wait_until(lambda: counts() == (0, 1, 0), what="only the status request")
+    partial = []
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n")  # the head is not finished
+        partial.append(s)
+    idle = socket.create_connection(("127.0.0.1", srv.port))  # open, nothing sent yet
+    wait_until(lambda: counts() == (3, 1, 1), what="3 reading, 1 waiting")
+    for s in partial:
+        s.sendall(b"\r\n")  # finish the requests: answered, then idle in keep-alive
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    wait_until(lambda: counts() == (0, 1, 4), what="the 3 answered and idle")
+    for s in partial + [idle]:
+        s.close()
+    wait_until(lambda: counts() == (0, 1, 0), what="all closed")
+
+
 def test_status_refused_to_other_addresses(start_server, docroot):
     srv = start(start_server, docroot, status_allow='["127.0.0.1"]')
     for path in (b"/status", b"/metrics"):

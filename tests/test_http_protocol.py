@@ -19,7 +19,7 @@ from prefork.apps.builtin import default_routes
 from prefork.config import HttpConfig
 from prefork.protocols import http as http_mod
 from prefork.protocols.echo import EchoProtocol
-from prefork.protocols.http import (BODY, CLOSED, HEAD, IDLE, HttpContext, HttpProtocol, Request,
+from prefork.protocols.http import (BODY, CLOSED, HEAD, IDLE, HttpContext, HttpProtocol, Offload, Request,
                                     Response)
 
 PLAINTEXT_BODY = b"Hello, World!"
@@ -1205,3 +1205,48 @@ def test_echo_timeout_closes_quietly():
     assert proto.deadline == 0.0  # echo sets no deadline of its own...
     assert proto.timeout(123.0) == b""
     assert proto.closing is True  # ...but one set for it (graceful stop) closes it
+
+
+# --- the counts /status shows: kept by state changes, never by a scan ---------------
+
+
+def test_reading_count_follows_requests_through_every_ending():
+    ctx = make_ctx()
+    protos = [HttpProtocol(ctx) for _ in range(6)]
+    head = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n"
+    for p in protos:
+        p.data_received(head)
+    assert ctx.reading == 6
+    protos[0].data_received(b"\r\n")                        # answered
+    protos[1].data_received(b"X-Bad Header\r\n\r\n")         # 400
+    protos[2].timeout(protos[2].deadline + 1)               # 408
+    protos[3].connection_lost()                             # the client went away
+    assert ctx.reading == 2
+    body = HttpProtocol(ctx)
+    body.data_received(b"POST /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    assert body.state == BODY and ctx.reading == 3
+    body.data_received(b"cd")
+    assert ctx.reading == 2
+    protos[4].data_received(b"\r\nGET /plaintext HTTP/1.1\r\nHost: x\r\n")  # one answered, the next begun
+    assert ctx.reading == 2
+    for p in protos[4:]:
+        p.connection_lost()
+    assert ctx.reading == 0 and ctx.pooled == 0
+
+
+def test_pooled_count_follows_offloaded_requests():
+    jobs = []
+    ctx = make_ctx(routes={b"/slow": lambda req: Offload(lambda r: Response(200, b"ok"))})
+    ctx.submit = lambda fn, arg, done: jobs.append((fn, arg, done)) or True
+    a, b = HttpProtocol(ctx), HttpProtocol(ctx)
+    for p in (a, b):
+        p.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert ctx.pooled == 2 and ctx.reading == 0
+    fn, arg, done = jobs[0]
+    done(fn(arg), None)                                     # a's answer comes back
+    assert ctx.pooled == 1
+    b.connection_lost()                                     # b's client leaves while it is computed
+    assert ctx.pooled == 0
+    fn, arg, done = jobs[1]
+    done(fn(arg), None)                                     # a late answer for a closed connection
+    assert ctx.pooled == 0 and ctx.reading == 0

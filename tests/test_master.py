@@ -71,6 +71,22 @@ def test_thread_mode_one_process_many_reactors(start_server):
         assert http_get(srv.port)[0] == 200
 
 
+def test_thread_mode_status_counts_every_reactor(start_server):
+    """Whichever reactor thread answers /status, it reports the whole process."""
+    srv = start_server(server='workers = 2\nmode = "thread"', names=("http",))
+    srv.wait_workers(1)
+    made = 0
+    for _ in range(8):
+        for _ in range(10):
+            assert http_get(srv.port)[0] == 200
+        made += 10
+        status, _, body = http_get(srv.port, "/status")
+        made += 1
+        assert status == 200
+        accepted = int(body.decode().splitlines()[2].split()[0])
+        assert accepted >= made, body.decode()
+
+
 def test_killed_worker_is_replaced_in_its_slot(start_server):
     srv = start_server(server="workers = 2", names=("http",))
     workers = srv.wait_workers(2)

@@ -10,6 +10,7 @@ record, so it covers all workers whichever one serves it. Only addresses in
 from __future__ import annotations
 
 import ipaddress
+import os
 
 from ..protocols.http import Request, Response
 from ..scoreboard import (ACCEPTED, ACTIVE, FIELDS, GENERATION, HANDLED, PID, READING, REQUESTS, SLOT, WAITING,
@@ -57,6 +58,12 @@ def collect(app) -> tuple[dict[str, int], list[dict[str, int]]]:
         row = {name: counters[field] for field, name in _NAMES.items()}
         row.update(pid=0, generation=0, slot=worker.index)
         rows.append(row)
+    for row in rows:
+        if row["pid"] in (0, os.getpid()) and row["slot"] == worker.index and row["reading"] > 0:
+            # the request being answered has been read: it is writing now (as nginx counts it)
+            row["reading"] -= 1
+            row["writing"] += 1
+            break
     totals = {name: sum(r[name] for r in rows) for name in _NAMES.values()}
     return totals, sorted(rows, key=lambda r: (r["slot"], r["generation"]))
 

@@ -210,6 +210,8 @@ class HttpContext:
         self.parser_pool: list[_Parser] = []
         self.parser_pool_max = 256
         self.requests = 0  # counter, for status
+        self.reading = 0   # connections reading a request (HEAD or BODY), for status
+        self.pooled = 0    # connections whose response is being computed in the pool (WAITING)
         self.access_log = None  # an AccessLog, or None when off
         self.draining = False   # graceful stop: no more keep-alive
         self.refresh_date()
@@ -317,7 +319,9 @@ class _Parser:
         # whatever sets one sets ``special``, and the message's end resets them
         if state == IDLE:
             proto.state = HEAD
-            proto.deadline = proto.ctx.clock() + self.header_timeout
+            ctx = proto.ctx
+            ctx.reading += 1
+            proto.deadline = ctx.clock() + self.header_timeout
 
     def on_url(self, url: bytes) -> None:
         url = self.url = self.url + url
@@ -500,7 +504,7 @@ class HttpProtocol:
 
     def connection_lost(self) -> None:
         """The driver closed the connection: forget everything queued."""
-        self.state = CLOSED
+        self._set_state(CLOSED)
         self.closing = True
         self.deadline = 0.0
         self._pending = None
@@ -569,7 +573,7 @@ class HttpProtocol:
             head = ctx.head(response.status, response.content_type, response.length, extra, keep_alive, http10)
         self._out.append(head + response.body)
         if keep_alive:
-            self.state = IDLE
+            self._set_state(IDLE)
             self.deadline = ctx.clock() + ctx.keepalive_timeout
         else:
             self._finish()
@@ -624,7 +628,7 @@ class HttpProtocol:
         if not submit(fn, request, lambda response, exc: self._on_result(request, response, exc)):
             self._answer(request, None, 503)  # the pool's queue is full
             return
-        self.state = WAITING
+        self._set_state(WAITING)
         self.deadline = 0.0
 
     def _on_result(self, request: Request, response, exc) -> None:
@@ -634,7 +638,7 @@ class HttpProtocol:
                 response.file.close()
             return
         self._out = []
-        self.state = IDLE
+        self._set_state(IDLE)
         if exc is not None:
             log.error("handler for %s failed in the thread pool", request.path.decode("latin-1"), exc_info=exc)
             response = None
@@ -658,7 +662,7 @@ class HttpProtocol:
                 self._paused = False
                 self.driver.resume_reading()
         if self.state == IDLE and self._p is not None and self._p.in_message:
-            self.state = HEAD  # the next request is already arriving
+            self._set_state(HEAD)  # the next request is already arriving
             self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
         out = self._take()
         if self.driver is not None:
@@ -698,7 +702,7 @@ class HttpProtocol:
         if not request.keep_alive:
             self._finish()
         elif self.state != WAITING:
-            self.state = IDLE
+            self._set_state(IDLE)
             self.deadline = ctx.clock() + ctx.keepalive_timeout
 
     # --- helpers ---------------------------------------------------------------
@@ -734,7 +738,7 @@ class HttpProtocol:
             p.body_len = 0
             if self.state == WAITING:
                 return  # the body of a request queued behind one in the pool
-            self.state = BODY
+            self._set_state(BODY)
             self.deadline = self.ctx.clock() + config.body_timeout
 
     def _body_progress(self) -> None:
@@ -761,8 +765,24 @@ class HttpProtocol:
         self.linger = True
         self._finish()
 
+    def _set_state(self, new: int) -> None:
+        """Change state, keeping the context's counts (for /status) right."""
+        old = self.state
+        if old == new:
+            return
+        ctx = self.ctx
+        if old == HEAD or old == BODY:
+            ctx.reading -= 1
+        elif old == WAITING:
+            ctx.pooled -= 1
+        if new == HEAD or new == BODY:
+            ctx.reading += 1
+        elif new == WAITING:
+            ctx.pooled += 1
+        self.state = new
+
     def _finish(self) -> None:
-        self.state = CLOSED
+        self._set_state(CLOSED)
         self.closing = True
         self.deadline = 0.0
         self._pending = None
