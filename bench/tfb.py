@@ -122,7 +122,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import html
-import importlib.util
 import json
 import os
 import random
@@ -138,17 +137,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 
-def _load_bench_http():
-    """bench/http.py as module ``bench_http`` (``import http`` is the stdlib's)."""
-    path = Path(__file__).resolve().with_name("http.py")
-    spec = importlib.util.spec_from_file_location("bench_http", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from prefork import httpbench as bh  # noqa: E402  (bench/http.py's code)
 
 
-bh = _load_bench_http()
 
 HOST = bh.HOST
 REPO_ROOT = bh.REPO_ROOT
