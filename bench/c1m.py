@@ -189,7 +189,7 @@ def write_doc(args, out: Path, limits: str, sysctls: dict, applied: list[str], r
         "## The machine's limits",
         "",
         "`prefork-server --check-limits -c conf/c1m.toml --connections "
-        f"{args.count}`, before any change:",
+        f"{args.count}` at the start of the run:",
         "",
         "```",
         limits.rstrip(),
