@@ -294,8 +294,8 @@ class ClientProcess:
             conn.state = IDLE
             if job.churn:
                 self.send(fd, conn, now)
-            elif job.request_every:
-                # spread the first requests over one interval
+            elif job.request_every and self.phase != "ramp":
+                # (connections open during the ramp start asking when it ends)
                 heapq.heappush(self.due, (now + random.random() * job.request_every, fd))
             return
         try:
@@ -373,6 +373,15 @@ class ClientProcess:
                         self.phase = "hold"
                         self.ramp_done_at = now
                         stop_at = now + job.hold
+                        if job.request_every:
+                            # requests begin once every connection is open, so the
+                            # ramp is not slowed by them; the first ones are spread
+                            # over one interval, as steady traffic would be
+                            due = self.due
+                            for fd, conn in self.conns.items():
+                                if conn.state == IDLE:
+                                    due.append((now + random.random() * job.request_every, fd))
+                            heapq.heapify(due)
             if now >= stop_at:
                 if self.phase != "drain" and not job.churn:
                     # no new requests; wait a little for the answers still due
@@ -959,6 +968,20 @@ def status_rows(port: int) -> list[dict]:
     return rows
 
 
+def settled_status(port: int, timeout: float = 5.0) -> list[dict]:
+    """/status once the counters stop moving: workers publish theirs once a
+    second, so two reads a tick apart that agree are the final numbers."""
+    rows = status_rows(port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.1)  # one worker tick: the counters' refresh period  # noqa: not a readiness check
+        again = status_rows(port)
+        if [r.get("accepted") for r in again] == [r.get("accepted") for r in rows]:
+            return again
+        rows = again
+    return rows
+
+
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -1027,7 +1050,7 @@ def run_accept(args: argparse.Namespace) -> int:
                 print(f"[{name}] {STRATEGIES[name][0]}: {args.duration:g}s of connect + GET + close, "
                       f"{args.clients} client processes x {args.concurrency} in flight", file=sys.stderr)
                 result = churn(port, args)
-                after = status_rows(port)
+                after = settled_status(port)
             finally:
                 proc.terminate()
                 try:
@@ -1037,7 +1060,6 @@ def run_accept(args: argparse.Namespace) -> int:
                     proc.wait()
                 log.close()
             shares = [r.get("accepted", 0) - before.get(r["slot"], 0) for r in after]
-            shares = [s for s in shares if s > 0] or shares
             result.update(strategy=name, description=STRATEGIES[name][0],
                           workers=1 if name == "one" else args.workers, per_worker=shares)
             results.append(result)

@@ -1,0 +1,129 @@
+"""prefork-bench, the load client: its pure parts, then the real thing at a
+small scale against a real server (a few thousand connections over two
+source addresses; the accept comparison with short runs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, wait_until
+from prefork import loadgen
+
+
+def test_sources_ranges_and_lists():
+    assert loadgen.parse_sources("127.0.0.2-127.0.0.4") == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert loadgen.parse_sources("127.0.0.9,127.0.1.255-127.0.2.0") == ["127.0.0.9", "127.0.1.255", "127.0.2.0"]
+    assert loadgen.parse_sources("none") == []
+    for bad in ("127.0.0.5-127.0.0.1", "localhost", "127.0.0.1-x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            loadgen.parse_sources(bad)
+
+
+def test_targets():
+    assert loadgen.parse_targets("127.0.0.1:8080,127.0.0.2:81") == [("127.0.0.1", 8080), ("127.0.0.2", 81)]
+    for bad in ("127.0.0.1", ":80", "h:port"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            loadgen.parse_targets(bad)
+
+
+def test_auto_sources_keep_each_source_to_a_quarter_of_its_ports(monkeypatch):
+    monkeypatch.setattr(loadgen, "port_range", lambda: 64512)
+    sources = loadgen.auto_sources(1_000_000, [("127.0.0.1", 8080)])
+    assert len(sources) == 63 and sources[0] == "127.0.0.2" and len(set(sources)) == 63
+    assert len(loadgen.auto_sources(1_000_000, [("127.0.0.1", 8080), ("127.0.0.1", 8081)])) == 32
+    assert loadgen.auto_sources(10, [("10.1.1.1", 80)]) == []  # not loopback: no binding
+
+
+def test_latency_histogram_percentiles():
+    hist = [0] * loadgen.HIST_SIZE
+    for seconds in [0.001] * 98 + [0.1, 1.0]:
+        hist[loadgen.hist_index(seconds)] += 1
+    p50, p99, top = (loadgen.percentile(hist, q) for q in (0.5, 0.99, 1.0))
+    assert 0.001 <= p50 < 0.00112          # bucket bounds are within 1/8 of a power of two
+    assert 0.1 <= p99 < 0.112 and 1.0 <= top < 1.1
+    assert loadgen.percentile([0] * loadgen.HIST_SIZE, 0.5) is None
+
+
+def test_jobs_split_the_count_and_fit_the_fd_limit():
+    args = loadgen.parse_args(["connections", "--count", "1000003", "--rate", "20000"])
+    args.sources = ["127.0.0.2"]
+    args.ramp_timeout = 60
+    jobs = loadgen.plan_jobs(args, per_process=19936)
+    assert len(jobs) == 51 and sum(j.count for j in jobs) == 1000003
+    assert max(j.count for j in jobs) <= 19936
+    assert [j.first for j in jobs[:3]] == [0, jobs[0].count, jobs[0].count + jobs[1].count]
+    assert abs(sum(j.rate for j in jobs) - 20000) < 1e-6
+
+
+def bench(*argv: str, cwd, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "prefork.loadgen", *argv], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")))
+
+
+def test_connections_held_and_answered(start_server, backend, tmp_path):
+    if backend != "epoll":
+        pytest.skip("the load client is the subject here; the server's backends are tested elsewhere")
+    srv = start_server(server="workers = 2\nworker_connections = 4000", names=("http",))
+    srv.wait_workers(2)
+    out = tmp_path / "run.json"
+    done = bench("connections", "--target", f"127.0.0.1:{srv.port}", "--count", "3000", "--rate", "3000",
+                 "--hold", "3", "--request-every", "1", "--sources", "127.0.0.2-127.0.0.3",
+                 "--processes", "2", "--pid-file", str(srv.pid_path), "--json", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["established"] == result["established_max"] == 3000
+    assert result["errors"] == {} and result["failed"] == 0 and result["dropped"] == 0
+    assert result["client_processes"] == 2 and result["source_addresses"] == 2
+    # every connection asked about once a second for ~3 s, and every request was answered
+    assert result["responses"] == result["requests_sent"] >= 3000 and result["non_2xx"] == 0
+    assert result["hold_responses_per_s"] > 1000
+    assert result["latency_p99_s"] is not None and result["connect_p50_s"] is not None
+    assert result["server_processes"] == 3 and result["server_rss_peak"] > 0
+    assert result["server_bytes_per_connection"]["rss"] > 0
+    assert 0 < result["mem_used_peak_percent"] < 100
+    assert len(result["samples"]) >= 4 and result["samples"][0]["established"] == 0
+    assert (tmp_path / "run.png").stat().st_size > 10_000
+    assert "established (peak open)            3,000 (3,000)" in done.stdout
+    # the client closed everything it opened: the server is back to no connections
+    wait_until(lambda: _active(srv.port) == 1, what="the server to see every connection closed")
+
+
+def _active(port: int) -> int:
+    from conftest import http_get
+    return int(http_get(port, "/status")[2].decode().split()[2])
+
+
+def test_connections_report_refused_connections(tmp_path):
+    from conftest import free_port
+    port = free_port()  # nobody listens here
+    done = bench("connections", "--target", f"127.0.0.1:{port}", "--count", "50", "--rate", "1000",
+                 "--hold", "0", "--sources", "none", "--json", str(tmp_path / "r.json"), cwd=tmp_path)
+    assert done.returncode == 1
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["errors"] == {"ECONNREFUSED": 50} and result["established"] == 0
+
+
+def test_accept_compares_the_strategies(tmp_path):
+    done = bench("accept", "--duration", "1", "--workers", "2", "--clients", "1", "--concurrency", "8",
+                 "--json", str(tmp_path / "a.json"), cwd=tmp_path, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((tmp_path / "a.json").read_text())["results"]
+    assert [r["strategy"] for r in results] == ["one", "threads", "shared", "reuseport"]
+    for r in results:
+        assert r["completed"] > 100 and r["per_second"] > 0, r
+        assert sum(r["errors"].values()) == 0, r
+    by = {r["strategy"]: r for r in results}
+    assert len(by["one"]["per_worker"]) == 1
+    assert len(by["reuseport"]["per_worker"]) == 2 and len(by["shared"]["per_worker"]) == 2
+    # the server counted what the clients did, give or take the connections in
+    # flight at the end (8) and the status requests themselves
+    assert 0 <= sum(by["reuseport"]["per_worker"]) - by["reuseport"]["completed"] <= 8 + 10
+    assert "N processes, SO_REUSEPORT socket each" in done.stdout
+    assert (tmp_path / "a.png").stat().st_size > 10_000
