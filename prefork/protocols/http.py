@@ -726,6 +726,9 @@ class HttpProtocol:
     def _special_head(self, p: _Parser) -> None:
         """The head of a request with a body or an Expect header is complete."""
         config = self.ctx.config
+        if p.chunked and p.version == "1.0":
+            # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing (nginx: 400)
+            raise _ParseError(400, "Transfer-Encoding in an HTTP/1.0 request")
         if p.content_length > config.max_body:
             raise _ParseError(413, "request body too large")
         has_body = p.chunked or p.content_length > 0
