@@ -68,6 +68,8 @@ class ServerConfig:
     worker_rlimit_nofile: int = 0       # soft RLIMIT_NOFILE for workers (0: what worker_connections needs)
     threads: int = 4                    # thread pool per worker, for blocking handlers (0: run them inline)
     queue: int = 1024                   # jobs waiting for the pool; beyond this a request gets 503
+    user: str = ""                      # workers drop to this user (the master stays as started; root only)
+    group: str = ""                     # ... and this group (default: the user's primary group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +314,30 @@ def _backend(path: str, key: str, value: Any) -> str:
     return name
 
 
+def _user(path: str, key: str, value: Any) -> str:
+    import pwd
+
+    name = _check_str(path, key, value)
+    try:
+        if name:
+            pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(path, key, f"no such user: {name!r}") from None
+    return name
+
+
+def _group(path: str, key: str, value: Any) -> str:
+    import grp
+
+    name = _check_str(path, key, value)
+    try:
+        if name:
+            grp.getgrgid(int(name)) if name.isdigit() else grp.getgrnam(name)
+    except KeyError:
+        raise ConfigError(path, key, f"no such group: {name!r}") from None
+    return name
+
+
 _SERVER_CHECKS = {
     "workers": _workers,
     "worker_connections": lambda p, k, v: _check_int(p, k, v, 1, 10_000_000),
@@ -325,6 +351,8 @@ _SERVER_CHECKS = {
     "worker_rlimit_nofile": lambda p, k, v: _rlimit_nofile(p, k, v),
     "threads": lambda p, k, v: _check_int(p, k, v, 0, 1024),
     "queue": lambda p, k, v: _check_int(p, k, v, 1, 1 << 20),
+    "user": _user,
+    "group": _group,
 }
 
 _STATIC_CHECKS = {
@@ -414,10 +442,32 @@ def from_dict(data: dict, path: str = "<config>") -> Config:
                           f"must not exceed http.max_header_bytes ({http.max_header_bytes})")
     config = Config(path=path, server=server, listen=_listeners(path, data), http=http, log=log,
                     routes=_routes(path, data), static=static, status=status, database=database)
+    _check_privileges(config)
     from .apps import check_routes  # imports the handlers: errors name the route and the callable
 
     check_routes(config)
     return config
+
+
+def _check_privileges(config: Config) -> None:
+    """With ``server.user``: can that user use what the workers will open?"""
+    server = config.server
+    if server.group and not server.user:
+        raise ConfigError(config.path, "server.group", "needs server.user")
+    if not server.user:
+        return
+    from . import privileges
+
+    ident = privileges.resolve(server.user, server.group)
+    url = config.database.url
+    sqlite_file = ""
+    if url.startswith("sqlite:///"):
+        from .apps.db import sqlite_path
+
+        sqlite_file = sqlite_path(url)
+    problem = privileges.check(config.static.root, sqlite_file, ident)
+    if problem:
+        raise ConfigError(config.path, *problem)
 
 
 def load(path: str) -> Config:

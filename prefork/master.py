@@ -676,9 +676,20 @@ class Master:
 
             db = config.database
             open_backend(db.url, db.synchronous, db.timeout).setup()
+            if config.server.user and os.getuid() == 0 and db.url.startswith("sqlite:///"):
+                from . import privileges
+                from .apps.db import sqlite_path
+
+                path = sqlite_path(db.url)
+                # the workers run as server.user: the files the master made are theirs
+                privileges.hand_over([path, path + "-wal", path + "-shm"],
+                                     privileges.resolve(config.server.user, config.server.group))
 
     def run(self) -> int:
         set_proctitle(f"prefork-server: master process {' '.join(self.argv)}".rstrip())
+        if self.config.server.user and os.getuid() != 0:
+            log.warning("server.user %r is ignored: the master does not run as root (as nginx's user "
+                        "directive)", self.config.server.user)
         self.setup_database(self.config)
         self.adopt_inherited()
         self.ensure_sockets(self.config, self.slots)

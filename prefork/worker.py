@@ -316,11 +316,22 @@ def _fd_limit(config: Config, needed: int, index: int) -> None:
                     "accepts will be shed when it is reached", index, soft, needed)
 
 
+def _drop_privileges(config: Config) -> None:
+    """Become ``server.user`` (when the master runs as root): after the worker
+    is built -- its sockets, logs and pool are the master's to give -- and
+    before it serves anyone."""
+    if config.server.user and os.getuid() == 0:
+        from . import privileges
+
+        privileges.drop(privileges.resolve(config.server.user, config.server.group))
+
+
 def run_worker(config: Config, sockets: list, index: int = 0, supervisor: Supervisor | None = None) -> int:
     """Entry point after fork: serve ``sockets`` until told to stop."""
     _fd_limit(config, config.server.worker_connections + FD_RESERVE + len(sockets), index)
     try:
         worker = Worker(config, sockets, index, supervisor)
+        _drop_privileges(config)
     except OSError as exc:
         log.error("worker %d cannot start: %s", index, exc)
         return EXIT_BOOT_ERROR
@@ -336,6 +347,7 @@ def run_worker_threads(config: Config, sockets: list, supervisor: Supervisor | N
     try:
         workers = [Worker(config, sockets[i * per:(i + 1) * per], i, supervisor, main_thread=(i == 0))
                    for i in range(n)]
+        _drop_privileges(config)
     except OSError as exc:
         log.error("worker threads cannot start: %s", exc)
         return EXIT_BOOT_ERROR

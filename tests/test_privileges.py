@@ -1,0 +1,125 @@
+"""Least privilege: [server] user/group. The master keeps root (it binds and
+opens), the workers drop to the user before serving; what that user cannot
+read or write is a start-up error naming the key, the path and the user."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, free_port, http_get, make_config, wait_until
+from prefork import privileges
+from prefork.config import ConfigError, from_dict
+
+ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="dropping privileges needs root")
+NOBODY = pwd.getpwnam("nobody")
+LISTEN = [{"address": "127.0.0.1:1"}]
+
+
+def conf(**sections) -> dict:
+    return {"listen": LISTEN, **sections}
+
+
+@pytest.fixture
+def tmp_path():
+    """A directory another user can reach (pytest's own live under a 0700 one)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    path = Path(tempfile.mkdtemp(prefix="prefork-priv-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_unknown_user_or_group_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"server\.user.*no such user: 'no-such-user-x'"):
+        from_dict(conf(server={"user": "no-such-user-x"}), "f.toml")
+    with pytest.raises(ConfigError, match=r"server\.group.*no such group"):
+        from_dict(conf(server={"user": "nobody", "group": "no-such-group-x"}), "f.toml")
+    with pytest.raises(ConfigError, match=r"server\.group.*needs server\.user"):
+        from_dict(conf(server={"group": "nogroup"}), "f.toml")
+
+
+def test_mode_bits_decide_for_another_user(tmp_path):
+    ident = privileges.resolve("nobody")
+    assert ident.uid == NOBODY.pw_uid
+    f = tmp_path / "f"
+    f.write_text("x")
+    os.chmod(f, 0o644)
+    assert privileges.allowed(str(f), ident, os.R_OK)
+    assert not privileges.allowed(str(f), ident, os.W_OK)
+    os.chmod(f, 0o600)
+    assert not privileges.allowed(str(f), ident, os.R_OK) or os.stat(f).st_uid == ident.uid
+
+
+@ROOT_ONLY
+def test_unreadable_static_root_is_a_clear_error(tmp_path):
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(docroot, 0o700)  # root's alone
+    with pytest.raises(ConfigError, match=r"static\.root: user 'nobody' cannot enter .*www"):
+        from_dict(conf(server={"user": "nobody"}, static={"root": str(docroot)}), "f.toml")
+    os.chmod(docroot, 0o755)
+    from_dict(conf(server={"user": "nobody"}, static={"root": str(docroot)}), "f.toml")
+
+
+@ROOT_ONLY
+def test_database_directory_must_be_writable_by_the_user(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(data, 0o755)  # root may write here, nobody may not
+    url = f"sqlite:///{data}/w.db"
+    with pytest.raises(ConfigError, match=r"database\.url.*not writable by user 'nobody'"):
+        from_dict(conf(server={"user": "nobody"}, database={"url": url}), "f.toml")
+    path = tmp_path / "s.toml"
+    path.write_text(f'[server]\nuser = "nobody"\n[[listen]]\naddress = "127.0.0.1:1"\n'
+                    f'[database]\nurl = "{url}"\n')
+    done = subprocess.run([sys.executable, "-m", "prefork.cli", "-t", "-c", str(path)], capture_output=True,
+                          text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=30)
+    assert done.returncode == 1 and "database.url" in done.stderr and "nobody" in done.stderr
+
+
+@ROOT_ONLY
+def test_workers_run_as_the_user_and_master_stays_root(tmp_path):
+    os.chmod(tmp_path, 0o777)  # nobody's database lives here
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    (docroot / "hello.txt").write_text("hello\n")
+    for p in (docroot, docroot / "hello.txt"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    port = free_port()
+    config = make_config({"http": port}, 'workers = 2\nuser = "nobody"') + (
+        f'\n[static]\nroot = "{docroot}"\n[database]\nurl = "sqlite:///{tmp_path}/w.db"\nsynchronous = "normal"\n')
+    from conftest import Server
+    srv = Server(tmp_path, config, {"http": port}).start()
+    try:
+        workers = srv.wait_workers(2)
+        assert _uid(srv.proc.pid) == 0
+        wait_until(lambda: all(_uid(pid) == NOBODY.pw_uid for pid in workers), what="workers as nobody")
+        assert http_get(port)[0] == 200
+        assert http_get(port, "/static/hello.txt")[2] == b"hello\n"
+        assert http_get(port, "/updates?queries=3")[0] == 200  # the database the master made is theirs
+        assert os.stat(tmp_path / "w.db").st_uid == NOBODY.pw_uid
+        status, _, body = http_get(port, "/nowhere")
+        assert status == 404 and str(tmp_path).encode() not in body and b"prefork/" not in body
+        os.kill(srv.proc.pid, signal.SIGKILL)  # unprivileged workers still go with their master
+        wait_until(lambda: not any(os.path.exists(f"/proc/{p}") and _uid(p) for p in workers),
+                   timeout=5, what="the workers to exit")
+    finally:
+        srv.stop()
+
+
+def _uid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[2])  # effective
+    raise AssertionError("no Uid line")
