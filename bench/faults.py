@@ -1,0 +1,190 @@
+"""Faults under load: what a client of prefork sees when things go wrong.
+
+    python bench/faults.py [--duration 10] [--workers 2] [--connections 64] [--no-pin]
+
+For each scenario a fresh ``prefork-server`` (``--workers`` workers,
+``worker_timeout = 2``) serves ``GET /plaintext`` to wrk (keep-alive,
+``--connections`` connections) for ``--duration`` seconds; at a third of the
+run the fault is injected:
+
+    reload x20     20 SIGHUPs to the master, spread over the middle third
+    kill worker    SIGKILL to one worker
+    stop worker    SIGSTOP to one worker: past worker_timeout the master aborts it
+    kill master    SIGKILL to the master: every worker must exit by itself
+
+and the table shows wrk's requests, socket errors and non-2xx responses, and
+the recovery time: for a worker fault, from the fault until a replacement
+worker in that slot answers (the master respawns it); for the master, from
+the kill until no process of the server is left and the port is free again.
+Target: 0 errors for reloads; otherwise errors only on the connections the
+lost worker held (at most about ``connections / workers``).
+
+Servers are pinned to CPU 0 and wrk to CPU 1 with taskset (``--no-pin`` to
+turn that off). Only processes this script started are signalled, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from prefork import httpbench as bh  # noqa: E402
+from prefork.loadgen import descendants  # noqa: E402
+
+SCENARIOS = ("reload x20", "kill worker", "stop worker", "kill master")
+
+
+def title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def workers_of(master: int) -> list[int]:
+    return [p for p in descendants(master)[1:] if "worker process" in title(p)]
+
+
+def serves(port: int) -> bool:
+    try:
+        return bh.http_get(port, "/plaintext", 1.0)[0] == 200
+    except OSError:
+        return False
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))  # no SO_REUSEPORT: fails while any process holds it
+            return True
+        except OSError:
+            return False
+
+
+def wait_for(condition, timeout: float, step: float = 0.01) -> float | None:
+    """Seconds until ``condition()`` held (polled), or None on timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(step)  # polling a condition that has no fd to wait on  # noqa
+    return None
+
+
+def inject(name: str, master: int, port: int, duration: float, result: dict) -> None:
+    time.sleep(duration / 3)  # the fault comes a third of the way into the run  # noqa: a schedule, not readiness
+    before = workers_of(master)
+    if name == "reload x20":
+        for _ in range(20):
+            os.kill(master, signal.SIGHUP)
+            time.sleep(duration / 3 / 20)  # noqa: spread over the middle third
+        result["recovery"] = wait_for(lambda: len(workers_of(master)) == len(before)
+                                      and not set(workers_of(master)) & set(before), 20)
+    elif name in ("kill worker", "stop worker"):
+        victim = before[0]
+        os.kill(victim, signal.SIGKILL if name == "kill worker" else signal.SIGSTOP)
+        result["recovery"] = wait_for(lambda: len(workers_of(master)) == len(before)
+                                      and victim not in workers_of(master) and serves(port), 20)
+    elif name == "kill master":
+        pids = descendants(master)
+        os.kill(master, signal.SIGKILL)
+        result["recovery"] = wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and title(p) for p in pids)
+                                      and port_free(port), 20)
+        result["orphans"] = [p for p in pids if os.path.exists(f"/proc/{p}") and title(p)]
+        for p in result["orphans"]:
+            os.kill(p, signal.SIGKILL)
+
+
+def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> dict:
+    port = bh.free_port()
+    config = workdir / "server.toml"
+    config.write_text(f"""[server]
+workers = {args.workers}
+worker_timeout = 2
+pid_file = "{workdir / 'prefork.pid'}"
+
+[[listen]]
+address = "127.0.0.1:{port}"
+protocol = "http"
+
+[[route]]
+path = "/plaintext"
+handler = "plaintext"
+
+[log]
+access_log = ""
+error_log = "{workdir / 'error.log'}"
+""")
+    argv = bh.pin(args.server_cpus, [sys.executable, "-m", "prefork.cli", "-c", str(config)], not args.no_pin)
+    proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result: dict = {"scenario": name}
+    try:
+        bh.wait_ready(proc, port, 20)
+        master = proc.pid  # taskset execs the server: same pid
+        wait_for(lambda: len(workers_of(master)) == args.workers, 20)
+        wrk = bh.pin(args.wrk_cpus, ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s",
+                                     "--timeout=5s", f"http://127.0.0.1:{port}/plaintext"], not args.no_pin)
+        fault = threading.Thread(target=inject, args=(name, master, port, args.duration, result))
+        fault.start()
+        output, _ = bh.run_wrk(wrk, args.duration)
+        fault.join()
+        parsed = bh.parse_wrk(output)
+        result.update(requests=parsed.requests, errors=parsed.socket_errors, non_2xx=parsed.non_2xx,
+                      read_errors=parsed.read_errors, connect_errors=parsed.connect_errors)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--server-cpus", default="0")
+    parser.add_argument("--wrk-cpus", default="1")
+    args = parser.parse_args(argv)
+    bh.ensure_program("wrk", "wrk")
+    rows = [["scenario", "requests", "errors (read/connect)", "non-2xx", "recovery", "target"]]
+    ok = True
+    for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}: expected some of {', '.join(SCENARIOS)}")
+        print(f"[{name}] {args.duration}s of wrk, fault at {args.duration / 3:.1f}s", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="prefork-faults-") as tmp:
+            r = run_scenario(name, args, Path(tmp))
+        limit = 0 if name == "reload x20" else args.connections  # a lost worker's connections at most
+        if name == "kill master":
+            met = r.get("recovery") is not None and not r.get("orphans")
+        else:
+            met = r["errors"] + r["non_2xx"] <= limit and r.get("recovery") is not None
+        ok &= met
+        recovery = "-" if r.get("recovery") is None else f"{r['recovery'] * 1000:.0f} ms"
+        rows.append([name, f"{r['requests']:,}", f"{r['errors']:,} ({r['read_errors']}/{r['connect_errors']})",
+                     f"{r['non_2xx']:,}", recovery, "met" if met else "MISSED"])
+    print(bh.render_table(rows))
+    print("\nrecovery: worker faults, until a replacement in that slot answers; the master, until no process "
+          "of the server is left and the port is free. target: reloads lose nothing; a lost worker costs at "
+          "most its own connections.")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
