@@ -63,8 +63,12 @@ def serves(port: int) -> bool:
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        # SO_REUSEADDR as any server restarting would (closed connections in
+        # TIME_WAIT do not count), no SO_REUSEPORT: fails while a socket listens
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))  # no SO_REUSEPORT: fails while any process holds it
+            s.bind(("127.0.0.1", port))
+            s.listen()
             return True
         except OSError:
             return False
@@ -182,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     print(bh.render_table(rows))
     print("\nrecovery: worker faults, until a replacement in that slot answers; the master, until no process "
           "of the server is left and the port is free. target: reloads lose nothing; a lost worker costs at "
-          "most its own connections.")
+          "most its own connections. After the master is killed the server is gone, so wrk's errors for the rest of "
+          "the run are expected there; that row's target is that every worker exits and nothing holds the port.")
     return 0 if ok else 1
 
 
