@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.test:
             print(f"prefork-server: configuration file {args.config} test failed", file=sys.stderr)
         return 1
+    for note in config.notes:
+        print(f"prefork-server: {config.path}: note: {note}", file=sys.stderr)
     if args.test:
         print(f"prefork-server: configuration file {args.config} test is successful", file=sys.stderr)
         return 0

@@ -7,6 +7,7 @@ reload with a bad file can keep the old configuration.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -135,6 +136,7 @@ class Config:
     static: StaticConfig = field(default_factory=StaticConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    notes: tuple[str, ...] = ()  # what works differently with this combination (-t prints them, the master logs them)
 
 
 # --- validation helpers ---------------------------------------------------
@@ -443,10 +445,27 @@ def from_dict(data: dict, path: str = "<config>") -> Config:
     config = Config(path=path, server=server, listen=_listeners(path, data), http=http, log=log,
                     routes=_routes(path, data), static=static, status=status, database=database)
     _check_privileges(config)
+    config = dataclasses.replace(config, notes=_backend_notes(config))
     from .apps import check_routes  # imports the handlers: errors name the route and the callable
 
     check_routes(config)
     return config
+
+
+def _backend_notes(config: Config) -> tuple[str, ...]:
+    """Where an asyncio loop cannot do what the epoll reactor does, say so."""
+    backend = config.server.backend
+    if backend == "epoll":
+        return ()
+    notes = []
+    if config.server.accept == "shared":
+        notes.append(f"server.accept = 'shared' with backend '{backend}': an asyncio loop cannot register the "
+                     "listener with EPOLLEXCLUSIVE, so every worker wakes for each new connection and one "
+                     "wins ('reuseport' wakes one)")
+    if config.static.root:
+        notes.append(f"static.root with backend '{backend}': the transport owns the socket, so files go out "
+                     "with os.pread in 256 KiB pieces instead of sendfile")
+    return tuple(notes)
 
 
 def _check_privileges(config: Config) -> None:

@@ -687,6 +687,8 @@ class Master:
 
     def run(self) -> int:
         set_proctitle(f"prefork-server: master process {' '.join(self.argv)}".rstrip())
+        for note in self.config.notes:
+            log.warning("%s: %s", self.config.path, note)
         if self.config.server.user and os.getuid() != 0:
             log.warning("server.user %r is ignored: the master does not run as root (as nginx's user "
                         "directive)", self.config.server.user)

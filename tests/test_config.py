@@ -96,6 +96,22 @@ def test_uvloop_backend_without_uvloop_names_the_extra(tmp_path, monkeypatch):
         load(write(tmp_path, GOOD.replace("workers = 2", 'backend = "uvloop"')))
 
 
+@pytest.mark.parametrize("backend", ["uvloop", "asyncio"])
+def test_check_says_what_an_asyncio_backend_does_differently(tmp_path, backend):
+    """No feature differs silently: -t names what works otherwise on this backend."""
+    (tmp_path / "www").mkdir()
+    text = GOOD.replace("workers = 2", f'backend = "{backend}"\naccept = "shared"') + \
+        f'\n[static]\nroot = "{tmp_path / "www"}"\n'
+    path = write(tmp_path, text)
+    assert len(load(path).notes) == 2
+    done = subprocess.run([sys.executable, "-m", "prefork.cli", "-t", "-c", str(path)], capture_output=True,
+                          text=True, timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0
+    assert "EPOLLEXCLUSIVE" in done.stderr and "sendfile" in done.stderr
+    epoll = write(tmp_path, GOOD.replace("workers = 2", 'accept = "shared"'))
+    assert load(epoll).notes == ()
+
+
 def test_missing_listen(tmp_path):
     with pytest.raises(ConfigError, match=r"\[\[listen\]\]"):
         load(write(tmp_path, "[server]\nworkers = 1\n"))
