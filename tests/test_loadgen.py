@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, wait_until
+from conftest import ROOT, Server, free_port, make_config, wait_until
 from prefork import loadgen
 
 
@@ -67,11 +67,19 @@ def bench(*argv: str, cwd, timeout: float = 120) -> subprocess.CompletedProcess:
                           env=dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")))
 
 
-def test_connections_held_and_answered(start_server, backend, tmp_path):
-    if backend != "epoll":
-        pytest.skip("the load client is the subject here; the server's backends are tested elsewhere")
-    srv = start_server(server="workers = 2\nworker_connections = 4000", names=("http",))
+@pytest.fixture
+def server(tmp_path):
+    """One epoll server: the load client is the subject here (the backends are tested elsewhere)."""
+    port = free_port()
+    srv = Server(tmp_path, make_config({"http": port}, "workers = 2\nworker_connections = 4000"),
+                 {"http": port}).start()
     srv.wait_workers(2)
+    yield srv
+    srv.stop()
+
+
+def test_connections_held_and_answered(server, tmp_path):
+    srv = server
     out = tmp_path / "run.json"
     done = bench("connections", "--target", f"127.0.0.1:{srv.port}", "--count", "3000", "--rate", "3000",
                  "--hold", "3", "--request-every", "1", "--sources", "127.0.0.2-127.0.0.3",
@@ -101,7 +109,6 @@ def _active(port: int) -> int:
 
 
 def test_connections_report_refused_connections(tmp_path):
-    from conftest import free_port
     port = free_port()  # nobody listens here
     done = bench("connections", "--target", f"127.0.0.1:{port}", "--count", "50", "--rate", "1000",
                  "--hold", "0", "--sources", "none", "--json", str(tmp_path / "r.json"), cwd=tmp_path)
