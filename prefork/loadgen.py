@@ -958,14 +958,17 @@ def status_rows(port: int) -> list[dict]:
         data = b""
         while chunk := s.recv(65536):
             data += chunk
-    rows = []
+    rows, threads = [], []
     for line in data.decode("latin-1").splitlines():
-        if line.startswith("worker "):
+        if line.startswith("reactor thread "):  # mode = "thread": a line per reactor
+            words = line.replace(":", "").split()
+            threads.append({"slot": int(words[2]), "accepted": int(words[words.index("accepted") + 1])})
+        elif line.startswith("worker "):
             words = line.replace(":", "").split()
             row = {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2) if words[i + 1].isdigit()}
             row["slot"] = int(words[1])
             rows.append(row)
-    return rows
+    return threads or rows
 
 
 def settled_status(port: int, timeout: float = 5.0) -> list[dict]:
@@ -1043,7 +1046,7 @@ def run_accept(args: argparse.Namespace) -> int:
                 wait_port(port, proc)
                 # every worker must be up before the clock starts
                 deadline = time.monotonic() + 20
-                expected = 1 if name in ("one", "threads") else args.workers
+                expected = 1 if name == "one" else args.workers
                 while len(status_rows(port)) < expected and time.monotonic() < deadline:
                     proc.poll()
                 before = {r["slot"]: r.get("accepted", 0) for r in status_rows(port)}
@@ -1062,6 +1065,8 @@ def run_accept(args: argparse.Namespace) -> int:
             shares = [r.get("accepted", 0) - before.get(r["slot"], 0) for r in after]
             result.update(strategy=name, description=STRATEGIES[name][0],
                           workers=1 if name == "one" else args.workers, per_worker=shares)
+            if len(shares) != result["workers"]:
+                result["errors"]["status shows a different worker count"] = 1
             results.append(result)
     print(render_accept(results, args))
     out = args.json or "prefork-bench-accept.json"
@@ -1115,7 +1120,7 @@ def render_accept(results: list[dict], args: argparse.Namespace) -> str:
         rows.append([r["description"], str(r["workers"]), fmt_int(r["per_second"]),
                      "-" if r["ms_per_1000"] is None else f"{r['ms_per_1000']:.1f}",
                      fmt_ms(r["latency_p99_s"]),
-                     evenness(r["per_worker"]) if r["strategy"] != "threads" else "one record per process",
+                     evenness(r["per_worker"]),
                      "/".join(f"{s:,}" for s in r["per_worker"]), f"{errors:,}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]

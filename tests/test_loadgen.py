@@ -127,7 +127,7 @@ def test_accept_compares_the_strategies(tmp_path):
         assert r["completed"] > 100 and r["per_second"] > 0, r
         assert sum(r["errors"].values()) == 0, r
     by = {r["strategy"]: r for r in results}
-    assert len(by["one"]["per_worker"]) == 1
+    assert len(by["one"]["per_worker"]) == 1 and len(by["threads"]["per_worker"]) == 2
     assert len(by["reuseport"]["per_worker"]) == 2 and len(by["shared"]["per_worker"]) == 2
     # the server counted what the clients did, give or take the connections in
     # flight at the end (8) and the status requests themselves

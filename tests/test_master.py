@@ -85,6 +85,10 @@ def test_thread_mode_status_counts_every_reactor(start_server):
         assert status == 200
         accepted = int(body.decode().splitlines()[2].split()[0])
         assert accepted >= made, body.decode()
+        # and a line per reactor thread, adding up to the total
+        threads = [line for line in body.decode().splitlines() if line.startswith("reactor thread ")]
+        assert len(threads) == 2, body.decode()
+        assert sum(int(line.split(" accepted ")[1].split()[0]) for line in threads) == accepted
 
 
 def test_killed_worker_is_replaced_in_its_slot(start_server):

@@ -80,7 +80,17 @@ def _endpoint(app, render):
     return handler
 
 
-def _render_status(t: dict[str, int], rows: list[dict[str, int]]) -> Response:
+def _thread_lines(app) -> list[str]:
+    """``mode = "thread"``: one scoreboard record covers the process, so each
+    reactor thread's own numbers are read here (they are all in this process)."""
+    worker = app.worker
+    if worker is None or len(worker.group) < 2:
+        return []
+    return [f"reactor thread {w.index}: active {w.active} accepted {w.accepted} requests {w.http.requests}"
+            for w in worker.group]
+
+
+def _render_status(t: dict[str, int], rows: list[dict[str, int]], extra: list[str] = ()) -> Response:
     lines = [
         f"Active connections: {t['active']} ",
         "server accepts handled requests",
@@ -91,11 +101,12 @@ def _render_status(t: dict[str, int], rows: list[dict[str, int]]) -> Response:
         lines.append(f"worker {r['slot']} pid {r['pid']} generation {r['generation']}: active {r['active']} "
                      f"accepted {r['accepted']} handled {r['handled']} requests {r['requests']} "
                      f"reading {r['reading']} writing {r['writing']} waiting {r['waiting']}")
+    lines += extra
     return Response(200, ("\n".join(lines) + "\n").encode(), b"text/plain")
 
 
 def make_status(app, prefix: str):
-    return _endpoint(app, _render_status)
+    return _endpoint(app, lambda totals, rows: _render_status(totals, rows, _thread_lines(app)))
 
 
 _METRICS = (
