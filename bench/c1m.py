@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from prefork import loadgen  # noqa: E402
+from prefork import httpbench, loadgen  # noqa: E402
 
 CONFIG = REPO / "conf" / "c1m.toml"
 PORT = 8080
@@ -93,7 +93,7 @@ class Server:
         self.pid_file = workdir / "prefork-c1m.pid"
 
     def wait_ready(self, workers: int, timeout: float = 120.0) -> None:
-        loadgen.wait_port(PORT, self.proc, timeout)
+        httpbench.wait_ready(self.proc, PORT, timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(loadgen.status_rows(PORT)) >= workers and self.pid_file.exists():

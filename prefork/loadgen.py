@@ -43,6 +43,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .httpbench import free_port, wait_ready
+
 IP_BIND_ADDRESS_NO_PORT = 24   # Linux: bind() picks no port; connect() picks one unique for the 4-tuple
 FD_MARGIN = 64                 # fds a client process keeps for itself
 REPORT_EVERY = 0.5             # seconds between a client process's reports
@@ -945,12 +947,6 @@ STRATEGIES = {
 }
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def status_rows(port: int) -> list[dict]:
     """Per-worker lines of /status: [{"slot", "pid", "accepted", ...}]."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -983,23 +979,6 @@ def settled_status(port: int, timeout: float = 5.0) -> list[dict]:
             return again
         rows = again
     return rows
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with status {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            # not listening yet: wait on the process a little, not a blind sleep
-            try:
-                proc.wait(0.05)
-            except subprocess.TimeoutExpired:
-                pass
-    raise RuntimeError("the server did not start listening")
 
 
 def accept_config(strategy: str, port: int, workers: int, backlog: int) -> str:
@@ -1043,7 +1022,7 @@ def run_accept(args: argparse.Namespace) -> int:
             log = open(Path(tmp, "server.log"), "wb")
             proc = subprocess.Popen(argv, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
             try:
-                wait_port(port, proc)
+                wait_ready(proc, port, 20.0)
                 # every worker must be up before the clock starts
                 deadline = time.monotonic() + 20
                 expected = 1 if name == "one" else args.workers
