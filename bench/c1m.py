@@ -54,18 +54,31 @@ def sysctl_path(name: str) -> Path:
     return Path("/proc/sys") / name.replace(".", "/")
 
 
-def apply_sysctls() -> list[str]:
+def apply_sysctls(saved: dict[Path, str]) -> list[str]:
+    """Set what the runs need; ``saved`` gets the values they replace."""
     done = []
     for name, value in SYSCTLS.items():
         path = sysctl_path(name)
         if not path.exists():
             continue
+        saved[path] = path.read_text()
         path.write_text(value)
         done.append(f"sysctl -w {name}=\"{value}\"")
     if CONNTRACK_HASHSIZE.exists():
+        saved[CONNTRACK_HASHSIZE] = CONNTRACK_HASHSIZE.read_text()
         CONNTRACK_HASHSIZE.write_text("1048576")
         done.append(f"echo 1048576 > {CONNTRACK_HASHSIZE}")
     return done
+
+
+def restore_sysctls(saved: dict[Path, str]) -> None:
+    """Put the machine back as it was: a wide ephemeral port range, for one, lets
+    outgoing connections take ports that servers here want to listen on."""
+    for path, value in saved.items():
+        try:
+            path.write_text(value)
+        except OSError as exc:
+            print(f"warning: cannot restore {path}: {exc}", file=sys.stderr)
 
 
 def current_sysctls() -> dict[str, str]:
@@ -267,10 +280,25 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     code, limits = check_limits(args.count)
     print(limits)
-    applied = apply_sysctls() if args.apply_sysctls else []
+    saved: dict[Path, str] = {}
+    applied = apply_sysctls(saved) if args.apply_sysctls and not args.report_only else []
     for line in applied:
         print("applied:", line)
     sysctls = current_sysctls()
+    setup = out / "setup.json"  # what the runs saw, for --report-only later
+    if args.report_only:
+        if setup.exists():
+            seen = json.loads(setup.read_text())
+            limits, sysctls, applied = seen["limits"], seen["sysctls"], seen["applied"]
+    else:
+        setup.write_text(json.dumps({"limits": limits, "sysctls": sysctls, "applied": applied}, indent=2) + "\n")
+    try:
+        return measure(args, out, limits, sysctls, applied)
+    finally:
+        restore_sysctls(saved)
+
+
+def measure(args: argparse.Namespace, out: Path, limits: str, sysctls: dict, applied: list[str]) -> int:
     try:
         socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
         print(f"error: something already listens on 127.0.0.1:{PORT}", file=sys.stderr)
