@@ -216,3 +216,41 @@ def test_locked_database_gives_503_and_worker_lives(start_server, tmp_path):
 def test_redact():
     assert redact("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
     assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def _cluster(action: str, directory, port: int) -> str:
+    done = subprocess.run(["bash", str(ROOT / ".ci" / "postgres.sh"), action, str(directory)], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PREFORK_TEST_POSTGRES_PORT=str(port)))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_postgres_gone_gives_503_and_comes_back(start_server, tmp_path_factory):
+    """The database server goes away while prefork serves: requests get 503
+    (never a dead worker), and once it is back they are answered again."""
+    import glob
+    import tempfile
+    if not glob.glob("/usr/lib/postgresql/*/bin/pg_ctl") or os.getuid() != 0:
+        if os.environ.get("PREFORK_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required here, but its server or root is missing")
+        pytest.skip("needs the PostgreSQL server binaries and root (to run it as the postgres user)")
+    directory = tempfile.mkdtemp(prefix="prefork-pg-gone-", dir="/tmp")
+    os.chmod(directory, 0o755)
+    port = free_port()
+    url = _cluster("start", directory, port).strip().split("=", 1)[1]
+    try:
+        srv = start_db_server(start_server, url, workers=1, extra_db="timeout = 1")
+        [worker] = srv.wait_workers(1)
+        assert get(srv, "/db")[0] == 200
+        _cluster("stop", directory, port)
+        for _ in range(5):
+            status, headers, _ = get(srv, "/db")
+            assert status == 503 and headers["retry-after"] == "1"
+        assert srv.wait_workers(1) == [worker]  # the same worker, alive
+        assert "ERROR" in srv.log() and "not-a-secret" not in srv.log()  # logged, password redacted
+        _cluster("start", directory, port)
+        wait_until(lambda: get(srv, "/db")[0] == 200, timeout=20, what="/db to answer again")
+    finally:
+        _cluster("stop", directory, port)
+        import shutil
+        shutil.rmtree(directory, ignore_errors=True)
