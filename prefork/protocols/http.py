@@ -154,11 +154,22 @@ class Offload:
 Handler = Callable[[Request], "Response | Offload"]
 
 
+def constant(response: "Response") -> Handler:
+    """A handler that always answers ``response`` (as nginx's ``return``): the
+    router knows, and answers it without building a Request for it."""
+    def handler(request: Request) -> Response:
+        return response
+    handler.constant = response
+    return handler
+
+
 class Router:
-    """Exact paths in a dict; prefixes (paths ending in "/") longest first."""
+    """Exact paths in a dict; prefixes (paths ending in "/") longest first.
+    ``constants`` holds the exact paths whose handler is a ``constant``."""
 
     def __init__(self, routes: dict[bytes, Handler] | None = None):
         self.exact: dict[bytes, tuple[Handler, bool]] = {}
+        self.constants: dict[bytes, Response] = {}
         self.prefixes: list[tuple[bytes, Handler, bool]] = []
         for path, handler in (routes or {}).items():
             self.add(path, handler)
@@ -172,6 +183,11 @@ class Router:
             self.exact.setdefault(path[:-1], (_redirect_to(path), False))  # /static -> /static/
         else:
             self.exact[path] = (handler, blocking)
+            response = getattr(handler, "constant", None)
+            if type(response) is Response and response.file is None and not blocking:
+                self.constants[path] = response
+            else:
+                self.constants.pop(path, None)
 
     def resolve(self, path: bytes) -> tuple[Handler, bool] | None:
         found = self.exact.get(path)
@@ -546,22 +562,26 @@ class HttpProtocol:
             path = authority_and_path[slash:] if slash >= 0 else b"/"
         if 37 in path:  # b"%" (an int is found with memchr, much faster than a bytes needle)
             path = unquote_to_bytes(path)
-        request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer)
-        if self.state == WAITING or self._pending:
-            self._queue(request)
-            return
-        found = ctx.router.exact.get(path)
-        if found is None or found[1] or ctx.access_log is not None or method == b"HEAD":
-            self._dispatch(request)
-            return
-        try:
-            response = found[0](request)
-        except Exception:
-            log.exception("handler for %s failed", path.decode("latin-1"))
-            response = None
-        if type(response) is not Response or response.file is not None or not response.length:
-            self._handled(request, response)
-            return
+        fast = not (self.state == WAITING or self._pending or ctx.access_log is not None or method == b"HEAD")
+        router = ctx.router
+        response = router.constants.get(path) if fast else None
+        if response is None:
+            request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer)
+            if self.state == WAITING or self._pending:
+                self._queue(request)
+                return
+            found = router.exact.get(path)
+            if found is None or found[1] or not fast:
+                self._dispatch(request)
+                return
+            try:
+                response = found[0](request)
+            except Exception:
+                log.exception("handler for %s failed", path.decode("latin-1"))
+                response = None
+            if type(response) is not Response or response.file is not None or not response.length:
+                self._handled(request, response)
+                return
         extra = response.headers
         if extra and type(extra) is not tuple:
             self._handled(request, response)
