@@ -61,6 +61,13 @@ def serves(port: int) -> bool:
         return False
 
 
+def established(pid: int, port: int) -> int:
+    """Connections to ``port`` that process ``pid`` holds (ss -tnp)."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if f"pid={pid}," in line)
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as s:
         # SO_REUSEADDR as any server restarting would (closed connections in
@@ -95,6 +102,7 @@ def inject(name: str, master: int, port: int, duration: float, result: dict) -> 
                                       and not set(workers_of(master)) & set(before), 20)
     elif name in ("kill worker", "stop worker"):
         victim = before[0]
+        result["victim_connections"] = established(victim, port)
         os.kill(victim, signal.SIGKILL if name == "kill worker" else signal.SIGSTOP)
         result["recovery"] = wait_for(lambda: len(workers_of(master)) == len(before)
                                       and victim not in workers_of(master) and serves(port), 20)
@@ -166,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk-cpus", default="1")
     args = parser.parse_args(argv)
     bh.ensure_program("wrk", "wrk")
-    rows = [["scenario", "requests", "errors (read/connect)", "non-2xx", "recovery", "target"]]
+    rows = [["scenario", "requests", "errors (read/connect)", "non-2xx", "lost worker held", "recovery", "target"]]
     ok = True
     for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
         if name not in SCENARIOS:
@@ -174,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] {args.duration}s of wrk, fault at {args.duration / 3:.1f}s", file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix="prefork-faults-") as tmp:
             r = run_scenario(name, args, Path(tmp))
-        limit = 0 if name == "reload x20" else args.connections  # a lost worker's connections at most
+        # reloads lose nothing; a lost worker, at most the connections it held
+        limit = 0 if name == "reload x20" else r.get("victim_connections", args.connections)
         if name == "kill master":
             met = r.get("recovery") is not None and not r.get("orphans")
         else:
@@ -182,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         ok &= met
         recovery = "-" if r.get("recovery") is None else f"{r['recovery'] * 1000:.0f} ms"
         rows.append([name, f"{r['requests']:,}", f"{r['errors']:,} ({r['read_errors']}/{r['connect_errors']})",
-                     f"{r['non_2xx']:,}", recovery, "met" if met else "MISSED"])
+                     f"{r['non_2xx']:,}", str(r.get("victim_connections", "-")), recovery,
+                     "met" if met else "MISSED"])
     print(bh.render_table(rows))
     print("\nrecovery: worker faults, until a replacement in that slot answers; the master, until no process "
           "of the server is left and the port is free. target: reloads lose nothing; a lost worker costs at "
