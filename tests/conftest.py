@@ -261,6 +261,23 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def listening_on(port: int) -> bool:
+    """Does any socket listen on TCP ``port`` (/proc/net/tcp, tcp6)? Asking by
+    bind() instead would also fail when some other test's outgoing connection
+    happens to have that port as its ephemeral local port."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                        return True
+        except OSError:
+            continue
+    return False
+
+
 def http_get(port: int, path: str = "/plaintext", host: str = "127.0.0.1", timeout: float = 5.0):
     """One request on a new connection: (status, headers, body)."""
     with socket.create_connection((host, port), timeout=timeout) as s:

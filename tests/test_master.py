@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import ROOT, Client, cmdline, free_port, http_get, make_config, pid_alive, wait_until
+from conftest import (ROOT, Client, cmdline, free_port, http_get, listening_on, make_config, pid_alive,
+                      wait_until)
 
 GET = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -216,13 +217,12 @@ def test_winch_stops_workers_keeps_master_then_hup_restarts(start_server):
 def test_master_killed_workers_exit(start_server):
     srv = start_server(server="workers = 2", names=("http",))
     workers = srv.wait_workers(2)
+    assert listening_on(srv.port)
     os.kill(srv.pid, signal.SIGKILL)
     srv.proc.wait(5)
     wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=10, what="orphaned workers to exit")
     # nobody holds the port any more
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", srv.port))
+    assert not listening_on(srv.port)
 
 
 def test_signal_cli_reload_and_stop(start_server):
