@@ -32,9 +32,10 @@ Every request carries TechEmpower's ``Accept`` header for its test type and
 
 The uvicorn app (written into the temporary directory) does what prefork's
 built-in handlers do (``prefork/apps/db.py``): the same SQL statements, one
-query per row for /queries and /updates, /updates reading N distinct rows and
-writing them in one transaction ordered by id, the same JSON (compact
-separators) and the same fortunes HTML (``html.escape``, the extra fortune
+query per row for /queries and /updates, /queries' N reads in one read
+transaction (SQLite), /updates reading N distinct rows and writing them in
+one write transaction ordered by id, the same JSON (one compact
+``JSONEncoder`` built once), the same random ids, and the same fortunes HTML (``html.escape``, the extra fortune
 with id 0, sorted by message).  It keeps one database connection per worker
 process: a ``sqlite3`` connection used synchronously on the event loop (WAL,
 ``synchronous`` as for prefork, 5 s busy timeout), or one psycopg 3
@@ -651,18 +652,32 @@ class SQLiteDB:
         return self.conn.execute(SELECT_WORLD_SQLITE, (wid,)).fetchone()
 
     async def worlds(self, ids):
-        cur = self.conn.cursor()
-        return [cur.execute(SELECT_WORLD_SQLITE, (i,)).fetchone() for i in ids]
-
-    async def update(self, rows):
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        cur = conn.cursor()
+        if len(ids) == 1:
+            return [cur.execute(SELECT_WORLD_SQLITE, (ids[0],)).fetchone()]
+        conn.execute("BEGIN")
         try:
-            conn.executemany(UPDATE_WORLD_SQLITE, [(n, i) for i, n in rows])
+            rows = [cur.execute(SELECT_WORLD_SQLITE, (i,)).fetchone() for i in ids]
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
+        return rows
+
+    async def updates(self, ids, numbers):
+        conn = self.conn
+        cur = conn.cursor()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            worlds = [cur.execute(SELECT_WORLD_SQLITE, (i,)).fetchone() for i in ids]
+            new = sorted(zip([w for w, _ in worlds], numbers))
+            cur.executemany(UPDATE_WORLD_SQLITE, [(n, i) for i, n in new])
+            conn.execute("COMMIT")
+        except BaseException:
+            rollback(conn)
+            raise
+        return new
 
     async def fortunes(self):
         return self.conn.execute(SELECT_FORTUNES).fetchall()
@@ -696,11 +711,17 @@ class PostgresDB:
                 out.append(await cur.fetchone())
         return out
 
-    async def update(self, rows):
+    async def updates(self, ids, numbers):
         async with self.update_lock:
             async with self.conn.transaction():
                 async with self.conn.cursor() as cur:
-                    await cur.executemany(UPDATE_WORLD_PG, [(n, i) for i, n in rows])
+                    worlds = []
+                    for i in ids:
+                        await cur.execute(SELECT_WORLD_PG, (i,))
+                        worlds.append(await cur.fetchone())
+                    new = sorted(zip([w for w, _ in worlds], numbers))
+                    await cur.executemany(UPDATE_WORLD_PG, [(n, i) for i, n in new])
+        return new
 
     async def fortunes(self):
         cur = await self.conn.execute(SELECT_FORTUNES)
@@ -729,8 +750,23 @@ def queries_param(query):
     return 1
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_random = random.random
+
+
 def dumps(obj):
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return _encode(obj).encode()
+
+
+def random_id():
+    return int(_random() * WORLD_ROWS) + 1
+
+
+def rollback(conn):
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 def render_fortunes(rows):
@@ -751,20 +787,19 @@ async def h_json(scope):
 
 
 async def h_db(scope):
-    wid, number = await db.world(random.randint(1, WORLD_ROWS))
+    wid, number = await db.world(random_id())
     return 200, dumps({"id": wid, "randomNumber": number}), CT_JSON
 
 
 async def h_queries(scope):
-    ids = [random.randint(1, WORLD_ROWS) for _ in range(queries_param(scope["query_string"]))]
+    ids = [random_id() for _ in range(queries_param(scope["query_string"]))]
     return 200, dumps([{"id": w, "randomNumber": n} for w, n in await db.worlds(ids)]), CT_JSON
 
 
 async def h_updates(scope):
-    ids = random.sample(range(1, WORLD_ROWS + 1), queries_param(scope["query_string"]))
-    worlds = await db.worlds(ids)
-    new = sorted((w, random.randint(1, WORLD_ROWS)) for w, _ in worlds)
-    await db.update(new)
+    n = queries_param(scope["query_string"])
+    ids = random.sample(range(1, WORLD_ROWS + 1), n)
+    new = await db.updates(ids, [random_id() for _ in range(n)])
     return 200, dumps([{"id": w, "randomNumber": n} for w, n in new]), CT_JSON
 
 
