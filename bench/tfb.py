@@ -34,8 +34,8 @@ The uvicorn app (written into the temporary directory) does what prefork's
 built-in handlers do (``prefork/apps/db.py``): the same SQL statements, one
 query per row for /queries and /updates, /queries' N reads in one read
 transaction (SQLite), /updates reading N distinct rows and writing them in
-one write transaction ordered by id, the same JSON (one compact
-``JSONEncoder`` built once), the same random ids, and the same fortunes HTML (``html.escape``, the extra fortune
+one write transaction ordered by id, the same JSON (``orjson``, compact), the
+same random ids, and the same fortunes HTML (``html.escape``, the extra fortune
 with id 0, sorted by message).  It keeps one database connection per worker
 process: a ``sqlite3`` connection used synchronously on the event loop (WAL,
 ``synchronous`` as for prefork, 5 s busy timeout), or one psycopg 3
@@ -616,10 +616,11 @@ UVICORN_APP = '''\
 
 import asyncio
 import html
-import json
 import os
 import random
 import sqlite3
+
+import orjson
 
 KIND = os.environ["TFB_DB_KIND"]                  # sqlite or postgresql
 URL = os.environ["TFB_DB_URL"]                    # a file path for sqlite
@@ -750,12 +751,11 @@ def queries_param(query):
     return 1
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 _random = random.random
 
 
 def dumps(obj):
-    return _encode(obj).encode()
+    return orjson.dumps(obj)
 
 
 def random_id():

@@ -430,6 +430,41 @@ def test_http10_keepalive(feed):
     assert proto.closing is True
 
 
+@pytest.mark.parametrize("version,header,keep,says", [
+    (b"1.1", b"", True, None),
+    (b"1.1", b"Connection: keep-alive\r\n", True, None),
+    (b"1.1", b"CONNECTION: Keep-Alive\r\n", True, None),
+    (b"1.1", b"Connection: close\r\n", False, "close"),
+    (b"1.0", b"", False, "close"),
+    (b"1.0", b"connection: keep-alive\r\n", True, "keep-alive"),
+    (b"1.0", b"Connection: close\r\n", False, "close"),
+])
+def test_version_and_connection_header_decide_keep_alive(version, header, keep, says):
+    """The version is known without asking llhttp for it when no Connection
+    header is present; with one, 1.0 and 1.1 must still be told apart."""
+    proto = make_proto()
+    for feed in (feed_whole, feed_bytewise):
+        [r] = parse_responses(feed(proto, get(version=version, headers=header)))
+        assert_plaintext(r)
+        assert r.headers.get("connection") == says
+        assert proto.closing is (not keep)
+        if not keep:
+            break
+
+
+def test_whole_request_is_never_reading_a_split_one_is():
+    ctx = make_ctx()
+    whole, split = HttpProtocol(ctx), HttpProtocol(ctx)
+    whole.data_received(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert whole.state == IDLE and ctx.reading == 0
+    split.data_received(b"GET /plaintext HTTP/1.1\r\n")
+    assert split.state == HEAD and ctx.reading == 1
+    assert split.deadline == pytest.approx(ctx.clock() + ctx.config.header_timeout, abs=1.0)
+    split.data_received(b"Host: x\r\n\r\n")
+    assert split.state == IDLE and ctx.reading == 0
+    assert split.deadline == pytest.approx(ctx.clock() + ctx.config.keepalive_timeout, abs=1.0)
+
+
 def test_http10_keepalive_404_says_keep_alive():
     proto = make_proto()
     [r] = parse_responses(proto.data_received(get(b"/x", version=b"1.0", host=False,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json as _json
+import orjson
 
 from ..protocols.http import Handler, Request, Response, constant
 
@@ -12,9 +12,9 @@ plaintext = constant(Response(200, b"Hello, World!", b"text/plain"))
 
 
 def json(request: Request) -> Response:
-    # Serialized per request, as the TechEmpower json test requires.
-    return Response(200, _json.dumps({"message": "Hello, World!"}, separators=(",", ":")).encode(),
-                    b"application/json")
+    # Serialized per request, as the TechEmpower json test requires (orjson:
+    # compact, like json.dumps with separators=(",", ":"), at a tenth of the cost).
+    return Response(200, orjson.dumps({"message": "Hello, World!"}), b"application/json")
 
 
 def default_routes() -> dict[bytes, Handler]:

@@ -59,9 +59,11 @@ def collect(app) -> tuple[dict[str, int], list[dict[str, int]]]:
         row.update(pid=0, generation=0, slot=worker.index)
         rows.append(row)
     for row in rows:
-        if row["pid"] in (0, os.getpid()) and row["slot"] == worker.index and row["reading"] > 0:
-            # the request being answered has been read: it is writing now (as nginx counts it)
-            row["reading"] -= 1
+        if row["pid"] in (0, os.getpid()) and row["slot"] == worker.index and row["waiting"] > 0:
+            # the request being answered has been read (its connection is
+            # counted as idle until the answer is queued): it is writing now,
+            # as nginx counts it
+            row["waiting"] -= 1
             row["writing"] += 1
             break
     totals = {name: sum(r[name] for r in rows) for name in _NAMES.values()}

@@ -43,8 +43,9 @@ _STATUS_LINES = {
 }
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# lengths of the header names the parser looks at: host, expect, content-length, transfer-encoding
-_INTERESTING_LENGTHS = frozenset((4, 6, 14, 17))
+# lengths of the header names the parser looks at: host, expect, connection, content-length,
+# transfer-encoding
+_INTERESTING_LENGTHS = frozenset((4, 6, 10, 14, 17))
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
@@ -223,6 +224,7 @@ class HttpContext:
         self.date_line = b""
         self._date_second = -1
         self._heads: dict[tuple, bytes] = {}  # response heads of this second, by shape
+        self._constant_out: dict[Response, bytes] = {}  # constant responses of this second, kept alive
         self.parser_pool: list[_Parser] = []
         self.parser_pool_max = 256
         self.requests = 0  # counter, for status
@@ -239,6 +241,7 @@ class HttpContext:
             self._date_second = second
             self.date_line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
             self._heads.clear()
+            self._constant_out.clear()
 
     def head(self, status: int, content_type: bytes, length: int, extra: list[tuple[bytes, bytes]],
              keep_alive: bool, http10: bool) -> bytes:
@@ -291,7 +294,7 @@ class _Parser:
     per-request fields are reset where a message begins."""
 
     __slots__ = ("parser", "proto", "url", "headers", "header_bytes", "body", "body_len",
-                 "content_length", "chunked", "host_count", "expect", "in_message", "head_done", "version",
+                 "content_length", "chunked", "host_count", "connection", "expect", "in_message", "head_done", "version",
                  "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout", "reusable", "method",
                  "special", "head_bytes")
 
@@ -330,14 +333,13 @@ class _Parser:
         self.headers = []
         self.header_bytes = 0
         self.host_count = 0
+        self.connection = False
         self.head_done = False
         # body, content_length, chunked and expect are at their defaults here:
-        # whatever sets one sets ``special``, and the message's end resets them
-        if state == IDLE:
-            proto.state = HEAD
-            ctx = proto.ctx
-            ctx.reading += 1
-            proto.deadline = ctx.clock() + self.header_timeout
+        # whatever sets one sets ``special``, and the message's end resets them.
+        # The state stays IDLE: a request that arrives whole in one read never
+        # needs HEAD and its header deadline; one that does not is moved to
+        # HEAD when the read ends (data_received).
 
     def on_url(self, url: bytes) -> None:
         url = self.url = self.url + url
@@ -366,14 +368,22 @@ class _Parser:
         elif lname == b"expect":
             self.special = True
             self.expect = value.strip().lower()
+        elif lname == b"connection":
+            self.connection = True
 
     def on_headers_complete(self) -> None:
         self.head_done = True
         parser = self.parser
-        version = self.version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            # llhttp accepts "GET /" (0.9) and any major version; this server speaks 1.x
-            raise _ParseError(400 if version == "0.9" else 505, "unsupported HTTP version")
+        if not self.connection and parser.should_keep_alive():
+            # llhttp accepts only 0.9, 1.0, 1.1 and 2.0, and keeps alive
+            # without a Connection header only an x.y with y > 0: 1.1. This
+            # skips get_http_version, which formats a new string every time.
+            version = self.version = "1.1"
+        else:
+            version = self.version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":
+                # llhttp accepts "GET /" (0.9) and 2.0; this server speaks 1.x
+                raise _ParseError(400 if version == "0.9" else 505, "unsupported HTTP version")
         method = self.method = parser.get_method()
         if method == b"CONNECT":
             raise _ParseError(405, "CONNECT is not supported")
@@ -478,8 +488,12 @@ class HttpProtocol:
             elif not isinstance(cause, _Stop):
                 self._fail(400)
         else:
-            if self.state == HEAD and not p.head_done:
-                self._check_head_size(p)
+            if p.in_message and not p.head_done:
+                if self.state == IDLE:  # a request began and its head is not all here yet
+                    self._set_state(HEAD)
+                    self.deadline = self.ctx.clock() + p.header_timeout
+                if self.state == HEAD:
+                    self._check_head_size(p)
         if self.state == CLOSED or self._stopped:
             self._release(p, reuse=False)
         elif not p.in_message:  # on a message boundary: the parser goes back to the pool
@@ -565,11 +579,26 @@ class HttpProtocol:
         fast = not (self.state == WAITING or self._pending or ctx.access_log is not None or method == b"HEAD")
         router = ctx.router
         response = router.constants.get(path) if fast else None
+        if response is not None and keep_alive and version == "1.1":
+            # the commonest answer of all: a constant, kept alive. The whole
+            # response (head and body) is built once per second.
+            whole = ctx._constant_out.get(response)
+            if whole is None:
+                whole = ctx._constant_out[response] = ctx.head(
+                    response.status, response.content_type, response.length, response.headers,
+                    True, False) + response.body
+            self._out.append(whole)
+            if self.state != IDLE:
+                self._set_state(IDLE)
+            self.deadline = ctx.clock() + ctx.keepalive_timeout
+            return
         if response is None:
             request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer)
             if self.state == WAITING or self._pending:
                 self._queue(request)
                 return
+            if self.state != IDLE:  # the request has been read, whether in one piece or several
+                self._set_state(IDLE)
             found = router.exact.get(path)
             if found is None or found[1] or not fast:
                 self._dispatch(request)
@@ -593,7 +622,8 @@ class HttpProtocol:
             head = ctx.head(response.status, response.content_type, response.length, extra, keep_alive, http10)
         self._out.append(head + response.body)
         if keep_alive:
-            self._set_state(IDLE)
+            if self.state != IDLE:
+                self._set_state(IDLE)
             self.deadline = ctx.clock() + ctx.keepalive_timeout
         else:
             self._finish()
