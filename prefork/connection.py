@@ -4,8 +4,8 @@ decides what the bytes mean.
 
 Write path: try ``send`` first, buffer only the rest, hold EPOLLOUT interest
 only while the buffer is non-empty, stop reading above the high-water mark.
-Reads go into one buffer per worker (``Worker.rbuf``), so an idle connection
-owns no buffer at all.
+Reads allocate what they read (``os.read``) and nothing is kept between
+reads, so an idle connection owns no buffer at all.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ _PAUSED = _HIGH_WATER | _PROTOCOL
 _LINGERING = 4    # lingering close: input is read and dropped until EOF or LINGER_TIMEOUT
 
 SENDFILE_CHUNK = 1 << 20
+READ_SIZE = 65536  # bytes per read: one read takes a whole pipelined burst
 
 
 def _send_more(fd: int, data: bytes) -> int:
@@ -82,21 +83,20 @@ class Connection:
     # --- events ---------------------------------------------------------------
 
     def on_readable(self) -> None:
-        worker = self.worker
         try:
-            n = os.readv(self.fd, worker.rbufs)
+            data = os.read(self.fd, READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self.close()  # ECONNRESET and friends: the peer is gone
             return
         if self.flags & _LINGERING:
-            if n == 0:
+            if not data:
                 self.close()
             return
         proto = self.proto
-        if n:
-            out = proto.data_received(worker.rview[:n])
+        if data:
+            out = proto.data_received(data)
         else:
             out = proto.eof_received()
         if out:

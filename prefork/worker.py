@@ -94,9 +94,6 @@ class Worker:
             self.reactor = AsyncioReactor(server.backend)
             self.connection_class = AioConnection
         self.conns: set = set()  # open connections, on the asyncio backends (epoll has its fd table)
-        self.rbuf = bytearray(65536)
-        self.rbufs = [self.rbuf]
-        self.rview = memoryview(self.rbuf)
         self.active = 0
         self.sending = 0  # epoll connections with output the kernel has not taken yet
         self.accepted = 0
