@@ -619,6 +619,7 @@ import html
 import os
 import random
 import sqlite3
+from operator import itemgetter
 
 import orjson
 
@@ -772,8 +773,8 @@ def rollback(conn):
 def render_fortunes(rows):
     rows = list(rows)
     rows.append((0, ADDITIONAL_FORTUNE))
-    rows.sort(key=lambda r: r[1])
-    cells = "".join(f"<tr><td>{i}</td><td>{html.escape(m)}</td></tr>" for i, m in rows)
+    rows.sort(key=itemgetter(1))
+    cells = "".join([f"<tr><td>{i}</td><td>{html.escape(m)}</td></tr>" for i, m in rows])
     return ("<!DOCTYPE html><html><head><title>Fortunes</title></head><body><table>"
             f"<tr><th>id</th><th>message</th></tr>{cells}</table></body></html>").encode()
 

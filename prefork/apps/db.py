@@ -31,6 +31,7 @@ import os
 import random
 import sqlite3
 import threading
+from operator import itemgetter
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -288,8 +289,8 @@ def _unavailable() -> Response:
 def render_fortunes(rows: list[tuple[int, str]]) -> bytes:
     rows = list(rows)
     rows.append((0, ADDITIONAL_FORTUNE))
-    rows.sort(key=lambda r: r[1])
-    cells = "".join(f"<tr><td>{i}</td><td>{html.escape(m)}</td></tr>" for i, m in rows)
+    rows.sort(key=itemgetter(1))
+    cells = "".join([f"<tr><td>{i}</td><td>{html.escape(m)}</td></tr>" for i, m in rows])
     return ("<!DOCTYPE html><html><head><title>Fortunes</title></head><body><table>"
             f"<tr><th>id</th><th>message</th></tr>{cells}</table></body></html>").encode()
 
