@@ -95,6 +95,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -918,6 +919,39 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, WrkResult]],
     return "\n".join(lines)
 
 
+def round_ratios(rounds: dict[str, list[dict[str, WrkResult]]],
+                 scenarios: list[Scenario]) -> dict[str, dict[str, list[float]]]:
+    """prefork's req/s over each other server's, round by round: a round runs
+    the servers back to back, so its ratio moves less with the machine's
+    drift than a ratio of medians. {other: {scenario: [ratio per round]}}."""
+    ours = rounds.get("prefork")
+    if not ours:
+        return {}
+    out: dict[str, dict[str, list[float]]] = {}
+    for other, theirs in rounds.items():
+        if other == "prefork":
+            continue
+        for scenario in scenarios:
+            ratios = [mine[scenario.name].requests_per_sec / them[scenario.name].requests_per_sec
+                      for mine, them in zip(ours, theirs)
+                      if scenario.name in mine and scenario.name in them
+                      and them[scenario.name].requests_per_sec]
+            if len(ratios) > 1:
+                out.setdefault(other, {})[scenario.name] = ratios
+    return out
+
+
+def format_round_ratios(ratios: dict[str, dict[str, list[float]]]) -> list[str]:
+    lines = []
+    for other, by_scenario in ratios.items():
+        lines.append(f"prefork/{other} round by round (each round runs the servers back to back):")
+        width = max(len(name) for name in by_scenario)
+        for name, values in by_scenario.items():
+            lines.append(f"  {name.ljust(width)}  " + " ".join(f"{v:.2f}" for v in values)
+                         + f"  (median {statistics.median(values):.2f}, min {min(values):.2f})")
+    return lines
+
+
 def median_round(runs: list[dict[str, WrkResult]]) -> dict[str, WrkResult]:
     """Per scenario, the round with the median req/s; errors are summed over
     every round, so none is hidden by the choice."""
@@ -932,7 +966,8 @@ def median_round(runs: list[dict[str, WrkResult]]) -> dict[str, WrkResult]:
 
 
 def write_json(path: str, args: argparse.Namespace, results: dict[str, dict[str, WrkResult]],
-               failures: dict[str, str], scenario_failures: dict[str, dict[str, str]]) -> None:
+               failures: dict[str, str], scenario_failures: dict[str, dict[str, str]],
+               round_ratios: dict[str, dict[str, list[float]]] | None = None) -> None:
     data = {
         "workers": args.workers,
         "duration_s": args.duration,
@@ -945,6 +980,7 @@ def write_json(path: str, args: argparse.Namespace, results: dict[str, dict[str,
                     for server, by_scenario in results.items()},
         "failures": failures,
         "scenario_failures": scenario_failures,
+        "round_ratios": round_ratios or {},
     }
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
@@ -983,9 +1019,10 @@ def main(argv: list[str] | None = None) -> int:
                 if failed:
                     scenario_failures[server] = failed
         results = {server: median_round(runs) for server, runs in rounds.items()}
-    print(report(args, results, failures, scenario_failures))
+        ratios = round_ratios(rounds, args.scenarios)
+    print("\n".join([report(args, results, failures, scenario_failures), *format_round_ratios(ratios)]))
     if args.json:
-        write_json(args.json, args, results, failures, scenario_failures)
+        write_json(args.json, args, results, failures, scenario_failures, ratios)
     return 1 if failures or scenario_failures else 0
 
 

@@ -134,3 +134,31 @@ def test_accept_compares_the_strategies(tmp_path):
     assert 0 <= sum(by["reuseport"]["per_worker"]) - by["reuseport"]["completed"] <= 8 + 10
     assert "N processes, SO_REUSEPORT socket each" in done.stdout
     assert (tmp_path / "a.png").stat().st_size > 10_000
+
+
+def test_httpbench_ratios_round_by_round_and_median_round():
+    from prefork import httpbench as hb
+
+    def result(rps, read_errors=0):
+        return hb.WrkResult(requests_per_sec=rps, requests=int(rps), p50_ms=1.0, p90_ms=2.0, p99_ms=3.0,
+                            read_errors=read_errors)
+
+    ka, close = hb.SCENARIOS[0], hb.SCENARIOS[2]
+    rounds = {
+        "prefork": [{ka.name: result(80.0), close.name: result(10.0)},
+                    {ka.name: result(110.0)},
+                    {ka.name: result(90.0, read_errors=2)}],
+        "nginx": [{ka.name: result(100.0), close.name: result(20.0)},
+                  {ka.name: result(137.5)},
+                  {ka.name: result(150.0)}],
+    }
+    ratios = hb.round_ratios(rounds, [ka, close])
+    # each round's own pair; a scenario with a single round has no series
+    assert ratios == {"nginx": {ka.name: [0.8, 0.8, 0.6]}}
+    lines = hb.format_round_ratios(ratios)
+    assert lines[0].startswith("prefork/nginx round by round")
+    assert "0.80 0.80 0.60  (median 0.80, min 0.60)" in lines[1]
+    # the median round per server (not per ratio), with every round's errors summed
+    merged = hb.median_round(rounds["prefork"])
+    assert merged[ka.name].requests_per_sec == 90.0 and merged[ka.name].read_errors == 2
+    assert hb.round_ratios({"nginx": rounds["nginx"]}, [ka]) == {}
