@@ -1285,3 +1285,38 @@ def test_pooled_count_follows_offloaded_requests():
     fn, arg, done = jobs[1]
     done(fn(arg), None)                                     # a late answer for a closed connection
     assert ctx.pooled == 0 and ctx.reading == 0
+
+
+# --- constant routes: answered without a Request ------------------------------------
+
+
+def test_constant_routes_only_plain_paths_and_every_spelling_of_the_target():
+    ok = http_mod.Response(200, b"Hello, World!", b"text/plain")
+    router = http_mod.Router({b"/plaintext": http_mod.constant(ok),
+                              b"/a%41": http_mod.constant(http_mod.Response(200, b"escaped key")),
+                              b"/called": lambda req: ok})
+    assert set(router.constants) == {b"/plaintext"}  # "/a%41" would shadow the decoded path "/aA"
+    proto = make_proto(routes=router)
+    for target in (b"/plaintext", b"/plaintext?x=1", b"/plain%74ext", b"http://example.com/plaintext"):
+        [r] = parse_responses(proto.data_received(get(target)))
+        assert_plaintext(r)
+    [r] = parse_responses(proto.data_received(get(b"/a%41")))
+    assert r.status == 404  # routed by its decoded path, /aA
+    [r] = parse_responses(proto.data_received(get(b"/a%41", method=b"HEAD")), head_only={0})
+    assert r.status == 404
+
+
+def test_constant_response_follows_the_date_and_the_request():
+    now = [1_000_000.0]
+    ctx = make_ctx()
+    ctx.refresh_date(now[0])
+    proto = HttpProtocol(ctx)
+    [r1] = parse_responses(proto.data_received(get()))
+    ctx.refresh_date(now[0] + 1)
+    [r2] = parse_responses(proto.data_received(get()))
+    assert r1.headers["date"] != r2.headers["date"]  # built again in the next second
+    [h] = parse_responses(proto.data_received(get(method=b"HEAD")), head_only={0})
+    assert h.status == 200 and h.body == b"" and h.headers["content-length"] == "13"
+    [c] = parse_responses(proto.data_received(get(headers=b"Connection: close\r\n")))
+    assert_plaintext(c)
+    assert c.headers["connection"] == "close" and proto.closing

@@ -185,7 +185,10 @@ class Router:
         else:
             self.exact[path] = (handler, blocking)
             response = getattr(handler, "constant", None)
-            if type(response) is Response and response.file is None and not blocking:
+            # only a plain path: a request target equal to it is then routed to it
+            # as is (HttpProtocol._complete looks the raw target up first)
+            plain = path[:1] == b"/" and b"?" not in path and b"%" not in path
+            if type(response) is Response and response.file is None and not blocking and plain:
                 self.constants[path] = response
             else:
                 self.constants.pop(path, None)
@@ -353,6 +356,9 @@ class _Parser:
         if len(headers) > self.max_headers or self.header_bytes > self.max_header_bytes:
             raise _ParseError(431, "request header fields too large")
         if len(name) not in _INTERESTING_LENGTHS:
+            return
+        if name == b"Host":  # as nearly every client spells it: no lower() needed
+            self.host_count += 1
             return
         lname = name.lower()
         if lname == b"host":
@@ -568,6 +574,23 @@ class HttpProtocol:
         ctx.requests += 1
         if requests >= ctx.keepalive_requests or ctx.draining:
             keep_alive = False
+        elif keep_alive and version == "1.1":
+            # the commonest answer of all: a constant, kept alive, for a target
+            # that is its path exactly (no query, no escapes to decode). The
+            # whole response (head and body) is built once per second.
+            response = ctx.router.constants.get(target)
+            if (response is not None and ctx.access_log is None and method != b"HEAD"
+                    and self.state != WAITING and not self._pending):
+                whole = ctx._constant_out.get(response)
+                if whole is None:
+                    whole = ctx._constant_out[response] = ctx.head(
+                        response.status, response.content_type, response.length, response.headers,
+                        True, False) + response.body
+                self._out.append(whole)
+                if self.state != IDLE:
+                    self._set_state(IDLE)
+                self.deadline = ctx.clock() + ctx.keepalive_timeout
+                return
         path, _, query = target.partition(b"?")
         if path[:1] != b"/" and b"://" in path:
             # absolute-form (RFC 9112 3.2.2): route by its path
@@ -579,19 +602,6 @@ class HttpProtocol:
         fast = not (self.state == WAITING or self._pending or ctx.access_log is not None or method == b"HEAD")
         router = ctx.router
         response = router.constants.get(path) if fast else None
-        if response is not None and keep_alive and version == "1.1":
-            # the commonest answer of all: a constant, kept alive. The whole
-            # response (head and body) is built once per second.
-            whole = ctx._constant_out.get(response)
-            if whole is None:
-                whole = ctx._constant_out[response] = ctx.head(
-                    response.status, response.content_type, response.length, response.headers,
-                    True, False) + response.body
-            self._out.append(whole)
-            if self.state != IDLE:
-                self._set_state(IDLE)
-            self.deadline = ctx.clock() + ctx.keepalive_timeout
-            return
         if response is None:
             request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer)
             if self.state == WAITING or self._pending:
