@@ -687,6 +687,13 @@ class Master:
 
     def run(self) -> int:
         set_proctitle(f"prefork-server: master process {' '.join(self.argv)}".rstrip())
+        # Handlers first: once a socket listens, clients (and systemd) may act
+        # on the server, and a TERM from then on must be a clean stop, not
+        # the default action. Signals that come before the loop runs wait in
+        # the wakeup fd and are handled on its first turn.
+        reactor = self.reactor
+        for sig in MANAGED_SIGNALS:
+            reactor.add_signal_handler(sig, self.on_signal)
         for note in self.config.notes:
             log.warning("%s: %s", self.config.path, note)
         if self.config.server.user and os.getuid() != 0:
@@ -703,9 +710,6 @@ class Master:
             if not self.migrate_req:
                 log.warning("net.ipv4.tcp_migrate_req is not available: connections queued on a slot's socket "
                             "are reset if that slot is removed (TTOU, fewer workers)")
-        reactor = self.reactor
-        for sig in MANAGED_SIGNALS:
-            reactor.add_signal_handler(sig, self.on_signal)
         reactor.add(self.ready_r, READABLE, Master.on_ready_pipe, self)
         self.write_pid_file()
         log.info("prefork-server %s: master process %d, %d workers (%s, accept = %s, backend = %s)",

@@ -469,3 +469,44 @@ def test_usr2_rollback_with_winch_and_hup(start_server):
             for p in _children_of(new_master):
                 os.kill(p, signal.SIGKILL)
             os.kill(new_master, signal.SIGKILL)
+
+
+def signals_caught(pid: int) -> int:
+    """The mask of signals ``pid`` has handlers for (SigCgt in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def test_term_during_startup_is_a_clean_stop(tmp_path):
+    """The master catches its signals before it does anything slow or binds a
+    socket: a TERM that comes while it is still starting (here: waiting for a
+    database lock) is handled once the loop runs -- exit 0, nothing left."""
+    import sqlite3
+
+    db = tmp_path / "world.db"
+    blocker = sqlite3.connect(str(db), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the master's setup waits for this lock
+    port = free_port()
+    path = tmp_path / "s.toml"
+    path.write_text(make_config({"http": port}) + f'\n[database]\nurl = "sqlite:///{db}"\ntimeout = 20\n')
+    proc = subprocess.Popen([sys.executable, "-m", "prefork.cli", "-c", str(path)], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        term = 1 << (signal.SIGTERM - 1)
+        wait_until(lambda: proc.poll() is None and signals_caught(proc.pid) & term, timeout=15,
+                   what="the master to catch TERM")
+        assert not listening_on(port)  # still starting: nothing bound yet
+        proc.send_signal(signal.SIGTERM)
+        blocker.execute("COMMIT")       # let the start-up go on
+        blocker.close()
+        assert proc.wait(20) == 0, proc.stderr.read().decode()
+        assert not listening_on(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
