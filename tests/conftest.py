@@ -254,11 +254,21 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, what: s
 
 
 def pid_alive(pid: int) -> bool:
+    """Is any thread of process ``pid`` still running? Not the main thread's
+    state alone: it shows as a zombie while other threads (a worker's pool)
+    are still exiting, and those still hold the process's fds."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def listening_on(port: int) -> bool:

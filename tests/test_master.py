@@ -230,8 +230,11 @@ def test_master_killed_workers_exit(start_server):
     srv.proc.wait(5)
     wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=10, what="orphaned workers to exit")
     # nobody holds the server's sockets any more (asked by inode: the port
-    # number itself may already be another parallel test's)
-    assert not sockets & all_listening_inodes()
+    # number itself may already be another parallel test's). A worker's main
+    # thread shows as a zombie while its pool threads are still exiting, and
+    # they share its fds: so wait for the sockets, a little.
+    wait_until(lambda: not sockets & all_listening_inodes(), timeout=10,
+               what="the server's listening sockets to close")
 
 
 def test_signal_cli_reload_and_stop(start_server):
