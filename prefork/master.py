@@ -124,6 +124,8 @@ class Master:
         self.winched = False
         self.exit_code = 0
         self.upgrade_pid = 0
+        # started by a USR2 upgrade: the old master, our parent (systemd's main process until we are ready)
+        self.upgraded_from = os.getppid() if os.environ.get(INHERIT_ENV) else 0
         self.prev_config: Config | None = None
         self.prev_generation = 0
         self.reloading = False
@@ -410,11 +412,21 @@ class Master:
                 log.info("reload complete: generation %d serving", self.generation)
             elif self.announced_ready:
                 return
+            ready = ["READY=1", f"STATUS={self.status_line()}"]
+            if self.upgraded_from and not self.announced_ready:
+                ready.insert(0, f"MAINPID={self.pid}")  # the new master of an upgrade: systemd follows it now
             self.announced_ready = True
-            self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
+            self.notifier.notify(*ready)
 
     def status_line(self) -> str:
         return f"{self.slots} workers, generation {self.generation}"
+
+    def _reload_refused(self, reason: str) -> None:
+        """A HUP that did not start a reload still completes the notify
+        protocol: under Type=notify-reload, systemd waits for RELOADING=1 with a
+        fresh MONOTONIC_USEC= and then READY=1 (or times the reload out)."""
+        self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        self.notifier.notify("READY=1", f"STATUS=reload failed: {reason}")
 
     def murder_stuck_workers(self) -> None:
         now = time.monotonic()
@@ -509,11 +521,12 @@ class Master:
             new = load(self.config.path)
         except ConfigError as exc:
             log.error("reload failed, keeping the current configuration: %s", exc)
-            self.notifier.notify(f"STATUS=reload failed: {exc}")
+            self._reload_refused(str(exc))
             return
         if new.server.mode != self.config.server.mode:
             log.error("reload failed, keeping the current configuration: %s: server.mode cannot change on reload "
                       "(restart the server)", new.path)
+            self._reload_refused("server.mode cannot change on reload")
             return
         slots = new.server.workers if new.server.mode == "process" else 1
         if new.database != self.config.database:
@@ -523,13 +536,13 @@ class Master:
                 self.setup_database(new)
             except DatabaseError as exc:
                 log.error("reload failed, keeping the current configuration: %s", exc)
-                self.notifier.notify(f"STATUS=reload failed: {exc}")
+                self._reload_refused(str(exc))
                 return
         try:
             self.ensure_sockets(new, slots)
         except BindError as exc:
             log.error("reload failed, keeping the current configuration: %s", exc)
-            self.notifier.notify(f"STATUS=reload failed: {exc}")
+            self._reload_refused(str(exc))
             return
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         self.prev_config, self.prev_generation = self.config, self.generation
@@ -580,6 +593,7 @@ class Master:
                 return
         env = dict(os.environ, **{INHERIT_ENV: ";".join(spec)})
         env.pop("LISTEN_PID", None)
+        env.pop("WATCHDOG_PID", None)  # systemd's watchdog is the new master's too (unset: its own pid)
         args = [sys.executable, "-m", "prefork.cli", *self.argv]
         sys.stdout.flush()
         sys.stderr.flush()
@@ -606,6 +620,8 @@ class Master:
         log.error("new master process %d exited (%s); this master goes on serving", self.upgrade_pid,
                   f"code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else f"signal {os.WTERMSIG(status)}")
         self.upgrade_pid = 0
+        if not self.stopping:  # main process again, if the new master had taken over (or died as main)
+            self.notifier.notify(f"MAINPID={self.pid}", "READY=1", f"STATUS={self.status_line()}")
         if self.pid_path.endswith(".oldbin"):
             original = self.pid_path[: -len(".oldbin")]
             try:
@@ -618,7 +634,12 @@ class Master:
         if self.stopping == "fast" or (self.stopping and how == "graceful"):
             return
         self.stopping = how
-        self.notifier.notify("STOPPING=1")
+        if self.upgrade_pid:
+            pass  # no STOPPING=1: the new master (USR2) goes on as systemd's main process
+        elif self.upgraded_from and os.getppid() == self.upgraded_from:
+            self.notifier.notify(f"MAINPID={self.upgraded_from}")  # rollback: the old master goes on
+        else:
+            self.notifier.notify("STOPPING=1")
         timeout = self.config.server.shutdown_timeout + KILL_GRACE if how == "graceful" else 5.0
         self.stop_deadline = time.monotonic() + timeout
         sig = signal.SIGQUIT if how == "graceful" else signal.SIGTERM
