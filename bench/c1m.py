@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from prefork import httpbench, loadgen  # noqa: E402
+from prefork_bench import httpbench, loadgen  # noqa: E402
 
 CONFIG = REPO / "conf" / "c1m.toml"
 PORT = 8080

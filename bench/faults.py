@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from prefork import httpbench as bh  # noqa: E402
-from prefork.loadgen import descendants  # noqa: E402
+from prefork_bench import httpbench as bh  # noqa: E402
+from prefork_bench.loadgen import descendants  # noqa: E402
 
 SCENARIOS = ("reload x20", "kill worker", "stop worker", "kill master")
 

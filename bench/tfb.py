@@ -139,7 +139,7 @@ from urllib.parse import urlsplit
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from prefork import httpbench as bh  # noqa: E402  (bench/http.py's code)
+from prefork_bench import httpbench as bh  # noqa: E402  (bench/http.py's code)
 
 
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from conftest import ROOT, Server, free_port, make_config, wait_until
-from prefork import loadgen
+from prefork_bench import loadgen
 
 
 def test_sources_ranges_and_lists():
@@ -62,7 +62,7 @@ def test_jobs_split_the_count_and_fit_the_fd_limit():
 
 
 def bench(*argv: str, cwd, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "prefork.loadgen", *argv], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "prefork_bench", *argv], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout,
                           env=dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")))
 
@@ -137,7 +137,7 @@ def test_accept_compares_the_strategies(tmp_path):
 
 
 def test_httpbench_ratios_round_by_round_and_median_round():
-    from prefork import httpbench as hb
+    from prefork_bench import httpbench as hb
 
     def result(rps, read_errors=0):
         return hb.WrkResult(requests_per_sec=rps, requests=int(rps), p50_ms=1.0, p90_ms=2.0, p99_ms=3.0,
