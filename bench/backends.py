@@ -120,37 +120,32 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from prefork_bench import httpbench as bh  # noqa: E402  (bench/http.py's code)
-
-
-
-HOST = bh.HOST
-REPO_ROOT = bh.REPO_ROOT
-BenchError = bh.BenchError
+from prefork_bench.httpbench import make_docroot
+from prefork_bench.net import (HOST, READY_TIMEOUT, STOP_TIMEOUT, URL_PATH, free_port, http_get,
+                               http_ok, log_tail, wait_ready)
+from prefork_bench.procs import raise_nofile
+from prefork_bench.tools import REPO_ROOT, BenchError, ensure_program, pin
+from prefork_bench.wrk import BODY as HELLO
+from prefork_bench.wrk import CLIENT_BOUND_PERCENT, STATIC_PREFIX, WRK_GRACE, Scenario, parse_wrk, wrk_command
 
 BACKENDS = ("epoll", "uvloop", "asyncio")
 BASE = "epoll"
-PLAINTEXT = bh.URL_PATH
-BODY = bh.BODY.encode()
+PLAINTEXT = URL_PATH
+BODY = HELLO.encode()
 DB_PATH = "/db"
 STATIC_FILE = "4k.bin"
-STATIC_PATH = bh.STATIC_PREFIX + STATIC_FILE
+STATIC_PATH = STATIC_PREFIX + STATIC_FILE
 WORLD_ROWS = 10000
 PIPELINE = 16
 THROUGHPUT_WORKER_CONNECTIONS = 19000
 WORKER_TITLE = "prefork-server: worker process"
 
-STOP_TIMEOUT = bh.STOP_TIMEOUT      # seconds between SIGTERM and SIGKILL of the master
 ORPHAN_GRACE = 2.0                  # seconds a worker may outlive its master before SIGKILL
 WORKERS_TIMEOUT = 30.0              # seconds for the master to have all its workers
 CHECK_TIMEOUT = 10.0                # seconds for one verification exchange
-WRK_GRACE = bh.WRK_GRACE            # seconds wrk may overrun its duration before it is killed
 POLL_OTHERS = 0.5                   # seconds between scans for other wrk runs during a run
 POLL_WAIT = 0.02                    # seconds between checks whether wrk has exited
 OTHER_LOAD_MARK = 20.0              # % of a core used by unrelated processes that marks a run
-CLIENT_BOUND_PERCENT = bh.CLIENT_BOUND_PERCENT
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 IDLE_BATCH = 500                    # connections opened at once by the idle client
@@ -167,21 +162,21 @@ LOG_EXCERPT_LINES = 6
 
 @dataclass(frozen=True)
 class Test:
-    scenario: object     # bh.Scenario
+    scenario: object     # Scenario
     needs: tuple[str, ...]   # the checks that must pass before it is measured
 
 
 SCENARIOS = (
-    Test(bh.Scenario("keepalive-1000", 1000, "GET /plaintext, keep-alive, 1000 connections"),
+    Test(Scenario("keepalive-1000", 1000, "GET /plaintext, keep-alive, 1000 connections"),
          ("plaintext",)),
-    Test(bh.Scenario("pipeline16-64", 64, "GET /plaintext, 16-deep pipelining, 64 connections",
-                     pipeline=PIPELINE), ("plaintext", "pipelining")),
-    Test(bh.Scenario("close-64", 64, "GET /plaintext, new connection per request, "
-                     "64 connections", close=True), ("plaintext",)),
-    Test(bh.Scenario("db-64", 64, "GET /db, keep-alive, 64 connections", path=DB_PATH),
+    Test(Scenario("pipeline16-64", 64, "GET /plaintext, 16-deep pipelining, 64 connections",
+                  pipeline=PIPELINE), ("plaintext", "pipelining")),
+    Test(Scenario("close-64", 64, "GET /plaintext, new connection per request, "
+                  "64 connections", close=True), ("plaintext",)),
+    Test(Scenario("db-64", 64, "GET /db, keep-alive, 64 connections", path=DB_PATH),
          ("db",)),
-    Test(bh.Scenario("static4k-64", 64, "GET /static/4k.bin, keep-alive, 64 connections",
-                     path=STATIC_PATH, static_file=STATIC_FILE), ("static",)),
+    Test(Scenario("static4k-64", 64, "GET /static/4k.bin, keep-alive, 64 connections",
+                  path=STATIC_PATH, static_file=STATIC_FILE), ("static",)),
 )
 TARGET_SCENARIO = "keepalive-1000"
 
@@ -509,7 +504,7 @@ class Server:
         self.n = workers
         self.workdir = workdir
         self.args = args
-        self.port = bh.free_port()
+        self.port = free_port()
         self.config = workdir / "prefork.toml"
         self.db_path = workdir / "world.db"
         self.error_log = workdir / "error.log"
@@ -536,7 +531,7 @@ class Server:
             f'path = "{DB_PATH}"\n'
             'handler = "db"\n'
             "\n[[route]]\n"
-            f'path = "{bh.STATIC_PREFIX}"\n'
+            f'path = "{STATIC_PREFIX}"\n'
             'handler = "static"\n'
             "\n[static]\n"
             f"root = {json.dumps(str(docroot))}\n"
@@ -555,10 +550,10 @@ class Server:
               file=sys.stderr)
         with open(self.output, "wb") as out:
             self.proc = subprocess.Popen(
-                bh.pin(self.args.server_cpus, argv, not self.args.no_pin), cwd=REPO_ROOT,
+                pin(self.args.server_cpus, argv, not self.args.no_pin), cwd=REPO_ROOT,
                 env=dict(os.environ, PYTHONPATH=pythonpath), stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        bh.wait_ready(self.proc, self.port, bh.READY_TIMEOUT)
+        wait_ready(self.proc, self.port, READY_TIMEOUT)
         deadline = time.monotonic() + WORKERS_TIMEOUT
         while len(self.workers()) != self.n:
             if not self.master_alive():
@@ -666,7 +661,7 @@ class Server:
         return lines
 
     def failure_text(self, error: Exception) -> str:
-        return f"{error}\n{bh.log_tail(self.output, self.error_log)}"
+        return f"{error}\n{log_tail(self.output, self.error_log)}"
 
     def keep_logs(self, name: str) -> None:
         if not self.args.keep_logs:
@@ -784,7 +779,7 @@ def verify(server: Server, docroot: Path) -> dict[str, str]:
         checks[name] = "ok" if problem is None else problem
 
     def one(path, check):
-        status, headers, body = bh.http_get(port, path, CHECK_TIMEOUT)
+        status, headers, body = http_get(port, path, CHECK_TIMEOUT)
         problem = check(status, headers, body)
         return None if problem is None else f"GET {path}: {problem}"
 
@@ -892,9 +887,9 @@ def measure(server: Server, scenario, args: argparse.Namespace, workdir: Path,
     quiet_ok = quiet.wait(label)
     print(f"[{server.backend}] {scenario.name}: {scenario.description}, {args.duration}s",
           file=sys.stderr)
-    argv = bh.wrk_command(scenario, server.port, args.duration, args, workdir)
+    argv = wrk_command(scenario, server.port, args.duration, args, workdir)
     output, info = run_wrk(argv, args.duration, server, workdir, label)
-    parsed = bh.parse_wrk(output)
+    parsed = parse_wrk(output)
     run = Run(requests_per_sec=parsed.requests_per_sec, requests=parsed.requests,
               p50_ms=parsed.p50_ms, p99_ms=parsed.p99_ms, latency_valid=scenario.pipeline == 1,
               connect_errors=parsed.connect_errors, read_errors=parsed.read_errors,
@@ -939,8 +934,8 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path, docroot
             print(f"[{backend}] check {name}: {outcome}", file=sys.stderr)
         if args.warmup and result.checks.get("plaintext") == "ok":
             print(f"[{backend}] warm-up {args.warmup}s", file=sys.stderr)
-            warm = bh.Scenario("warmup", 64, "keep-alive, 64 connections")
-            run_wrk(bh.wrk_command(warm, server.port, args.warmup, args, server_dir),
+            warm = Scenario("warmup", 64, "keep-alive, 64 connections")
+            run_wrk(wrk_command(warm, server.port, args.warmup, args, server_dir),
                     args.warmup, server, server_dir, backend)
         for test in SCENARIOS:
             scenario = test.scenario
@@ -1130,7 +1125,7 @@ def measure_idle(backend: str, args: argparse.Namespace, workdir: Path, docroot:
     try:
         server.start()
         idle.worker_pid = pid = server.workers()[0]
-        problem = check_plaintext(*bh.http_get(server.port, PLAINTEXT, CHECK_TIMEOUT))
+        problem = check_plaintext(*http_get(server.port, PLAINTEXT, CHECK_TIMEOUT))
         if problem:
             raise BenchError(f"GET {PLAINTEXT}: {problem}")
         # warm-up: the accept path, a request on many connections, and keep-alive
@@ -1151,7 +1146,7 @@ def measure_idle(backend: str, args: argparse.Namespace, workdir: Path, docroot:
               "connections ...", file=sys.stderr)
         argv = [sys.executable, str(Path(__file__).resolve()), "--idle-client",
                 str(server.port), str(args.idle)]
-        client = subprocess.Popen(bh.pin(args.wrk_cpus, argv, not args.no_pin),
+        client = subprocess.Popen(pin(args.wrk_cpus, argv, not args.no_pin),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=open(server_dir / "client.err", "wb"))
         line = read_line(client.stdout, IDLE_OPEN_TIMEOUT + 30)
@@ -1202,7 +1197,7 @@ def measure_idle(backend: str, args: argparse.Namespace, workdir: Path, docroot:
                 deadline = time.monotonic() + 30
                 while established(server.port) and time.monotonic() < deadline:
                     time.sleep(0.2)
-                idle.alive_after_close = bh.http_ok(server.port, CHECK_TIMEOUT)
+                idle.alive_after_close = http_ok(server.port, CHECK_TIMEOUT)
                 with contextlib.suppress(OSError):
                     idle.after_close = worker_memory(idle.worker_pid)
         finally:
@@ -1448,12 +1443,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.idle_client:
         return idle_client(*args.idle_client)
-    bh.raise_nofile_limit()
+    raise_nofile()
     try:
-        bh.ensure_program("wrk", "wrk")
-        bh.ensure_program("ss", "iproute2")
+        ensure_program("wrk", "wrk")
+        ensure_program("ss", "iproute2")
         if not args.no_pin:
-            bh.ensure_program("taskset", "util-linux")
+            ensure_program("taskset", "util-linux")
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -1461,7 +1456,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {b: BackendResult() for b in args.backends}
     with tempfile.TemporaryDirectory(prefix="prefork-backends-") as tmp:
         workdir = Path(tmp)
-        docroot = bh.make_docroot(workdir)
+        docroot = make_docroot(workdir)
         for backend in args.backends:
             bench_backend(backend, args, workdir, docroot, quiet, results[backend])
         if args.idle:

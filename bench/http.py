@@ -10,11 +10,8 @@ says what is measured and how.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from prefork_bench.httpbench import main  # noqa: E402
+from prefork_bench.httpbench import main
 
 if __name__ == "__main__":
     sys.exit(main())

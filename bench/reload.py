@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import random
@@ -95,36 +94,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from prefork_bench.httpbench import warm_up
+from prefork_bench.net import HOST, READY_TIMEOUT, STOP_TIMEOUT, URL_PATH, free_port, log_tail, wait_ready
+from prefork_bench.procs import raise_nofile
+from prefork_bench.tools import REPO_ROOT, BenchError, ensure_program, pin
+from prefork_bench.wrk import WRK_GRACE, Scenario, WrkResult, parse_wrk, wrk_command
 
-def _load_bench_http():
-    """bench/http.py as module ``bench_http`` (``import http`` is the stdlib's)."""
-    path = Path(__file__).resolve().with_name("http.py")
-    spec = importlib.util.spec_from_file_location("bench_http", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bh = _load_bench_http()
-
-HOST = bh.HOST
-REPO_ROOT = bh.REPO_ROOT
 POLL = 0.01                    # seconds between /proc scans while waiting for workers
-STOP_TIMEOUT = bh.STOP_TIMEOUT  # seconds between SIGTERM and SIGKILL of the master
 ORPHAN_GRACE = 2.0             # seconds a worker may outlive its stopped master before SIGKILL
 WORKER_TITLE = "prefork-server: worker process"
 ERROR_LINES_SHOWN = 8          # unexpected error-log lines shown per row
 
 MODES = (
-    bh.Scenario("keepalive", 64, "keep-alive, 64 connections"),
-    bh.Scenario("close", 64, "new connection per request, 64 connections", close=True),
+    Scenario("keepalive", 64, "keep-alive, 64 connections"),
+    Scenario("close", 64, "new connection per request, 64 connections", close=True),
 )
 PLANS = ("reload-only", "reload+kill")
-
-
-class BenchError(bh.BenchError):
-    pass
 
 
 # --- command line ---------------------------------------------------------
@@ -235,7 +220,7 @@ class Prefork:
         self.n = workers
         self.accept = accept
         self.args = args
-        self.port = bh.free_port()
+        self.port = free_port()
         self.config = workdir / "prefork.toml"
         self.pid_file = workdir / "prefork.pid"
         self.error_log = workdir / "error.log"
@@ -267,12 +252,12 @@ class Prefork:
               f"accept = {self.accept}", file=sys.stderr)
         with open(self.output, "wb") as out:
             self.proc = subprocess.Popen(
-                bh.pin(self.args.server_cpus, argv, not self.args.no_pin), cwd=REPO_ROOT,
+                pin(self.args.server_cpus, argv, not self.args.no_pin), cwd=REPO_ROOT,
                 env=dict(os.environ, PYTHONPATH=pythonpath), stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         info = read_proc(self.proc.pid)
         self.master_start = info.starttime if info else 0
-        bh.wait_ready(self.proc, self.port, bh.READY_TIMEOUT)
+        wait_ready(self.proc, self.port, READY_TIMEOUT)
         if not self.wait_workers(set(), self.args.settle_timeout)[0]:
             raise BenchError(f"the master did not reach {self.n} workers "
                              f"(has {len(self.workers())})")
@@ -364,7 +349,7 @@ class Prefork:
             return ""
 
     def failure_text(self, error: Exception) -> str:
-        return f"{error}\n{bh.log_tail(self.output, self.error_log)}"
+        return f"{error}\n{log_tail(self.output, self.error_log)}"
 
 
 # --- wrk in the background ------------------------------------------------
@@ -380,22 +365,22 @@ class WrkRun:
         self.err_path = workdir / "wrk.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        self.deadline = time.monotonic() + duration + bh.WRK_GRACE
+        self.deadline = time.monotonic() + duration + WRK_GRACE
 
     def running(self) -> bool:
         return self.proc.poll() is None
 
-    def result(self) -> bh.WrkResult:
+    def result(self) -> WrkResult:
         try:
             self.proc.wait(timeout=max(0.0, self.deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.stop()
-            raise BenchError(f"wrk did not finish within {self.duration + bh.WRK_GRACE:.0f}s") from None
+            raise BenchError(f"wrk did not finish within {self.duration + WRK_GRACE:.0f}s") from None
         output = self.out_path.read_text(errors="replace")
         if self.proc.returncode != 0:
             error = self.err_path.read_text(errors="replace").strip()
             raise BenchError(f"wrk exited with {self.proc.returncode}: {error or output.strip()}")
-        return bh.parse_wrk(output)
+        return parse_wrk(output)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -407,7 +392,7 @@ class WrkRun:
 
 def wrk_argv(scenario, port: int, duration: int, args: argparse.Namespace,
              workdir: Path) -> list[str]:
-    return bh.wrk_command(scenario, port, duration, args, workdir)
+    return wrk_command(scenario, port, duration, args, workdir)
 
 
 # --- part 1: reloads and kills --------------------------------------------
@@ -418,7 +403,7 @@ class Row:
     mode: str
     plan: str
     accept: str
-    wrk: bh.WrkResult | None = None
+    wrk: WrkResult | None = None
     reloads_sent: int = 0
     kills_sent: int = 0
     skipped: int = 0
@@ -461,7 +446,7 @@ def run_row(mode, plan: str, args: argparse.Namespace, workdir: Path,
     wrk: WrkRun | None = None
     try:
         server.start()
-        bh.warm_up("prefork", server.port, args, row_dir)
+        warm_up("prefork", server.port, args, row_dir)
         server.wait_workers(set(), args.settle_timeout)
         events = schedule(args.reloads, kills, args.duration)
         print(f"[prefork] {mode.name} {plan}: {mode.description}, {args.duration}s, "
@@ -583,7 +568,7 @@ class Spread:
     accept: str
     per_worker: dict[int, int] = field(default_factory=dict)   # worker pid -> connections
     other: int = 0               # established sockets on the port not owned by a worker
-    wrk: bh.WrkResult | None = None
+    wrk: WrkResult | None = None
     failure: str | None = None
 
     @property
@@ -629,8 +614,8 @@ def measure_spread(accept: str, args: argparse.Namespace, workdir: Path) -> Spre
     spread_dir = workdir / f"spread-{accept}"
     spread_dir.mkdir()
     server = Prefork(spread_dir, args.workers, accept, args)
-    scenario = bh.Scenario("spread", args.spread_connections,
-                           f"keep-alive, {args.spread_connections} connections")
+    scenario = Scenario("spread", args.spread_connections,
+                        f"keep-alive, {args.spread_connections} connections")
     wrk: WrkRun | None = None
     try:
         server.start()
@@ -701,7 +686,7 @@ def report(args: argparse.Namespace, rows: list[Row], spreads: list[Spread]) -> 
     pinning = ("off" if args.no_pin
                else f"servers on CPU {args.server_cpus}, wrk on CPU {args.wrk_cpus}")
     lines = [
-        f"Part 1: GET {bh.URL_PATH} under reloads and kills; {args.workers} workers, "
+        f"Part 1: GET {URL_PATH} under reloads and kills; {args.workers} workers, "
         f"accept = {args.accept}, {args.duration}s per row, wrk -t{args.wrk_threads} -c64, "
         f"pinning {pinning}",
         "",
@@ -771,12 +756,12 @@ def write_json(path: str, args: argparse.Namespace, rows: list[Row],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    bh.raise_nofile_limit()
+    raise_nofile()
     try:
-        bh.ensure_program("wrk", "wrk")
-        bh.ensure_program("ss", "iproute2")
+        ensure_program("wrk", "wrk")
+        ensure_program("ss", "iproute2")
         if not args.no_pin:
-            bh.ensure_program("taskset", "util-linux")
+            ensure_program("taskset", "util-linux")
         if not (REPO_ROOT / "prefork" / "cli.py").exists():
             raise BenchError(f"{REPO_ROOT / 'prefork' / 'cli.py'} does not exist")
     except BenchError as error:

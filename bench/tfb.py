@@ -137,15 +137,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from prefork_bench import httpbench as bh  # noqa: E402  (bench/http.py's code)
-
-
-
-HOST = bh.HOST
-REPO_ROOT = bh.REPO_ROOT
-BenchError = bh.BenchError
+from prefork_bench.httpbench import LISTEN_BACKLOG
+from prefork_bench.net import HOST, Launch, free_port, http_get, log_tail, running_server
+from prefork_bench.procs import raise_nofile
+from prefork_bench.tools import (DEFAULT_VENV, REPO_ROOT, BenchError, ensure_program, ensure_uvicorn_venv, pin,
+                                 run_checked)
+from prefork_bench.wrk import CLIENT_BOUND_PERCENT, PIPELINE_LUA, WRK_GRACE, parse_wrk
 
 SERVERS = ("prefork", "uvicorn")
 BACKENDS = ("sqlite", "postgresql")
@@ -156,7 +153,6 @@ QUERIES = 20                   # queries=N for /queries and /updates
 CONNECTIONS = 256
 PIPELINE = 16
 WRK_TIMEOUT = 8                # seconds, TechEmpower's wrk --timeout
-WRK_GRACE = 30.0               # seconds wrk may overrun its duration before it is killed
 VERIFY_TIMEOUT = 10.0          # seconds for one verification GET
 POLL_OTHERS = 0.5              # seconds between scans for other wrk processes during a run
 OTHER_LOAD_MARK = 20.0         # % of a core used by unrelated processes from which a run is marked
@@ -308,8 +304,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--retries", type=int, default=1,
                         help="measure again, after waiting, when another wrk ran during a "
                              "measurement, at most this many times (default: 1)")
-    parser.add_argument("--uvicorn-venv", type=Path, default=bh.DEFAULT_VENV,
-                        help=f"venv for uvicorn (default: {bh.DEFAULT_VENV})")
+    parser.add_argument("--uvicorn-venv", type=Path, default=DEFAULT_VENV,
+                        help=f"venv for uvicorn (default: {DEFAULT_VENV})")
     args = parser.parse_args(argv)
     names = [t.name for t in TESTS]
     chosen = split_choices(parser, "--tests", args.tests, names)
@@ -862,13 +858,13 @@ async def app(scope, receive, send):
 
 
 def ensure_uvicorn(venv: Path, need_psycopg: bool) -> Path:
-    python = bh.ensure_uvicorn_venv(venv)
+    python = ensure_uvicorn_venv(venv)
     if need_psycopg:
         probe = [str(python), "-c", "import psycopg; assert psycopg.pq.__impl__ in ('binary', 'c')"]
         if subprocess.run(probe, capture_output=True).returncode != 0:
             print(f"installing psycopg[binary] into {venv} ...", file=sys.stderr)
-            bh.run_checked([str(python), "-m", "pip", "install", "--quiet", "psycopg[binary]"],
-                           "pip install psycopg[binary]")
+            run_checked([str(python), "-m", "pip", "install", "--quiet", "psycopg[binary]"],
+                        "pip install psycopg[binary]")
     return python
 
 
@@ -896,7 +892,7 @@ def db_url_for(backend: str, sqlite_path: Path, args: argparse.Namespace) -> str
 
 
 def prepare_target(target: Target, workdir: Path, port: int, args: argparse.Namespace,
-                   sqlite_path: Path, result: TargetResult) -> tuple[bh.Launch, list[Path]]:
+                   sqlite_path: Path, result: TargetResult) -> tuple[Launch, list[Path]]:
     """The launch for one target and the log files to read."""
     if target.server == "prefork":
         error_log = workdir / "error.log"
@@ -905,28 +901,23 @@ def prepare_target(target: Target, workdir: Path, port: int, args: argparse.Name
                                        args.synchronous, error_log)
         config.write_text(result.config)
         pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        return (bh.Launch(argv=[sys.executable, "-m", "prefork.cli", "-c", str(config)],
-                          env=dict(os.environ, PYTHONPATH=pythonpath), cwd=REPO_ROOT, port=port),
+        return (Launch(argv=[sys.executable, "-m", "prefork.cli", "-c", str(config)],
+                       env=dict(os.environ, PYTHONPATH=pythonpath), cwd=REPO_ROOT, port=port),
                 [error_log, workdir / "server.log"])
     python = ensure_uvicorn(args.uvicorn_venv, target.backend == "postgresql")
     (workdir / "app.py").write_text(UVICORN_APP)
     argv = [str(python), "-m", "uvicorn", "app:app", "--app-dir", str(workdir),
             "--host", HOST, "--port", str(port), "--workers", str(args.workers),
-            "--loop", "uvloop", "--http", "httptools", "--backlog", str(bh.LISTEN_BACKLOG),
+            "--loop", "uvloop", "--http", "httptools", "--backlog", str(LISTEN_BACKLOG),
             "--no-access-log", "--log-level", "warning"]
     result.config = " ".join(argv)
     env = dict(os.environ, TFB_DB_KIND=target.backend,
                TFB_DB_URL=str(sqlite_path) if target.backend == "sqlite" else args.pg_url,
                TFB_SQLITE_SYNCHRONOUS=args.synchronous, PYTHONUNBUFFERED="1")
-    return bh.Launch(argv=argv, env=env, cwd=workdir, port=port), [workdir / "server.log"]
+    return Launch(argv=argv, env=env, cwd=workdir, port=port), [workdir / "server.log"]
 
 
 # --- verification ---------------------------------------------------------------
-
-
-def http_get(port: int, path: str, timeout: float = VERIFY_TIMEOUT) -> tuple[int, dict[str, str], bytes]:
-    """One GET on a fresh connection: bench/http.py's, with this script's timeout."""
-    return bh.http_get(port, path, timeout)
 
 
 class Bad(Exception):
@@ -934,7 +925,7 @@ class Bad(Exception):
 
 
 def get_ok(port: int, path: str, content_type: str) -> bytes:
-    status, headers, body = http_get(port, path)
+    status, headers, body = http_get(port, path, VERIFY_TIMEOUT)
     if status != 200:
         raise Bad(f"GET {path}: status {status}, body {body[:200]!r}")
     got = headers.get("content-type", "")
@@ -1019,10 +1010,10 @@ def wrk_argv(test: TestType, port: int, duration: int, args: argparse.Namespace,
             "-H", f"Accept: {test.accept}", "-H", "Connection: keep-alive"]
     if test.pipeline > 1:
         script = workdir / f"pipeline{test.pipeline}.lua"
-        script.write_text(bh.PIPELINE_LUA.substitute(depth=test.pipeline, path=test.path))
+        script.write_text(PIPELINE_LUA.substitute(depth=test.pipeline, path=test.path))
         argv += ["-s", str(script)]
     argv.append(f"http://{HOST}:{port}{test.path}")
-    return bh.pin(args.wrk_cpus, argv, not args.no_pin)
+    return pin(args.wrk_cpus, argv, not args.no_pin)
 
 
 def run_wrk(argv: list[str], duration: int, out_path: Path) -> tuple[str, float, list[int]]:
@@ -1128,7 +1119,7 @@ def measure_once(target: Target, test: TestType, port: int, sid: int, args: argp
     cores, core_ticks = core_usage(cores_before, core_times())
     time.sleep(0.2)        # let the server flush its log lines about this run
     log_counts, excerpt = logs.since_mark()
-    parsed = bh.parse_wrk(output)
+    parsed = parse_wrk(output)
     server_ticks = cpu_delta(server_before, server_after)
     pg_ticks = cpu_delta(pg_before, pg_after)
     wrk_ticks = wrk_cpu / 100 * wall * CLK_TCK
@@ -1150,7 +1141,7 @@ def measure_once(target: Target, test: TestType, port: int, sid: int, args: argp
         steal_cpu_percent=round(100 * core_ticks["steal"] / CLK_TCK / wall, 1),
         pg_backends=len(pg_after) if dbname else None,
         other_top=others_top,
-        client_bound=wrk_cpu >= bh.CLIENT_BOUND_PERCENT * args.wrk_threads,
+        client_bound=wrk_cpu >= CLIENT_BOUND_PERCENT * args.wrk_threads,
         contended=bool(others) or not clean, other_wrk_pids=others,
         server_processes_before=sorted(server_before), server_processes_after=sorted(server_after),
         log_counts=log_counts, log_excerpt=excerpt)
@@ -1178,10 +1169,10 @@ def bench_target(target: Target, args: argparse.Namespace, workdir: Path, sqlite
             sqlite_checkpoint(sqlite_path)
         else:
             pg_vacuum(args.pg_url)
-        port = bh.free_port()
+        port = free_port()
         launch, log_files = prepare_target(target, tdir, port, args, sqlite_path, result)
         print(f"[{target.name}] starting on {HOST}:{port}: {' '.join(launch.argv)}", file=sys.stderr)
-        with bh.running_server(launch, log_path, args.server_cpus, not args.no_pin) as proc:
+        with running_server(launch, log_path, args.server_cpus, not args.no_pin) as proc:
             for test in args.tests:
                 try:
                     verify_test(test, port, target, args, sqlite_path)
@@ -1201,7 +1192,7 @@ def bench_target(target: Target, args: argparse.Namespace, workdir: Path, sqlite
                 if proc.poll() is not None:
                     raise BenchError(f"exited with status {proc.returncode} during {test.name}")
     except Exception as exc:       # BenchError, OSError, a database error: this target failed
-        result.failure = f"{type(exc).__name__}: {exc}\n{bh.log_tail(*dict.fromkeys([log_path, *log_files]))}"
+        result.failure = f"{type(exc).__name__}: {exc}\n{log_tail(*dict.fromkeys([log_path, *log_files]))}"
         print(f"[{target.name}] FAILED: {result.failure}", file=sys.stderr)
     return result
 
@@ -1344,7 +1335,7 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, T
     marks = []
     runs = [r for res in results.values() for r in res.runs.values()]
     if any(r.client_bound for r in runs):
-        marks.append(f"*: wrk used >= {bh.CLIENT_BOUND_PERCENT}% of its CPU (client-bound)")
+        marks.append(f"*: wrk used >= {CLIENT_BOUND_PERCENT}% of its CPU (client-bound)")
     if any(r.contended for r in runs):
         marks.append("!: another wrk ran during this measurement (not comparable)")
     if any(r.other_cpu_percent >= OTHER_LOAD_MARK for r in runs):
@@ -1452,13 +1443,13 @@ def write_json(path: str, args: argparse.Namespace, targets: list[Target],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    nofile = bh.raise_nofile_limit()
+    nofile = raise_nofile()
     if nofile < CONNECTIONS * 2 + 100:
         print(f"warning: only {nofile} open files allowed", file=sys.stderr)
     try:
-        bh.ensure_program("wrk", "wrk")
+        ensure_program("wrk", "wrk")
         if not args.no_pin:
-            bh.ensure_program("taskset", "util-linux")
+            ensure_program("taskset", "util-linux")
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
