@@ -123,7 +123,9 @@ from pathlib import Path
 from prefork_bench.httpbench import make_docroot
 from prefork_bench.net import (HOST, READY_TIMEOUT, STOP_TIMEOUT, URL_PATH, free_port, http_get,
                                http_ok, log_tail, wait_ready)
-from prefork_bench.procs import raise_nofile
+from prefork_bench.procs import (CLK_TCK, Quiet, all_pids, cmdline, core_times, process_table, raise_nofile,
+                                 read_stat, top_others, wrk_pids)
+from prefork_bench.report import render_table
 from prefork_bench.tools import REPO_ROOT, BenchError, ensure_program, pin
 from prefork_bench.wrk import BODY as HELLO
 from prefork_bench.wrk import CLIENT_BOUND_PERCENT, STATIC_PREFIX, WRK_GRACE, Scenario, parse_wrk, wrk_command
@@ -146,7 +148,6 @@ CHECK_TIMEOUT = 10.0                # seconds for one verification exchange
 POLL_OTHERS = 0.5                   # seconds between scans for other wrk runs during a run
 POLL_WAIT = 0.02                    # seconds between checks whether wrk has exited
 OTHER_LOAD_MARK = 20.0              # % of a core used by unrelated processes that marks a run
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 IDLE_BATCH = 500                    # connections opened at once by the idle client
 IDLE_OPEN_TIMEOUT = 180.0           # seconds for the client to open and exercise all of them
@@ -326,60 +327,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # --- /proc ----------------------------------------------------------------
 
 
-def read_stat(pid: int) -> dict | None:
-    """state, ppid, session, utime+stime (ticks), starttime of a process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    rest = data.rpartition(")")[2].split()   # the comm may hold spaces and parentheses
-    try:
-        # rest[0] is field 3 (state): ppid 4, session 6, utime 14, stime 15, starttime 22
-        return {"state": rest[0], "ppid": int(rest[1]), "sid": int(rest[3]),
-                "ticks": int(rest[11]) + int(rest[12]), "start": int(rest[19])}
-    except (IndexError, ValueError):
-        return None
-
-
-def all_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def wrk_pids(exclude: int | None = None) -> list[int]:
-    """Processes named exactly 'wrk' (as ``pgrep -x wrk``), other than ``exclude``."""
-    found = []
-    for pid in all_pids():
-        if pid == exclude:
-            continue
-        try:
-            with open(f"/proc/{pid}/comm", "rb") as f:
-                if f.read().strip() == b"wrk":
-                    found.append(pid)
-        except OSError:
-            continue
-    return found
-
-
-def core_times() -> dict[str, list[int]]:
-    """{"cpuN": [user, nice, system, idle, iowait, irq, softirq, steal]} in ticks."""
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            if re.match(r"cpu\d+ ", line):
-                name, *values = line.split()
-                out[name] = [int(v) for v in values[:8]]
-    return out
-
-
 def core_busy(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, dict]:
     """Per core: busy % (not idle/iowait) and the softirq share in %."""
     out = {}
@@ -400,36 +347,6 @@ def busy_ticks_total() -> int:
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:8]]
     return v[0] + v[1] + v[2] + v[5] + v[6]
-
-
-def task_ticks() -> dict[int, tuple[int, str]]:
-    """{pid: (utime+stime, comm)} of every process."""
-    out = {}
-    for pid in all_pids():
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                data = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        comm = data[data.find("(") + 1:data.rfind(")")]
-        rest = data.rpartition(")")[2].split()
-        with contextlib.suppress(IndexError, ValueError):
-            out[pid] = (int(rest[11]) + int(rest[12]), comm)
-    return out
-
-
-def top_others(before: dict, after: dict, exclude: set[int], wall: float,
-               count: int = 3) -> list[str]:
-    """The busiest processes outside the benchmark over a run, "comm[pid] N%"."""
-    used = []
-    for pid, (ticks, comm) in after.items():
-        if pid in exclude:
-            continue
-        delta = ticks - before.get(pid, (0, ""))[0]
-        percent = 100 * delta / CLK_TCK / wall
-        if percent >= 5:
-            used.append((percent, pid, comm))
-    return [f"{comm}[{pid}] {percent:.0f}%" for percent, pid, comm in sorted(used, reverse=True)[:count]]
 
 
 def worker_memory(pid: int) -> Mem:
@@ -459,37 +376,6 @@ def established(port: int) -> int:
     if done.returncode != 0:
         raise BenchError(f"ss failed: {done.stderr.strip()}")
     return sum(1 for line in done.stdout.splitlines() if line.strip())
-
-
-class Quiet:
-    """Waits for other wrk runs to finish, within a budget for the whole benchmark."""
-
-    def __init__(self, budget: float):
-        self.budget = budget
-        self.waited = 0.0
-
-    def wait(self, label: str) -> bool:
-        """True when no other wrk runs; False when the budget ran out first."""
-        start = time.monotonic()
-        announced = False
-        try:
-            while others := wrk_pids():
-                if self.waited + (time.monotonic() - start) >= self.budget:
-                    print(f"[{label}] waiting budget ({self.budget:.0f}s) used up; another wrk "
-                          f"(pid {', '.join(map(str, others))}) is running: measuring anyway",
-                          file=sys.stderr)
-                    return False
-                if not announced:
-                    print(f"[{label}] another wrk is running (pid {', '.join(map(str, others))}); "
-                          "waiting for it to finish ...", file=sys.stderr)
-                    announced = True
-                time.sleep(1.0)
-            return True
-        finally:
-            spent = time.monotonic() - start
-            self.waited += spent
-            if spent >= 1.0:
-                print(f"[{label}] waited {spent:.0f}s for other wrk runs", file=sys.stderr)
 
 
 # --- one prefork server ---------------------------------------------------
@@ -825,7 +711,7 @@ def run_wrk(argv: list[str], duration: int, server: Server, workdir: Path,
     cores_before = core_times()
     switches_before = server.context_switches()
     total_before = busy_ticks_total()
-    tasks_before = task_ticks()
+    tasks_before = process_table()
     self_before = os.times()
     wall_before = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -862,7 +748,7 @@ def run_wrk(argv: list[str], duration: int, server: Server, workdir: Path,
     server_ticks = sum(per_process.values())
     wrk_ticks = (rusage.ru_utime + rusage.ru_stime) * CLK_TCK
     other_ticks = busy_ticks_total() - total_before - server_ticks - wrk_ticks - own_ticks
-    busiest = top_others(tasks_before, task_ticks(), {*server_after, os.getpid(), proc.pid}, wall)
+    busiest = top_others(tasks_before, process_table(), {*server_after, os.getpid(), proc.pid}, wall)
     output = out_path.read_text(errors="replace")
     if proc.returncode != 0:
         error = err_path.read_text(errors="replace").strip()
@@ -1210,18 +1096,6 @@ def measure_idle(backend: str, args: argparse.Namespace, workdir: Path, docroot:
 # --- report ---------------------------------------------------------------
 
 
-def render(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [cell.ljust(width) if col in (0, len(row) - 1) else cell.rjust(width)
-                 for col, (cell, width) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def format_run(run: Run) -> str:
     marks = ("*" if run.client_bound else "") + ("!" if run.contended else "") \
         + ("~" if run.noisy else "")
@@ -1276,7 +1150,7 @@ def table(args: argparse.Namespace, results: dict[str, BackendResult]) -> str:
                       and results[b].idle.opened < results[b].idle.requested]
             row.append(", ".join(failed) or "-")
             rows.append(row)
-    return render(rows)
+    return render_table(rows)
 
 
 def target_lines(args: argparse.Namespace, results: dict[str, BackendResult]) -> tuple[list[str], bool]:

@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from prefork_bench.procs import descendants
+from prefork_bench.procs import cmdline, descendants
 from prefork_bench.net import free_port, http_get, wait_ready
 from prefork_bench.report import render_table
 from prefork_bench.tools import ensure_program, pin
@@ -44,15 +44,8 @@ from prefork_bench.wrk import parse_wrk, run_wrk
 SCENARIOS = ("reload x20", "kill worker", "stop worker", "kill master")
 
 
-def title(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def workers_of(master: int) -> list[int]:
-    return [p for p in descendants(master)[1:] if "worker process" in title(p)]
+    return [p for p in descendants(master)[1:] if "worker process" in cmdline(p)]
 
 
 def serves(port: int) -> bool:
@@ -110,9 +103,9 @@ def inject(name: str, master: int, port: int, duration: float, result: dict) -> 
     elif name == "kill master":
         pids = descendants(master)
         os.kill(master, signal.SIGKILL)
-        result["recovery"] = wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and title(p) for p in pids)
+        result["recovery"] = wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and cmdline(p) for p in pids)
                                       and port_free(port), 20)
-        result["orphans"] = [p for p in pids if os.path.exists(f"/proc/{p}") and title(p)]
+        result["orphans"] = [p for p in pids if os.path.exists(f"/proc/{p}") and cmdline(p)]
         for p in result["orphans"]:
             os.kill(p, signal.SIGKILL)
 

@@ -96,7 +96,8 @@ from pathlib import Path
 
 from prefork_bench.httpbench import warm_up
 from prefork_bench.net import HOST, READY_TIMEOUT, STOP_TIMEOUT, URL_PATH, free_port, log_tail, wait_ready
-from prefork_bench.procs import raise_nofile
+from prefork_bench.procs import all_pids, cmdline, raise_nofile, read_stat
+from prefork_bench.report import render_table
 from prefork_bench.tools import REPO_ROOT, BenchError, ensure_program, pin
 from prefork_bench.wrk import WRK_GRACE, Scenario, WrkResult, parse_wrk, wrk_command
 
@@ -173,40 +174,18 @@ class Proc:
 
 
 def read_proc(pid: int) -> Proc | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    fields = data.rpartition(")")[2].split()   # the comm may hold spaces and parentheses
-    try:
-        return Proc(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[19]))
-    except (IndexError, ValueError):
-        return None
+    st = read_stat(pid)
+    return None if st is None else Proc(pid, st["state"], st["ppid"], st["pgid"], st["start"])
 
 
 def all_procs() -> list[Proc]:
-    procs = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            proc = read_proc(int(name))
-            if proc is not None:
-                procs.append(proc)
-    return procs
+    return [proc for proc in map(read_proc, all_pids()) if proc is not None]
 
 
 def alive(pid: int, starttime: int) -> bool:
     """The process is still the same one and not yet a zombie."""
     proc = read_proc(pid)
     return proc is not None and proc.starttime == starttime and proc.state != "Z"
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 # --- one prefork server ---------------------------------------------------
@@ -557,7 +536,7 @@ def rows_table(rows: list[Row]) -> str:
         table.append([row.mode, row.plan, *numbers, str(row.reloads_sent), str(row.kills_sent),
                       str(row.skipped), str(row.reloads_completed),
                       f"{row.settle_max_s * 1000:.0f} ms", str(row.unsettled), target])
-    return render(table, left=(0, 1, len(header) - 1))
+    return render_table(table, left=(0, 1, -1))
 
 
 # --- part 2: connection spread --------------------------------------------
@@ -664,22 +643,10 @@ def spread_table(spreads: list[Spread]) -> str:
         rps = "n/a" if s.wrk is None else f"{s.wrk.requests_per_sec:,.0f}"
         errors = "n/a" if s.wrk is None else str(s.wrk.all_errors)
         table.append([s.accept, per, str(s.total), ratio, cv, rps, errors])
-    return render(table, left=(0, 1))
+    return render_table(table, left=(0, 1))
 
 
 # --- report ---------------------------------------------------------------
-
-
-def render(rows: list[list[str]], left: tuple[int, ...]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [cell.ljust(width) if col in left else cell.rjust(width)
-                 for col, (cell, width) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def report(args: argparse.Namespace, rows: list[Row], spreads: list[Spread]) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import resource
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -165,3 +167,121 @@ class Watcher:
         if prime:
             self.baseline = out
         return out
+
+
+# --- every process: what else runs beside a benchmark ------------------------------
+
+
+def read_stat(pid: int) -> dict | None:
+    """A process's /proc/PID/stat: state, ppid, pgid, sid, ticks (own utime+stime),
+    children (its reaped children's cutime+cstime), start (starttime: tells a pid's
+    process from a later reuse) and comm; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    comm = data[data.find("(") + 1:data.rfind(")")]
+    rest = data.rpartition(")")[2].split()   # the comm may hold spaces and parentheses
+    try:
+        # rest[0] is field 3 (state): ppid 4, pgrp 5, session 6, utime 14, stime 15,
+        # cutime 16, cstime 17, starttime 22
+        return {"state": rest[0], "ppid": int(rest[1]), "pgid": int(rest[2]), "sid": int(rest[3]),
+                "ticks": int(rest[11]) + int(rest[12]), "children": int(rest[13]) + int(rest[14]),
+                "start": int(rest[19]), "comm": comm}
+    except (IndexError, ValueError):
+        return None
+
+
+def all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def process_table() -> dict[int, dict]:
+    """read_stat() of every process."""
+    table = {}
+    for pid in all_pids():
+        stat = read_stat(pid)
+        if stat:
+            table[pid] = stat
+    return table
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def core_times() -> dict[str, list[int]]:
+    """{"cpuN": [user, nice, system, idle, iowait, irq, softirq, steal]} in ticks, from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if re.match(r"cpu\d+ ", line):
+                name, *values = line.split()
+                out[name] = [int(v) for v in values[:8]]
+    return out
+
+
+def top_others(before: dict[int, dict], after: dict[int, dict], exclude: set[int], wall: float,
+               count: int = 3) -> list[str]:
+    """The busiest processes outside the benchmark over a run (own CPU time, from two
+    process_table()s), "comm[pid] N%"."""
+    used = []
+    for pid, stat in after.items():
+        if pid in exclude:
+            continue
+        delta = stat["ticks"] - (before[pid]["ticks"] if pid in before else 0)
+        percent = 100 * delta / CLK_TCK / wall
+        if percent >= 5:
+            used.append((percent, pid, stat["comm"]))
+    return [f"{comm}[{pid}] {percent:.0f}%" for percent, pid, comm in sorted(used, reverse=True)[:count]]
+
+
+def wrk_pids(exclude: int | None = None) -> list[int]:
+    """Processes named exactly 'wrk' (as ``pgrep -x wrk``), other than ``exclude``."""
+    found = []
+    for pid in all_pids():
+        if pid == exclude:
+            continue
+        try:
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                if f.read().strip() == b"wrk":
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+class Quiet:
+    """Waits for other wrk runs to finish, within a budget for the whole benchmark."""
+
+    def __init__(self, budget: float):
+        self.budget = budget
+        self.waited = 0.0
+
+    def wait(self, label: str) -> bool:
+        """True when no other wrk runs; False when the budget ran out first."""
+        start = time.monotonic()
+        announced = False
+        try:
+            while others := wrk_pids():
+                if self.waited + (time.monotonic() - start) >= self.budget:
+                    print(f"[{label}] waiting budget ({self.budget:.0f}s) used up; another wrk "
+                          f"(pid {', '.join(map(str, others))}) is running: measuring anyway",
+                          file=sys.stderr)
+                    return False
+                if not announced:
+                    print(f"[{label}] another wrk is running (pid {', '.join(map(str, others))}); "
+                          "waiting for it to finish ...", file=sys.stderr)
+                    announced = True
+                time.sleep(1.0)  # other wrk runs have no fd to wait on
+            return True
+        finally:
+            spent = time.monotonic() - start
+            self.waited += spent
+            if spent >= 1.0:
+                print(f"[{label}] waited {spent:.0f}s for other wrk runs", file=sys.stderr)

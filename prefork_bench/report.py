@@ -28,11 +28,14 @@ def render_rows(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-def render_table(rows: list[list[str]]) -> str:
+def render_table(rows: list[list[str]], left: tuple[int, ...] = (0, -1)) -> str:
+    """Columns aligned under a header and a rule: those in ``left`` (negative
+    counts from the end) to the left, the others to the right."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    left = {col % len(widths) for col in left}
     lines = []
     for index, row in enumerate(rows):
-        cells = [cell.ljust(width) if col in (0, len(row) - 1) else cell.rjust(width)
+        cells = [cell.ljust(width) if col in left else cell.rjust(width)
                  for col, (cell, width) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
         if index == 0:
