@@ -121,12 +121,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prefork_bench.httpbench import make_docroot
-from prefork_bench.net import (HOST, READY_TIMEOUT, STOP_TIMEOUT, URL_PATH, free_port, http_get,
-                               http_ok, log_tail, wait_ready)
-from prefork_bench.procs import (CLK_TCK, Quiet, all_pids, cmdline, core_times, process_table, raise_nofile,
-                                 read_stat, top_others, wrk_pids)
+from prefork_bench.net import HOST, STOP_TIMEOUT, URL_PATH, http_get, http_ok
+from prefork_bench.procs import (CLK_TCK, Quiet, cmdline, core_times, process_table, raise_nofile, read_stat,
+                                 top_others, wrk_pids)
 from prefork_bench.report import render_table
-from prefork_bench.tools import REPO_ROOT, BenchError, ensure_program, pin
+from prefork_bench.server import PreforkServer
+from prefork_bench.tools import BenchError, ensure_program, pin
 from prefork_bench.wrk import BODY as HELLO
 from prefork_bench.wrk import CLIENT_BOUND_PERCENT, STATIC_PREFIX, WRK_GRACE, Scenario, parse_wrk, wrk_command
 
@@ -142,7 +142,6 @@ PIPELINE = 16
 THROUGHPUT_WORKER_CONNECTIONS = 19000
 WORKER_TITLE = "prefork-server: worker process"
 
-ORPHAN_GRACE = 2.0                  # seconds a worker may outlive its master before SIGKILL
 WORKERS_TIMEOUT = 30.0              # seconds for the master to have all its workers
 CHECK_TIMEOUT = 10.0                # seconds for one verification exchange
 POLL_OTHERS = 0.5                   # seconds between scans for other wrk runs during a run
@@ -381,23 +380,14 @@ def established(port: int) -> int:
 # --- one prefork server ---------------------------------------------------
 
 
-class Server:
-    """A prefork master we started, its workers, and how to stop all of them."""
+class Server(PreforkServer):
+    """A prefork master we started with one backend, its workers, and how to stop all of them."""
 
     def __init__(self, backend: str, workers: int, worker_connections: int, workdir: Path,
                  docroot: Path, args: argparse.Namespace):
-        self.backend = backend
-        self.n = workers
-        self.workdir = workdir
-        self.args = args
-        self.port = free_port()
-        self.config = workdir / "prefork.toml"
+        super().__init__(workdir, workers, args)
+        self.backend = self.label = backend
         self.db_path = workdir / "world.db"
-        self.error_log = workdir / "error.log"
-        self.output = workdir / "server.log"
-        self.proc: subprocess.Popen | None = None
-        self.seen: dict[int, int] = {}      # every worker pid ever seen -> its starttime
-        self.left_over: list[int] = []
         self.config.write_text(
             "[server]\n"
             f"workers = {workers}\n"
@@ -428,18 +418,7 @@ class Server:
             f"error_log = {json.dumps(str(self.error_log))}\n")
 
     def start(self) -> None:
-        if not (REPO_ROOT / "prefork" / "cli.py").exists():
-            raise BenchError(f"{REPO_ROOT / 'prefork' / 'cli.py'} does not exist")
-        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "prefork.cli", "-c", str(self.config)]
-        print(f"[{self.backend}] starting on {HOST}:{self.port}, {self.n} worker(s)",
-              file=sys.stderr)
-        with open(self.output, "wb") as out:
-            self.proc = subprocess.Popen(
-                pin(self.args.server_cpus, argv, not self.args.no_pin), cwd=REPO_ROOT,
-                env=dict(os.environ, PYTHONPATH=pythonpath), stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_ready(self.proc, self.port, READY_TIMEOUT)
+        self.launch(f"{self.n} worker(s)")
         deadline = time.monotonic() + WORKERS_TIMEOUT
         while len(self.workers()) != self.n:
             if not self.master_alive():
@@ -452,21 +431,6 @@ class Server:
         if untitled:
             print(f"[{self.backend}] note: worker(s) {untitled} not titled {WORKER_TITLE!r}",
                   file=sys.stderr)
-
-    def master_alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def workers(self) -> list[int]:
-        """The master's live children (pids), remembered in ``seen``."""
-        if not self.master_alive():
-            return []
-        pids = []
-        for pid in all_pids():
-            st = read_stat(pid)
-            if st and st["ppid"] == self.proc.pid and st["state"] != "Z":
-                self.seen.setdefault(pid, st["start"])
-                pids.append(pid)
-        return sorted(pids)
 
     def cpu_ticks(self) -> dict[int, int]:
         """{pid: utime+stime} of the master and its workers (the server's session)."""
@@ -492,47 +456,6 @@ class Server:
                             invol += int(line.split()[1])
         return vol, invol
 
-    def stop(self) -> None:
-        """SIGTERM the master by PID (SIGKILL on timeout), then SIGKILL by PID any
-        worker that outlived it."""
-        if self.proc is None:
-            return
-        self.workers()                                   # a last look at the children
-        master = self.proc.pid
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(master, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=STOP_TIMEOUT)
-
-        def survivors() -> dict[int, int]:
-            found = {}
-            for pid, start in self.seen.items():
-                st = read_stat(pid)
-                if st and st["start"] == start and st["state"] != "Z":
-                    found[pid] = start
-            for pid in all_pids():      # anything else left in the master's session
-                st = read_stat(pid)
-                if st and st["sid"] == master and pid != master and st["state"] != "Z":
-                    found.setdefault(pid, st["start"])
-            return found
-
-        deadline = time.monotonic() + ORPHAN_GRACE
-        left = survivors()
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = survivors()
-        for pid, start in left.items():
-            st = read_stat(pid)
-            if st and st["start"] == start:
-                print(f"[{self.backend}] worker {pid} outlived its master; SIGKILL",
-                      file=sys.stderr)
-                self.left_over.append(pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
     def log_problems(self) -> list[str]:
         """WARNING/ERROR/CRITICAL lines of the error log, and tracebacks on its output."""
         lines = []
@@ -545,9 +468,6 @@ class Server:
                 if re.search(r"\[(WARNING|ERROR|CRITICAL)\]|Traceback|Error:", line):
                     lines.append(line.strip())
         return lines
-
-    def failure_text(self, error: Exception) -> str:
-        return f"{error}\n{log_tail(self.output, self.error_log)}"
 
     def keep_logs(self, name: str) -> None:
         if not self.args.keep_logs:
@@ -959,9 +879,7 @@ def idle_client(port: int, n: int) -> int:
     """The idle-connection client (a process of its own): open n keep-alive
     connections, report on stdout as one JSON line, hold them until a line
     (or EOF) on stdin, or until IDLE_CLIENT_LIFETIME; then close them and exit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     started = time.monotonic()
     socks, failures = open_keepalive(port, n, started + IDLE_OPEN_TIMEOUT)
     report = {"opened": len(socks), "failed": sum(failures.values()),

@@ -95,14 +95,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prefork_bench.httpbench import warm_up
-from prefork_bench.net import HOST, READY_TIMEOUT, STOP_TIMEOUT, URL_PATH, free_port, log_tail, wait_ready
-from prefork_bench.procs import all_pids, cmdline, raise_nofile, read_stat
+from prefork_bench.net import HOST, STOP_TIMEOUT, URL_PATH
+from prefork_bench.procs import cmdline, raise_nofile
 from prefork_bench.report import render_table
-from prefork_bench.tools import REPO_ROOT, BenchError, ensure_program, pin
+from prefork_bench.server import PreforkServer
+from prefork_bench.tools import REPO_ROOT, BenchError, ensure_program
 from prefork_bench.wrk import WRK_GRACE, Scenario, WrkResult, parse_wrk, wrk_command
 
 POLL = 0.01                    # seconds between /proc scans while waiting for workers
-ORPHAN_GRACE = 2.0             # seconds a worker may outlive its stopped master before SIGKILL
 WORKER_TITLE = "prefork-server: worker process"
 ERROR_LINES_SHOWN = 8          # unexpected error-log lines shown per row
 
@@ -161,53 +161,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-# --- processes, from /proc ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    state: str
-    ppid: int
-    pgid: int
-    starttime: int   # clock ticks after boot: tells a pid's process from a later reuse
-
-
-def read_proc(pid: int) -> Proc | None:
-    st = read_stat(pid)
-    return None if st is None else Proc(pid, st["state"], st["ppid"], st["pgid"], st["start"])
-
-
-def all_procs() -> list[Proc]:
-    return [proc for proc in map(read_proc, all_pids()) if proc is not None]
-
-
-def alive(pid: int, starttime: int) -> bool:
-    """The process is still the same one and not yet a zombie."""
-    proc = read_proc(pid)
-    return proc is not None and proc.starttime == starttime and proc.state != "Z"
-
-
 # --- one prefork server ---------------------------------------------------
 
 
-class Prefork:
-    """A prefork master we started, its workers, and how to stop all of them."""
+class Prefork(PreforkServer):
+    """A prefork master we started with one accept strategy, its workers, and how to stop all of them."""
 
     def __init__(self, workdir: Path, workers: int, accept: str, args: argparse.Namespace):
-        self.workdir = workdir
-        self.n = workers
+        super().__init__(workdir, workers, args)
         self.accept = accept
-        self.args = args
-        self.port = free_port()
-        self.config = workdir / "prefork.toml"
         self.pid_file = workdir / "prefork.pid"
-        self.error_log = workdir / "error.log"
-        self.output = workdir / "server.log"
-        self.proc: subprocess.Popen | None = None
-        self.master_start = 0
-        self.seen: dict[int, int] = {}      # every worker pid ever seen -> its starttime
-        self.left_over: list[int] = []       # workers still alive after the master stopped
         self.config.write_text(
             "[server]\n"
             f"workers = {workers}\n"
@@ -225,42 +188,16 @@ class Prefork:
     # life cycle
 
     def start(self) -> None:
-        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "prefork.cli", "-c", str(self.config)]
-        print(f"[prefork] starting on {HOST}:{self.port}, {self.n} workers, "
-              f"accept = {self.accept}", file=sys.stderr)
-        with open(self.output, "wb") as out:
-            self.proc = subprocess.Popen(
-                pin(self.args.server_cpus, argv, not self.args.no_pin), cwd=REPO_ROOT,
-                env=dict(os.environ, PYTHONPATH=pythonpath), stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        info = read_proc(self.proc.pid)
-        self.master_start = info.starttime if info else 0
-        wait_ready(self.proc, self.port, READY_TIMEOUT)
+        self.launch(f"{self.n} workers, accept = {self.accept}")
         if not self.wait_workers(set(), self.args.settle_timeout)[0]:
             raise BenchError(f"the master did not reach {self.n} workers "
-                             f"(has {len(self.workers())})")
+                             f"(has {len(self.workers(include_zombies=True))})")
         try:
             file_pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             file_pid = None
         if file_pid != self.proc.pid:
             raise BenchError(f"pid file says {file_pid}, but the master is {self.proc.pid}")
-
-    def master_alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def workers(self, include_zombies: bool = True) -> list[int]:
-        """The master's children (pids), remembered in ``seen``."""
-        if not self.master_alive():
-            return []
-        pids = []
-        for proc in all_procs():
-            if proc.ppid == self.proc.pid:
-                self.seen.setdefault(proc.pid, proc.starttime)
-                if include_zombies or proc.state != "Z":
-                    pids.append(proc.pid)
-        return pids
 
     def wait_workers(self, stale: set[int], timeout: float) -> tuple[bool, float]:
         """Poll until the master has exactly ``n`` children, none of them in
@@ -271,7 +208,7 @@ class Prefork:
         while True:
             if not self.master_alive():
                 raise BenchError(f"the master exited with status {self.proc.returncode}")
-            pids = set(self.workers())
+            pids = set(self.workers(include_zombies=True))
             if len(pids) == self.n and not pids & stale:
                 return True, time.monotonic() - started
             if time.monotonic() >= deadline:
@@ -283,52 +220,11 @@ class Prefork:
             raise BenchError(f"the master exited with status {self.proc.returncode}")
         os.kill(self.proc.pid, sig)
 
-    def stop(self) -> None:
-        """SIGTERM the master by PID (SIGKILL on timeout), then make sure none
-        of its workers is left: SIGKILL each survivor by PID."""
-        if self.proc is None:
-            return
-        self.workers()                                   # a last look at the children
-        master = self.proc.pid
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(master, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=STOP_TIMEOUT)
-
-        def survivors() -> dict[int, int]:
-            found = {pid: st for pid, st in self.seen.items() if alive(pid, st)}
-            # Also anything still in the master's process group (its own
-            # session): a pid stays reserved while it names a live group.
-            for proc in all_procs():
-                if proc.pgid == master and proc.pid != master and proc.state != "Z":
-                    found.setdefault(proc.pid, proc.starttime)
-            return found
-
-        deadline = time.monotonic() + ORPHAN_GRACE
-        left = survivors()
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = survivors()
-        for pid, starttime in left.items():
-            if alive(pid, starttime):
-                print(f"[prefork] worker {pid} outlived its master; SIGKILL", file=sys.stderr)
-                self.left_over.append(pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
     def error_log_text(self) -> str:
         try:
             return self.error_log.read_text(errors="replace")
         except OSError:
             return ""
-
-    def failure_text(self, error: Exception) -> str:
-        return f"{error}\n{log_tail(self.output, self.error_log)}"
 
 
 # --- wrk in the background ------------------------------------------------
@@ -461,7 +357,7 @@ def run_row(mode, plan: str, args: argparse.Namespace, workdir: Path,
                                "settled": settled, "settle_s": round(waited, 4)})
             if not settled:
                 row.unsettled += 1
-                print(f"[prefork] after {kind}: workers {sorted(server.workers())} "
+                print(f"[prefork] after {kind}: workers {server.workers(include_zombies=True)} "
                       f"(stale {sorted(stale)}) not settled in {args.settle_timeout:.0f}s",
                       file=sys.stderr)
         row.wrk = wrk.result()
