@@ -128,7 +128,7 @@ from prefork_bench.report import render_table
 from prefork_bench.server import PreforkServer
 from prefork_bench.tools import BenchError, ensure_program, pin
 from prefork_bench.wrk import BODY as HELLO
-from prefork_bench.wrk import CLIENT_BOUND_PERCENT, STATIC_PREFIX, WRK_GRACE, Scenario, parse_wrk, wrk_command
+from prefork_bench.wrk import CLIENT_BOUND_PERCENT, STATIC_PREFIX, Scenario, parse_wrk, wait_wrk, wrk_command
 
 BACKENDS = ("epoll", "uvloop", "asyncio")
 BASE = "epoll"
@@ -144,7 +144,6 @@ WORKER_TITLE = "prefork-server: worker process"
 
 WORKERS_TIMEOUT = 30.0              # seconds for the master to have all its workers
 CHECK_TIMEOUT = 10.0                # seconds for one verification exchange
-POLL_OTHERS = 0.5                   # seconds between scans for other wrk runs during a run
 POLL_WAIT = 0.02                    # seconds between checks whether wrk has exited
 OTHER_LOAD_MARK = 20.0              # % of a core used by unrelated processes that marks a run
 
@@ -636,28 +635,7 @@ def run_wrk(argv: list[str], duration: int, server: Server, workdir: Path,
     wall_before = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-    deadline = wall_before + duration + WRK_GRACE
-    others: set[int] = set()
-    next_scan = 0.0
-    try:
-        while True:
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                break
-            now = time.monotonic()
-            if now >= deadline:
-                raise BenchError(f"wrk did not finish within {duration + WRK_GRACE:.0f}s")
-            if now >= next_scan:
-                others.update(wrk_pids(exclude=proc.pid))
-                next_scan = now + POLL_OTHERS
-            time.sleep(POLL_WAIT)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
-                proc.wait(timeout=STOP_TIMEOUT)
+    rusage, others = wait_wrk(proc, duration, POLL_WAIT)
     wall = max(time.monotonic() - wall_before, 1e-6)
     self_after = os.times()
     own_ticks = ((self_after.user + self_after.system) - (self_before.user + self_before.system)) * CLK_TCK
@@ -678,7 +656,7 @@ def run_wrk(argv: list[str], duration: int, server: Server, workdir: Path,
         "wrk_cpu_percent": round(100 * wrk_ticks / CLK_TCK / wall, 1),
         "server_cpu_percent": round(100 * server_ticks / CLK_TCK / wall, 1),
         "other_cpu_percent": round(max(0.0, 100 * other_ticks / CLK_TCK / wall), 1),
-        "other_wrk_pids": sorted(others),
+        "other_wrk_pids": others,
         "server_cpu_by_pid": {pid: round(100 * t / CLK_TCK / wall, 1)
                               for pid, t in per_process.items()},
         "cores": cores,

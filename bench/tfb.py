@@ -121,12 +121,10 @@ every test type, with each backend.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import html
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -139,11 +137,11 @@ from urllib.parse import urlsplit
 from prefork_bench.httpbench import LISTEN_BACKLOG
 from prefork_bench.net import HOST, Launch, free_port, http_get, log_tail, running_server
 from prefork_bench.procs import (CLK_TCK, Quiet, all_pids, core_times, process_table, raise_nofile, read_stat,
-                                 top_others, wrk_pids)
+                                 top_others)
 from prefork_bench.report import render_table
 from prefork_bench.tools import (DEFAULT_VENV, REPO_ROOT, BenchError, ensure_program, ensure_uvicorn_venv, pin,
                                  run_checked)
-from prefork_bench.wrk import CLIENT_BOUND_PERCENT, PIPELINE_LUA, WRK_GRACE, parse_wrk
+from prefork_bench.wrk import CLIENT_BOUND_PERCENT, PIPELINE_LUA, parse_wrk, wait_wrk
 
 SERVERS = ("prefork", "uvicorn")
 BACKENDS = ("sqlite", "postgresql")
@@ -154,7 +152,6 @@ CONNECTIONS = 256
 PIPELINE = 16
 WRK_TIMEOUT = 8                # seconds, TechEmpower's wrk --timeout
 VERIFY_TIMEOUT = 10.0          # seconds for one verification GET
-POLL_OTHERS = 0.5              # seconds between scans for other wrk processes during a run
 OTHER_LOAD_MARK = 20.0         # % of a core used by unrelated processes from which a run is marked
 TARGET_RPS = 50_000            # /json and /db with prefork-sqlite
 TARGET_RATIO = 1.5             # prefork over uvicorn, every test type and backend
@@ -914,37 +911,15 @@ def wrk_argv(test: TestType, port: int, duration: int, args: argparse.Namespace,
 
 def run_wrk(argv: list[str], duration: int, out_path: Path) -> tuple[str, float, list[int]]:
     """Run wrk: (its report, its CPU % of one core, pids of other wrk runs seen meanwhile)."""
-    others: set[int] = set()
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     start = time.monotonic()
-    deadline = start + duration + WRK_GRACE
-    next_scan = start
-    try:
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                break
-            now = time.monotonic()
-            if now >= deadline:
-                raise BenchError(f"wrk did not finish within {duration + WRK_GRACE:.0f}s")
-            if now >= next_scan:
-                others.update(wrk_pids(exclude=proc.pid))
-                next_scan = now + POLL_OTHERS
-            time.sleep(0.05)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(proc.pid, 0)
-            proc.returncode = -9
+    usage, others = wait_wrk(proc, duration)
     wall = time.monotonic() - start
     output = out_path.read_text(errors="replace")
     if proc.returncode != 0:
         raise BenchError(f"wrk exited with {proc.returncode}: {output.strip()[-1000:]}")
-    return output, 100 * (usage.ru_utime + usage.ru_stime) / max(wall, 1e-6), sorted(others)
+    return output, 100 * (usage.ru_utime + usage.ru_stime) / max(wall, 1e-6), others
 
 
 class LogWatch:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import resource
 import subprocess
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from .net import HOST, URL_PATH
+from .net import HOST, STOP_TIMEOUT, URL_PATH
+from .procs import wrk_pids
 from .tools import BenchError, pin
 
 BODY = "Hello, World!"
@@ -21,6 +24,7 @@ STATIC_FILES = {"4k.bin": 4096, "1m.bin": 1 << 20}   # name -> size in bytes
 STATIC_SERVERS = ("prefork", "nginx")                 # who takes part in the static scenarios
 SERVERS = ("prefork", "nginx", "uvicorn")
 WRK_GRACE = 30.0               # seconds wrk may overrun --duration before it is killed
+POLL_OTHERS = 0.5              # seconds between scans for other wrk processes during a run
 CLIENT_BOUND_PERCENT = 90      # wrk CPU (per thread) from which a run is marked client-bound
 
 
@@ -125,6 +129,34 @@ def wrk_command(scenario: Scenario, port: int, duration: int, args: argparse.Nam
         argv += ["-s", str(write_pipeline_script(workdir, scenario.pipeline))]
     argv.append(f"http://{HOST}:{port}{scenario.path}")
     return pin(args.wrk_cpus, argv, not args.no_pin)
+
+
+def wait_wrk(proc: subprocess.Popen, duration: float, poll: float = 0.05) -> tuple[resource.struct_rusage, list[int]]:
+    """Wait for a wrk child to finish, noting the other wrk processes seen
+    meanwhile (a scan every POLL_OTHERS); killed by PID past duration +
+    WRK_GRACE. Returns (its rusage, the others' pids)."""
+    others: set[int] = set()
+    deadline = time.monotonic() + duration + WRK_GRACE
+    next_scan = 0.0
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                return usage, sorted(others)
+            now = time.monotonic()
+            if now >= deadline:
+                raise BenchError(f"wrk did not finish within {duration + WRK_GRACE:.0f}s")
+            if now >= next_scan:
+                others.update(wrk_pids(exclude=proc.pid))
+                next_scan = now + POLL_OTHERS
+            time.sleep(poll)  # polled: wait4 with WNOHANG, between the scans for others
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+                proc.wait(timeout=STOP_TIMEOUT)
 
 
 def children_cpu_seconds() -> float:
