@@ -126,9 +126,10 @@ from prefork_bench.procs import (CLK_TCK, Quiet, cmdline, core_times, process_ta
                                  top_others, wrk_pids)
 from prefork_bench.report import render_table
 from prefork_bench.server import PreforkServer
-from prefork_bench.tools import BenchError, ensure_program, pin
+from prefork_bench.tools import BenchError, pin
 from prefork_bench.wrk import BODY as HELLO
-from prefork_bench.wrk import CLIENT_BOUND_PERCENT, STATIC_PREFIX, Scenario, parse_wrk, wait_wrk, wrk_command
+from prefork_bench.wrk import (CLIENT_BOUND_PERCENT, STATIC_PREFIX, Scenario, add_client_options, parse_wrk,
+                               prepare_client, wait_wrk, wrk_command)
 
 BACKENDS = ("epoll", "uvloop", "asyncio")
 BASE = "epoll"
@@ -288,15 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backends", default=",".join(BACKENDS),
                         help=f"comma-separated, run in this order (default: {','.join(BACKENDS)})")
     parser.add_argument("--json", metavar="FILE", help="also write the raw numbers to FILE")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin servers and wrk to CPUs with taskset")
-    parser.add_argument("--server-cpus", default="0",
-                        help="taskset CPU list for the servers (default: 0)")
-    parser.add_argument("--wrk-cpus", default="1",
-                        help="taskset CPU list for wrk and the idle client (default: 1)")
-    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default: 1)")
-    parser.add_argument("--wrk-timeout", type=int, default=5,
-                        help="seconds before wrk counts a request as timed out (default: 5)")
+    add_client_options(parser, wrk_cpus="wrk and the idle client")
     parser.add_argument("--wait-max", type=float, default=600.0,
                         help="seconds, over the whole run, to wait for other wrk processes "
                              "to finish before measuring anyway (default: 600)")
@@ -1213,14 +1206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.idle_client:
         return idle_client(*args.idle_client)
-    raise_nofile()
-    try:
-        ensure_program("wrk", "wrk")
-        ensure_program("ss", "iproute2")
-        if not args.no_pin:
-            ensure_program("taskset", "util-linux")
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if not prepare_client(args, also=(("ss", "iproute2"),)):
         return 2
     quiet = Quiet(args.wait_max)
     results = {b: BackendResult() for b in args.backends}

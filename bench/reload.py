@@ -96,11 +96,12 @@ from pathlib import Path
 
 from prefork_bench.httpbench import warm_up
 from prefork_bench.net import HOST, STOP_TIMEOUT, URL_PATH
-from prefork_bench.procs import cmdline, raise_nofile
+from prefork_bench.procs import cmdline
 from prefork_bench.report import render_table
 from prefork_bench.server import PreforkServer
-from prefork_bench.tools import REPO_ROOT, BenchError, ensure_program
-from prefork_bench.wrk import WRK_GRACE, Scenario, WrkResult, parse_wrk, wrk_command
+from prefork_bench.tools import REPO_ROOT, BenchError
+from prefork_bench.wrk import (WRK_GRACE, Scenario, WrkResult, add_client_options, parse_wrk, prepare_client,
+                               wrk_command)
 
 POLL = 0.01                    # seconds between /proc scans while waiting for workers
 WORKER_TITLE = "prefork-server: worker process"
@@ -142,14 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None,
                         help="random seed for choosing the workers to kill")
     parser.add_argument("--json", metavar="FILE", help="also write the raw numbers to FILE")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin servers and wrk to CPUs with taskset")
-    parser.add_argument("--server-cpus", default="0",
-                        help="taskset CPU list for the servers (default: 0)")
-    parser.add_argument("--wrk-cpus", default="1", help="taskset CPU list for wrk (default: 1)")
-    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default: 1)")
-    parser.add_argument("--wrk-timeout", type=int, default=5,
-                        help="seconds before wrk counts a request as timed out (default: 5)")
+    add_client_options(parser)
     parser.add_argument("--keep-logs", metavar="DIR",
                         help="copy every server's error log into DIR")
     args = parser.parse_args(argv)
@@ -619,16 +613,10 @@ def write_json(path: str, args: argparse.Namespace, rows: list[Row],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    raise_nofile()
-    try:
-        ensure_program("wrk", "wrk")
-        ensure_program("ss", "iproute2")
-        if not args.no_pin:
-            ensure_program("taskset", "util-linux")
-        if not (REPO_ROOT / "prefork" / "cli.py").exists():
-            raise BenchError(f"{REPO_ROOT / 'prefork' / 'cli.py'} does not exist")
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if not prepare_client(args, also=(("ss", "iproute2"),)):
+        return 2
+    if not (REPO_ROOT / "prefork" / "cli.py").exists():
+        print(f"error: {REPO_ROOT / 'prefork' / 'cli.py'} does not exist", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
     rows: list[Row] = []

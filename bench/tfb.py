@@ -136,12 +136,10 @@ from urllib.parse import urlsplit
 
 from prefork_bench.httpbench import LISTEN_BACKLOG
 from prefork_bench.net import HOST, Launch, free_port, http_get, log_tail, running_server
-from prefork_bench.procs import (CLK_TCK, Quiet, all_pids, core_times, process_table, raise_nofile, read_stat,
-                                 top_others)
+from prefork_bench.procs import CLK_TCK, Quiet, all_pids, core_times, process_table, read_stat, top_others
 from prefork_bench.report import render_table
-from prefork_bench.tools import (DEFAULT_VENV, REPO_ROOT, BenchError, ensure_program, ensure_uvicorn_venv, pin,
-                                 run_checked)
-from prefork_bench.wrk import CLIENT_BOUND_PERCENT, PIPELINE_LUA, parse_wrk, wait_wrk
+from prefork_bench.tools import DEFAULT_VENV, REPO_ROOT, BenchError, ensure_uvicorn_venv, pin, run_checked
+from prefork_bench.wrk import CLIENT_BOUND_PERCENT, PIPELINE_LUA, add_client_options, parse_wrk, prepare_client, wait_wrk
 
 SERVERS = ("prefork", "uvicorn")
 BACKENDS = ("sqlite", "postgresql")
@@ -273,11 +271,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
                         help="SQLite synchronous for both servers (default: normal)")
     parser.add_argument("--json", metavar="FILE", help="also write the raw numbers to FILE")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin servers and wrk to CPUs with taskset")
-    parser.add_argument("--server-cpus", default="0", help="taskset CPU list for the servers (default: 0)")
-    parser.add_argument("--wrk-cpus", default="1", help="taskset CPU list for wrk (default: 1)")
-    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default: 1)")
+    add_client_options(parser, timeout=False)
     parser.add_argument("--wait-max", type=float, default=900.0,
                         help="seconds, over the whole run, to wait for other wrk processes to "
                              "finish before measuring anyway (default: 900)")
@@ -1300,15 +1294,7 @@ def write_json(path: str, args: argparse.Namespace, targets: list[Target],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    nofile = raise_nofile()
-    if nofile < CONNECTIONS * 2 + 100:
-        print(f"warning: only {nofile} open files allowed", file=sys.stderr)
-    try:
-        ensure_program("wrk", "wrk")
-        if not args.no_pin:
-            ensure_program("taskset", "util-linux")
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if not prepare_client(args, files=CONNECTIONS * 2 + 100):
         return 2
     targets = [Target(server, backend) for backend in args.backends for server in args.servers]
     results: dict[str, TargetResult] = {}

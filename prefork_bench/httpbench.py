@@ -96,12 +96,12 @@ import tempfile
 from pathlib import Path
 from string import Template
 
-from .httpreport import format_p99, format_round_ratios, format_transfer, median_round, report, round_ratios, write_json
-from .net import HOST, URL_PATH, Launch, free_port, http_get, running_server, log_tail
-from .procs import raise_nofile
+from .httpreport import (format_p99, format_round_ratios, format_transfer, median_round, report, round_ratios,
+                         write_json)
+from .net import HOST, URL_PATH, Launch, free_port, http_get, log_tail, running_server
 from .tools import DEFAULT_VENV, REPO_ROOT, BenchError, ensure_program, ensure_uvicorn_venv
 from .wrk import (BODY, CLIENT_BOUND_PERCENT, SCENARIOS, SERVERS, STATIC_FILES, STATIC_PREFIX, Scenario,
-                  WrkResult, parse_wrk, run_wrk, takes_part, wrk_command)
+                  WrkResult, add_client_options, parse_wrk, prepare_client, run_wrk, takes_part, wrk_command)
 
 VERIFY_TIMEOUT = 10.0          # seconds for one verification GET of a static file
 LISTEN_BACKLOG = 4096          # the same accept queue for every server
@@ -163,16 +163,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS),
                         help="comma-separated scenario names (default: all)")
     parser.add_argument("--json", metavar="FILE", help="also write the raw numbers to FILE")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin servers and wrk to CPUs with taskset")
-    parser.add_argument("--server-cpus", default="0",
-                        help="taskset CPU list for the servers (default: 0)")
-    parser.add_argument("--wrk-cpus", default="1",
-                        help="taskset CPU list for wrk (default: 1)")
-    parser.add_argument("--wrk-threads", type=int, default=1,
-                        help="wrk threads (default: 1, one per wrk CPU)")
-    parser.add_argument("--wrk-timeout", type=int, default=5,
-                        help="seconds before wrk counts a request as timed out (default: 5)")
+    add_client_options(parser)
     parser.add_argument("--uvicorn-venv", type=Path, default=DEFAULT_VENV,
                         help=f"venv for uvicorn (default: {DEFAULT_VENV})")
     args = parser.parse_args(argv)
@@ -418,15 +409,7 @@ def measure(name: str, scenario: Scenario, port: int, args: argparse.Namespace,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    nofile = raise_nofile()
-    if nofile < max(s.connections for s in args.scenarios) + 100:
-        print(f"warning: only {nofile} open files allowed", file=sys.stderr)
-    try:
-        ensure_program("wrk", "wrk")
-        if not args.no_pin:
-            ensure_program("taskset", "util-linux")
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if not prepare_client(args, files=max(s.connections for s in args.scenarios) + 100):
         return 2
     results: dict[str, dict[str, WrkResult]] = {}
     failures: dict[str, str] = {}

@@ -9,14 +9,15 @@ import os
 import re
 import resource
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from .net import HOST, STOP_TIMEOUT, URL_PATH
-from .procs import wrk_pids
-from .tools import BenchError, pin
+from .procs import raise_nofile, wrk_pids
+from .tools import BenchError, ensure_program, pin
 
 BODY = "Hello, World!"
 STATIC_PREFIX = "/static/"
@@ -108,6 +109,44 @@ class WrkResult:
     @property
     def all_errors(self) -> int:
         return self.socket_errors + self.non_2xx
+
+
+# --- the client side ---------------------------------------------------------------
+
+
+def add_client_options(parser: argparse.ArgumentParser, wrk_cpus: str = "wrk", timeout: bool = True) -> None:
+    """--no-pin, --server-cpus, --wrk-cpus, --wrk-threads and (with ``timeout``)
+    --wrk-timeout: where the servers and wrk run, and how wrk runs."""
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin servers and wrk to CPUs with taskset")
+    parser.add_argument("--server-cpus", default="0",
+                        help="taskset CPU list for the servers (default: 0)")
+    parser.add_argument("--wrk-cpus", default="1",
+                        help=f"taskset CPU list for {wrk_cpus} (default: 1)")
+    parser.add_argument("--wrk-threads", type=int, default=1,
+                        help="wrk threads (default: 1, one per wrk CPU)")
+    if timeout:
+        parser.add_argument("--wrk-timeout", type=int, default=5,
+                            help="seconds before wrk counts a request as timed out (default: 5)")
+
+
+def prepare_client(args: argparse.Namespace, files: int = 0, also: tuple[tuple[str, str], ...] = ()) -> bool:
+    """Raise the fd limit (a warning when it stays under ``files``) and make sure
+    of wrk, of the ``also`` programs ((name, apt package) pairs) and, unless
+    --no-pin, of taskset. False, after saying why on stderr, when one is missing."""
+    nofile = raise_nofile()
+    if nofile < files:
+        print(f"warning: only {nofile} open files allowed", file=sys.stderr)
+    try:
+        ensure_program("wrk", "wrk")
+        for name, package in also:
+            ensure_program(name, package)
+        if not args.no_pin:
+            ensure_program("taskset", "util-linux")
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 # --- running wrk ------------------------------------------------------------------
