@@ -121,7 +121,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prefork_bench.httpbench import make_docroot
-from prefork_bench.net import HOST, STOP_TIMEOUT, URL_PATH, http_get, http_ok
+from prefork_bench.net import HOST, STOP_TIMEOUT, URL_PATH, http_get, http_ok, parse_head
 from prefork_bench.procs import (CLK_TCK, Quiet, cmdline, core_times, process_table, raise_nofile, read_stat,
                                  top_others, wrk_pids)
 from prefork_bench.report import render_table
@@ -481,20 +481,13 @@ def parse_responses(data: bytes) -> tuple[list[tuple[int, dict[str, str], bytes]
         head, sep, rest = data.partition(b"\r\n\r\n")
         if not sep:
             return out, data
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split()
-        if len(parts) < 2 or not parts[1].isdigit():
-            raise BenchError(f"bad status line {lines[0]!r}")
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        status, headers = parse_head(head)
         if "content-length" not in headers:
             raise BenchError(f"response without Content-Length: {head[:300]!r}")
         length = int(headers["content-length"])
         if len(rest) < length:
             return out, data
-        out.append((int(parts[1]), headers, rest[:length]))
+        out.append((status, headers, rest[:length]))
         data = rest[length:]
 
 

@@ -62,14 +62,7 @@ def http_get(port: int, path: str, timeout: float) -> tuple[int, dict[str, str],
     head, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
         raise BenchError(f"GET {path}: incomplete response head ({len(raw)} bytes)")
-    lines = head.decode("latin-1").split("\r\n")
-    status_line = lines[0].split()
-    if len(status_line) < 2 or not status_line[1].isdigit():
-        raise BenchError(f"GET {path}: bad status line {lines[0]!r}")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
+    status, headers = parse_head(head, f"GET {path}: ")
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body = dechunk(body)
     elif "content-length" in headers:
@@ -78,7 +71,20 @@ def http_get(port: int, path: str, timeout: float) -> tuple[int, dict[str, str],
             raise BenchError(f"GET {path}: connection closed after {len(body)} of "
                              f"{length} body bytes")
         body = body[:length]
-    return int(status_line[1]), headers, body
+    return status, headers, body
+
+
+def parse_head(head: bytes, what: str = "") -> tuple[int, dict[str, str]]:
+    """A response head (without its blank line): (status, headers by lower-cased name)."""
+    lines = head.decode("latin-1").split("\r\n")
+    status_line = lines[0].split()
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        raise BenchError(f"{what}bad status line {lines[0]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line[1]), headers
 
 
 def dechunk(data: bytes) -> bytes:
