@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -162,3 +163,32 @@ def test_httpbench_ratios_round_by_round_and_median_round():
     merged = httpreport.median_round(rounds["prefork"])
     assert merged[ka.name].requests_per_sec == 90.0 and merged[ka.name].read_errors == 2
     assert httpreport.round_ratios({"nginx": rounds["nginx"]}, [ka]) == {}
+
+
+def test_the_server_package_holds_no_load_tools():
+    """The load tools are a package of their own: nothing under prefork/ names
+    prefork_bench or runs apt-get or pip, and importing every server module
+    loads no prefork_bench module."""
+    for path in (ROOT / "prefork").rglob("*.py"):
+        text = path.read_text()
+        assert "prefork_bench" not in text, path
+        assert '"apt-get"' not in text and '"pip"' not in text, path
+    code = ("import importlib, pkgutil, sys, prefork\n"
+            "for m in pkgutil.walk_packages(prefork.__path__, 'prefork.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "print(sorted(n for n in sys.modules if n.startswith('prefork')))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = eval(done.stdout)
+    assert "prefork.cli" in loaded and "prefork.worker" in loaded
+    assert not [name for name in loaded if name.startswith("prefork_bench")]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "bench").glob("*.py")))
+def test_bench_scripts_are_entry_points_over_the_package(script):
+    """bench/*.py import prefork_bench as installed (no sys.path edits) and start."""
+    path = ROOT / "bench" / script
+    assert not re.search(r"sys\.path\.(insert|append)|sys\.path\[", path.read_text())
+    done = subprocess.run([sys.executable, str(path), "--help"], cwd=ROOT.parent, capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stderr
