@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 
 from prefork_bench import cli
 from prefork_bench.connections import render_connections
-from prefork_bench.net import status_rows, wait_ready
+from prefork_bench.net import status_rows, stop_process, wait_ready
 from prefork_bench.procs import meminfo, raise_nofile
 from prefork_bench.tools import REPO_ROOT as REPO
 
@@ -120,13 +119,7 @@ class Server:
         raise RuntimeError("not every worker came up")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 120)
         self.log.close()
 
 

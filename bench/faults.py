@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from prefork_bench.procs import cmdline, descendants
-from prefork_bench.net import free_port, http_get, wait_ready
+from prefork_bench.net import free_port, http_get, stop_process, wait_ready
 from prefork_bench.report import render_table
 from prefork_bench.tools import ensure_program, pin
 from prefork_bench.wrk import parse_wrk, run_wrk
@@ -147,13 +147,7 @@ error_log = "{workdir / 'error.log'}"
         result.update(requests=parsed.requests, errors=parsed.socket_errors, non_2xx=parsed.non_2xx,
                       read_errors=parsed.read_errors, connect_errors=parsed.connect_errors)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
     return result
 
 

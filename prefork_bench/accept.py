@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .client import ClientJob, Clients, percentile
 from .connections import auto_sources
-from .net import free_port, settled_status, status_rows, wait_ready
+from .net import free_port, settled_status, status_rows, stop_process, wait_ready
 from .procs import raise_nofile
 from .report import fmt_int, fmt_ms
 
@@ -79,12 +79,7 @@ def run_accept(args: argparse.Namespace) -> int:
                 result = churn(port, args)
                 after = settled_status(port)
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_process(proc)
                 log.close()
             shares = [r.get("accepted", 0) - before.get(r["slot"], 0) for r in after]
             result.update(strategy=name, description=STRATEGIES[name][0],

@@ -125,6 +125,17 @@ def wait_ready(proc: subprocess.Popen, port: int, timeout: float) -> None:
     raise BenchError(f"did not answer GET {URL_PATH} on port {port} within {timeout:.0f}s")
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM a child by PID, SIGKILL it after ``timeout`` seconds; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def stop_process_group(proc: subprocess.Popen) -> None:
     """SIGTERM the server's process group (its own session), SIGKILL on timeout."""
     for sig, timeout in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
