@@ -120,38 +120,33 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from prefork import httpbench as bh  # noqa: E402  (bench/http.py's code)
-
-
-
-HOST = bh.HOST
-REPO_ROOT = bh.REPO_ROOT
-BenchError = bh.BenchError
+from prefork_bench.httpbench import make_docroot
+from prefork_bench.net import HOST, STOP_TIMEOUT, URL_PATH, http_get, http_ok, parse_head
+from prefork_bench.procs import (CLK_TCK, Quiet, cmdline, core_times, process_table, raise_nofile, read_stat,
+                                 top_others, wrk_pids)
+from prefork_bench.report import render_table
+from prefork_bench.server import PreforkServer
+from prefork_bench.tools import BenchError, pin
+from prefork_bench.wrk import BODY as HELLO
+from prefork_bench.wrk import (CLIENT_BOUND_PERCENT, STATIC_PREFIX, Scenario, add_client_options, parse_wrk,
+                               prepare_client, wait_wrk, wrk_command)
 
 BACKENDS = ("epoll", "uvloop", "asyncio")
 BASE = "epoll"
-PLAINTEXT = bh.URL_PATH
-BODY = bh.BODY.encode()
+PLAINTEXT = URL_PATH
+BODY = HELLO.encode()
 DB_PATH = "/db"
 STATIC_FILE = "4k.bin"
-STATIC_PATH = bh.STATIC_PREFIX + STATIC_FILE
+STATIC_PATH = STATIC_PREFIX + STATIC_FILE
 WORLD_ROWS = 10000
 PIPELINE = 16
 THROUGHPUT_WORKER_CONNECTIONS = 19000
 WORKER_TITLE = "prefork-server: worker process"
 
-STOP_TIMEOUT = bh.STOP_TIMEOUT      # seconds between SIGTERM and SIGKILL of the master
-ORPHAN_GRACE = 2.0                  # seconds a worker may outlive its master before SIGKILL
 WORKERS_TIMEOUT = 30.0              # seconds for the master to have all its workers
 CHECK_TIMEOUT = 10.0                # seconds for one verification exchange
-WRK_GRACE = bh.WRK_GRACE            # seconds wrk may overrun its duration before it is killed
-POLL_OTHERS = 0.5                   # seconds between scans for other wrk runs during a run
 POLL_WAIT = 0.02                    # seconds between checks whether wrk has exited
 OTHER_LOAD_MARK = 20.0              # % of a core used by unrelated processes that marks a run
-CLIENT_BOUND_PERCENT = bh.CLIENT_BOUND_PERCENT
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 IDLE_BATCH = 500                    # connections opened at once by the idle client
 IDLE_OPEN_TIMEOUT = 180.0           # seconds for the client to open and exercise all of them
@@ -167,21 +162,21 @@ LOG_EXCERPT_LINES = 6
 
 @dataclass(frozen=True)
 class Test:
-    scenario: object     # bh.Scenario
+    scenario: object     # Scenario
     needs: tuple[str, ...]   # the checks that must pass before it is measured
 
 
 SCENARIOS = (
-    Test(bh.Scenario("keepalive-1000", 1000, "GET /plaintext, keep-alive, 1000 connections"),
+    Test(Scenario("keepalive-1000", 1000, "GET /plaintext, keep-alive, 1000 connections"),
          ("plaintext",)),
-    Test(bh.Scenario("pipeline16-64", 64, "GET /plaintext, 16-deep pipelining, 64 connections",
-                     pipeline=PIPELINE), ("plaintext", "pipelining")),
-    Test(bh.Scenario("close-64", 64, "GET /plaintext, new connection per request, "
-                     "64 connections", close=True), ("plaintext",)),
-    Test(bh.Scenario("db-64", 64, "GET /db, keep-alive, 64 connections", path=DB_PATH),
+    Test(Scenario("pipeline16-64", 64, "GET /plaintext, 16-deep pipelining, 64 connections",
+                  pipeline=PIPELINE), ("plaintext", "pipelining")),
+    Test(Scenario("close-64", 64, "GET /plaintext, new connection per request, "
+                  "64 connections", close=True), ("plaintext",)),
+    Test(Scenario("db-64", 64, "GET /db, keep-alive, 64 connections", path=DB_PATH),
          ("db",)),
-    Test(bh.Scenario("static4k-64", 64, "GET /static/4k.bin, keep-alive, 64 connections",
-                     path=STATIC_PATH, static_file=STATIC_FILE), ("static",)),
+    Test(Scenario("static4k-64", 64, "GET /static/4k.bin, keep-alive, 64 connections",
+                  path=STATIC_PATH, static_file=STATIC_FILE), ("static",)),
 )
 TARGET_SCENARIO = "keepalive-1000"
 
@@ -294,15 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backends", default=",".join(BACKENDS),
                         help=f"comma-separated, run in this order (default: {','.join(BACKENDS)})")
     parser.add_argument("--json", metavar="FILE", help="also write the raw numbers to FILE")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin servers and wrk to CPUs with taskset")
-    parser.add_argument("--server-cpus", default="0",
-                        help="taskset CPU list for the servers (default: 0)")
-    parser.add_argument("--wrk-cpus", default="1",
-                        help="taskset CPU list for wrk and the idle client (default: 1)")
-    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default: 1)")
-    parser.add_argument("--wrk-timeout", type=int, default=5,
-                        help="seconds before wrk counts a request as timed out (default: 5)")
+    add_client_options(parser, wrk_cpus="wrk and the idle client")
     parser.add_argument("--wait-max", type=float, default=600.0,
                         help="seconds, over the whole run, to wait for other wrk processes "
                              "to finish before measuring anyway (default: 600)")
@@ -331,60 +318,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # --- /proc ----------------------------------------------------------------
 
 
-def read_stat(pid: int) -> dict | None:
-    """state, ppid, session, utime+stime (ticks), starttime of a process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    rest = data.rpartition(")")[2].split()   # the comm may hold spaces and parentheses
-    try:
-        # rest[0] is field 3 (state): ppid 4, session 6, utime 14, stime 15, starttime 22
-        return {"state": rest[0], "ppid": int(rest[1]), "sid": int(rest[3]),
-                "ticks": int(rest[11]) + int(rest[12]), "start": int(rest[19])}
-    except (IndexError, ValueError):
-        return None
-
-
-def all_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def wrk_pids(exclude: int | None = None) -> list[int]:
-    """Processes named exactly 'wrk' (as ``pgrep -x wrk``), other than ``exclude``."""
-    found = []
-    for pid in all_pids():
-        if pid == exclude:
-            continue
-        try:
-            with open(f"/proc/{pid}/comm", "rb") as f:
-                if f.read().strip() == b"wrk":
-                    found.append(pid)
-        except OSError:
-            continue
-    return found
-
-
-def core_times() -> dict[str, list[int]]:
-    """{"cpuN": [user, nice, system, idle, iowait, irq, softirq, steal]} in ticks."""
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            if re.match(r"cpu\d+ ", line):
-                name, *values = line.split()
-                out[name] = [int(v) for v in values[:8]]
-    return out
-
-
 def core_busy(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, dict]:
     """Per core: busy % (not idle/iowait) and the softirq share in %."""
     out = {}
@@ -405,36 +338,6 @@ def busy_ticks_total() -> int:
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:8]]
     return v[0] + v[1] + v[2] + v[5] + v[6]
-
-
-def task_ticks() -> dict[int, tuple[int, str]]:
-    """{pid: (utime+stime, comm)} of every process."""
-    out = {}
-    for pid in all_pids():
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                data = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        comm = data[data.find("(") + 1:data.rfind(")")]
-        rest = data.rpartition(")")[2].split()
-        with contextlib.suppress(IndexError, ValueError):
-            out[pid] = (int(rest[11]) + int(rest[12]), comm)
-    return out
-
-
-def top_others(before: dict, after: dict, exclude: set[int], wall: float,
-               count: int = 3) -> list[str]:
-    """The busiest processes outside the benchmark over a run, "comm[pid] N%"."""
-    used = []
-    for pid, (ticks, comm) in after.items():
-        if pid in exclude:
-            continue
-        delta = ticks - before.get(pid, (0, ""))[0]
-        percent = 100 * delta / CLK_TCK / wall
-        if percent >= 5:
-            used.append((percent, pid, comm))
-    return [f"{comm}[{pid}] {percent:.0f}%" for percent, pid, comm in sorted(used, reverse=True)[:count]]
 
 
 def worker_memory(pid: int) -> Mem:
@@ -466,57 +369,17 @@ def established(port: int) -> int:
     return sum(1 for line in done.stdout.splitlines() if line.strip())
 
 
-class Quiet:
-    """Waits for other wrk runs to finish, within a budget for the whole benchmark."""
-
-    def __init__(self, budget: float):
-        self.budget = budget
-        self.waited = 0.0
-
-    def wait(self, label: str) -> bool:
-        """True when no other wrk runs; False when the budget ran out first."""
-        start = time.monotonic()
-        announced = False
-        try:
-            while others := wrk_pids():
-                if self.waited + (time.monotonic() - start) >= self.budget:
-                    print(f"[{label}] waiting budget ({self.budget:.0f}s) used up; another wrk "
-                          f"(pid {', '.join(map(str, others))}) is running: measuring anyway",
-                          file=sys.stderr)
-                    return False
-                if not announced:
-                    print(f"[{label}] another wrk is running (pid {', '.join(map(str, others))}); "
-                          "waiting for it to finish ...", file=sys.stderr)
-                    announced = True
-                time.sleep(1.0)
-            return True
-        finally:
-            spent = time.monotonic() - start
-            self.waited += spent
-            if spent >= 1.0:
-                print(f"[{label}] waited {spent:.0f}s for other wrk runs", file=sys.stderr)
-
-
 # --- one prefork server ---------------------------------------------------
 
 
-class Server:
-    """A prefork master we started, its workers, and how to stop all of them."""
+class Server(PreforkServer):
+    """A prefork master we started with one backend, its workers, and how to stop all of them."""
 
     def __init__(self, backend: str, workers: int, worker_connections: int, workdir: Path,
                  docroot: Path, args: argparse.Namespace):
-        self.backend = backend
-        self.n = workers
-        self.workdir = workdir
-        self.args = args
-        self.port = bh.free_port()
-        self.config = workdir / "prefork.toml"
+        super().__init__(workdir, workers, args)
+        self.backend = self.label = backend
         self.db_path = workdir / "world.db"
-        self.error_log = workdir / "error.log"
-        self.output = workdir / "server.log"
-        self.proc: subprocess.Popen | None = None
-        self.seen: dict[int, int] = {}      # every worker pid ever seen -> its starttime
-        self.left_over: list[int] = []
         self.config.write_text(
             "[server]\n"
             f"workers = {workers}\n"
@@ -536,7 +399,7 @@ class Server:
             f'path = "{DB_PATH}"\n'
             'handler = "db"\n'
             "\n[[route]]\n"
-            f'path = "{bh.STATIC_PREFIX}"\n'
+            f'path = "{STATIC_PREFIX}"\n'
             'handler = "static"\n'
             "\n[static]\n"
             f"root = {json.dumps(str(docroot))}\n"
@@ -547,18 +410,7 @@ class Server:
             f"error_log = {json.dumps(str(self.error_log))}\n")
 
     def start(self) -> None:
-        if not (REPO_ROOT / "prefork" / "cli.py").exists():
-            raise BenchError(f"{REPO_ROOT / 'prefork' / 'cli.py'} does not exist")
-        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "prefork.cli", "-c", str(self.config)]
-        print(f"[{self.backend}] starting on {HOST}:{self.port}, {self.n} worker(s)",
-              file=sys.stderr)
-        with open(self.output, "wb") as out:
-            self.proc = subprocess.Popen(
-                bh.pin(self.args.server_cpus, argv, not self.args.no_pin), cwd=REPO_ROOT,
-                env=dict(os.environ, PYTHONPATH=pythonpath), stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        bh.wait_ready(self.proc, self.port, bh.READY_TIMEOUT)
+        self.launch(f"{self.n} worker(s)")
         deadline = time.monotonic() + WORKERS_TIMEOUT
         while len(self.workers()) != self.n:
             if not self.master_alive():
@@ -571,21 +423,6 @@ class Server:
         if untitled:
             print(f"[{self.backend}] note: worker(s) {untitled} not titled {WORKER_TITLE!r}",
                   file=sys.stderr)
-
-    def master_alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def workers(self) -> list[int]:
-        """The master's live children (pids), remembered in ``seen``."""
-        if not self.master_alive():
-            return []
-        pids = []
-        for pid in all_pids():
-            st = read_stat(pid)
-            if st and st["ppid"] == self.proc.pid and st["state"] != "Z":
-                self.seen.setdefault(pid, st["start"])
-                pids.append(pid)
-        return sorted(pids)
 
     def cpu_ticks(self) -> dict[int, int]:
         """{pid: utime+stime} of the master and its workers (the server's session)."""
@@ -611,47 +448,6 @@ class Server:
                             invol += int(line.split()[1])
         return vol, invol
 
-    def stop(self) -> None:
-        """SIGTERM the master by PID (SIGKILL on timeout), then SIGKILL by PID any
-        worker that outlived it."""
-        if self.proc is None:
-            return
-        self.workers()                                   # a last look at the children
-        master = self.proc.pid
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(master, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=STOP_TIMEOUT)
-
-        def survivors() -> dict[int, int]:
-            found = {}
-            for pid, start in self.seen.items():
-                st = read_stat(pid)
-                if st and st["start"] == start and st["state"] != "Z":
-                    found[pid] = start
-            for pid in all_pids():      # anything else left in the master's session
-                st = read_stat(pid)
-                if st and st["sid"] == master and pid != master and st["state"] != "Z":
-                    found.setdefault(pid, st["start"])
-            return found
-
-        deadline = time.monotonic() + ORPHAN_GRACE
-        left = survivors()
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = survivors()
-        for pid, start in left.items():
-            st = read_stat(pid)
-            if st and st["start"] == start:
-                print(f"[{self.backend}] worker {pid} outlived its master; SIGKILL",
-                      file=sys.stderr)
-                self.left_over.append(pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
     def log_problems(self) -> list[str]:
         """WARNING/ERROR/CRITICAL lines of the error log, and tracebacks on its output."""
         lines = []
@@ -664,9 +460,6 @@ class Server:
                 if re.search(r"\[(WARNING|ERROR|CRITICAL)\]|Traceback|Error:", line):
                     lines.append(line.strip())
         return lines
-
-    def failure_text(self, error: Exception) -> str:
-        return f"{error}\n{bh.log_tail(self.output, self.error_log)}"
 
     def keep_logs(self, name: str) -> None:
         if not self.args.keep_logs:
@@ -688,20 +481,13 @@ def parse_responses(data: bytes) -> tuple[list[tuple[int, dict[str, str], bytes]
         head, sep, rest = data.partition(b"\r\n\r\n")
         if not sep:
             return out, data
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split()
-        if len(parts) < 2 or not parts[1].isdigit():
-            raise BenchError(f"bad status line {lines[0]!r}")
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        status, headers = parse_head(head)
         if "content-length" not in headers:
             raise BenchError(f"response without Content-Length: {head[:300]!r}")
         length = int(headers["content-length"])
         if len(rest) < length:
             return out, data
-        out.append((int(parts[1]), headers, rest[:length]))
+        out.append((status, headers, rest[:length]))
         data = rest[length:]
 
 
@@ -784,7 +570,7 @@ def verify(server: Server, docroot: Path) -> dict[str, str]:
         checks[name] = "ok" if problem is None else problem
 
     def one(path, check):
-        status, headers, body = bh.http_get(port, path, CHECK_TIMEOUT)
+        status, headers, body = http_get(port, path, CHECK_TIMEOUT)
         problem = check(status, headers, body)
         return None if problem is None else f"GET {path}: {problem}"
 
@@ -830,33 +616,12 @@ def run_wrk(argv: list[str], duration: int, server: Server, workdir: Path,
     cores_before = core_times()
     switches_before = server.context_switches()
     total_before = busy_ticks_total()
-    tasks_before = task_ticks()
+    tasks_before = process_table()
     self_before = os.times()
     wall_before = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-    deadline = wall_before + duration + WRK_GRACE
-    others: set[int] = set()
-    next_scan = 0.0
-    try:
-        while True:
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                break
-            now = time.monotonic()
-            if now >= deadline:
-                raise BenchError(f"wrk did not finish within {duration + WRK_GRACE:.0f}s")
-            if now >= next_scan:
-                others.update(wrk_pids(exclude=proc.pid))
-                next_scan = now + POLL_OTHERS
-            time.sleep(POLL_WAIT)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
-                proc.wait(timeout=STOP_TIMEOUT)
+    rusage, others = wait_wrk(proc, duration, POLL_WAIT)
     wall = max(time.monotonic() - wall_before, 1e-6)
     self_after = os.times()
     own_ticks = ((self_after.user + self_after.system) - (self_before.user + self_before.system)) * CLK_TCK
@@ -867,7 +632,7 @@ def run_wrk(argv: list[str], duration: int, server: Server, workdir: Path,
     server_ticks = sum(per_process.values())
     wrk_ticks = (rusage.ru_utime + rusage.ru_stime) * CLK_TCK
     other_ticks = busy_ticks_total() - total_before - server_ticks - wrk_ticks - own_ticks
-    busiest = top_others(tasks_before, task_ticks(), {*server_after, os.getpid(), proc.pid}, wall)
+    busiest = top_others(tasks_before, process_table(), {*server_after, os.getpid(), proc.pid}, wall)
     output = out_path.read_text(errors="replace")
     if proc.returncode != 0:
         error = err_path.read_text(errors="replace").strip()
@@ -877,7 +642,7 @@ def run_wrk(argv: list[str], duration: int, server: Server, workdir: Path,
         "wrk_cpu_percent": round(100 * wrk_ticks / CLK_TCK / wall, 1),
         "server_cpu_percent": round(100 * server_ticks / CLK_TCK / wall, 1),
         "other_cpu_percent": round(max(0.0, 100 * other_ticks / CLK_TCK / wall), 1),
-        "other_wrk_pids": sorted(others),
+        "other_wrk_pids": others,
         "server_cpu_by_pid": {pid: round(100 * t / CLK_TCK / wall, 1)
                               for pid, t in per_process.items()},
         "cores": cores,
@@ -892,9 +657,9 @@ def measure(server: Server, scenario, args: argparse.Namespace, workdir: Path,
     quiet_ok = quiet.wait(label)
     print(f"[{server.backend}] {scenario.name}: {scenario.description}, {args.duration}s",
           file=sys.stderr)
-    argv = bh.wrk_command(scenario, server.port, args.duration, args, workdir)
+    argv = wrk_command(scenario, server.port, args.duration, args, workdir)
     output, info = run_wrk(argv, args.duration, server, workdir, label)
-    parsed = bh.parse_wrk(output)
+    parsed = parse_wrk(output)
     run = Run(requests_per_sec=parsed.requests_per_sec, requests=parsed.requests,
               p50_ms=parsed.p50_ms, p99_ms=parsed.p99_ms, latency_valid=scenario.pipeline == 1,
               connect_errors=parsed.connect_errors, read_errors=parsed.read_errors,
@@ -939,8 +704,8 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path, docroot
             print(f"[{backend}] check {name}: {outcome}", file=sys.stderr)
         if args.warmup and result.checks.get("plaintext") == "ok":
             print(f"[{backend}] warm-up {args.warmup}s", file=sys.stderr)
-            warm = bh.Scenario("warmup", 64, "keep-alive, 64 connections")
-            run_wrk(bh.wrk_command(warm, server.port, args.warmup, args, server_dir),
+            warm = Scenario("warmup", 64, "keep-alive, 64 connections")
+            run_wrk(wrk_command(warm, server.port, args.warmup, args, server_dir),
                     args.warmup, server, server_dir, backend)
         for test in SCENARIOS:
             scenario = test.scenario
@@ -1078,9 +843,7 @@ def idle_client(port: int, n: int) -> int:
     """The idle-connection client (a process of its own): open n keep-alive
     connections, report on stdout as one JSON line, hold them until a line
     (or EOF) on stdin, or until IDLE_CLIENT_LIFETIME; then close them and exit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     started = time.monotonic()
     socks, failures = open_keepalive(port, n, started + IDLE_OPEN_TIMEOUT)
     report = {"opened": len(socks), "failed": sum(failures.values()),
@@ -1130,7 +893,7 @@ def measure_idle(backend: str, args: argparse.Namespace, workdir: Path, docroot:
     try:
         server.start()
         idle.worker_pid = pid = server.workers()[0]
-        problem = check_plaintext(*bh.http_get(server.port, PLAINTEXT, CHECK_TIMEOUT))
+        problem = check_plaintext(*http_get(server.port, PLAINTEXT, CHECK_TIMEOUT))
         if problem:
             raise BenchError(f"GET {PLAINTEXT}: {problem}")
         # warm-up: the accept path, a request on many connections, and keep-alive
@@ -1151,7 +914,7 @@ def measure_idle(backend: str, args: argparse.Namespace, workdir: Path, docroot:
               "connections ...", file=sys.stderr)
         argv = [sys.executable, str(Path(__file__).resolve()), "--idle-client",
                 str(server.port), str(args.idle)]
-        client = subprocess.Popen(bh.pin(args.wrk_cpus, argv, not args.no_pin),
+        client = subprocess.Popen(pin(args.wrk_cpus, argv, not args.no_pin),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=open(server_dir / "client.err", "wb"))
         line = read_line(client.stdout, IDLE_OPEN_TIMEOUT + 30)
@@ -1202,7 +965,7 @@ def measure_idle(backend: str, args: argparse.Namespace, workdir: Path, docroot:
                 deadline = time.monotonic() + 30
                 while established(server.port) and time.monotonic() < deadline:
                     time.sleep(0.2)
-                idle.alive_after_close = bh.http_ok(server.port, CHECK_TIMEOUT)
+                idle.alive_after_close = http_ok(server.port, CHECK_TIMEOUT)
                 with contextlib.suppress(OSError):
                     idle.after_close = worker_memory(idle.worker_pid)
         finally:
@@ -1213,18 +976,6 @@ def measure_idle(backend: str, args: argparse.Namespace, workdir: Path, docroot:
 
 
 # --- report ---------------------------------------------------------------
-
-
-def render(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [cell.ljust(width) if col in (0, len(row) - 1) else cell.rjust(width)
-                 for col, (cell, width) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def format_run(run: Run) -> str:
@@ -1281,7 +1032,7 @@ def table(args: argparse.Namespace, results: dict[str, BackendResult]) -> str:
                       and results[b].idle.opened < results[b].idle.requested]
             row.append(", ".join(failed) or "-")
             rows.append(row)
-    return render(rows)
+    return render_table(rows)
 
 
 def target_lines(args: argparse.Namespace, results: dict[str, BackendResult]) -> tuple[list[str], bool]:
@@ -1448,20 +1199,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.idle_client:
         return idle_client(*args.idle_client)
-    bh.raise_nofile_limit()
-    try:
-        bh.ensure_program("wrk", "wrk")
-        bh.ensure_program("ss", "iproute2")
-        if not args.no_pin:
-            bh.ensure_program("taskset", "util-linux")
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if not prepare_client(args, also=(("ss", "iproute2"),)):
         return 2
     quiet = Quiet(args.wait_max)
     results = {b: BackendResult() for b in args.backends}
     with tempfile.TemporaryDirectory(prefix="prefork-backends-") as tmp:
         workdir = Path(tmp)
-        docroot = bh.make_docroot(workdir)
+        docroot = make_docroot(workdir)
         for backend in args.backends:
             bench_backend(backend, args, workdir, docroot, quiet, results[backend])
         if args.idle:

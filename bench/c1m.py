@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -33,10 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from prefork import httpbench, loadgen  # noqa: E402
+from prefork_bench import cli
+from prefork_bench.connections import render_connections
+from prefork_bench.net import status_rows, stop_process, wait_ready
+from prefork_bench.procs import meminfo, raise_nofile
+from prefork_bench.tools import REPO_ROOT as REPO
 
 CONFIG = REPO / "conf" / "c1m.toml"
 PORT = 8080
@@ -106,10 +106,10 @@ class Server:
         self.pid_file = workdir / "prefork-c1m.pid"
 
     def wait_ready(self, workers: int, timeout: float = 120.0) -> None:
-        httpbench.wait_ready(self.proc, PORT, timeout)
+        wait_ready(self.proc, PORT, timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(loadgen.status_rows(PORT)) >= workers and self.pid_file.exists():
+            if len(status_rows(PORT)) >= workers and self.pid_file.exists():
                 return
             try:
                 self.proc.wait(0.2)  # a pause that also notices the server dying
@@ -119,13 +119,7 @@ class Server:
         raise RuntimeError("not every worker came up")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 120)
         self.log.close()
 
 
@@ -139,7 +133,7 @@ def run(label: str, args: argparse.Namespace, hold: float, every: float, out: Pa
                     "--pid-file", str(server.pid_file), "--json", str(out / f"{label}.json"),
                     "--plot", str(out / f"{label}.png")]
             print(f"\n=== {label}: prefork-bench {' '.join(argv)}", flush=True)
-            code = loadgen.main(argv)
+            code = cli.main(argv)
         finally:
             server.stop()
             log = (Path(tmp) / "server.log").read_text(errors="replace")
@@ -201,7 +195,7 @@ def write_doc(args, out: Path, limits: str, sysctls: dict, applied: list[str], r
     uname = platform.uname()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                "unknown CPU")
-    mem = loadgen.meminfo().get("MemTotal", 0)
+    mem = meminfo().get("MemTotal", 0)
     argv = [a for a in args.argv if a != "--report-only"]
     if args.report_only and "--apply-sysctls" not in argv:
         argv.insert(0, "--apply-sysctls")
@@ -243,7 +237,7 @@ def write_doc(args, out: Path, limits: str, sysctls: dict, applied: list[str], r
     ]
     for title, label, result, want in runs:
         doc += [f"## {title}", "", f"`{result['argv']}`", "", "```",
-                loadgen.render_connections(result), "```", "", "Against the targets:", "",
+                render_connections(result), "```", "", "Against the targets:", "",
                 *verdict(result, want), "", f"![{title}](benchmarks/{label}.png)", ""]
     doc += ["## What the numbers mean", "",
             "- *connect time per 1,000*: the ramp's wall time divided by thousands of connections "
@@ -275,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only write BENCHMARKS.md again, from the JSON of the last runs")
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
-    loadgen.raise_nofile()
+    raise_nofile()
     out = args.out / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
     code, limits = check_limits(args.count)

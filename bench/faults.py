@@ -35,27 +35,22 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from prefork import httpbench as bh  # noqa: E402
-from prefork.loadgen import descendants  # noqa: E402
+from prefork_bench.procs import cmdline, descendants
+from prefork_bench.net import free_port, http_get, stop_process, wait_ready
+from prefork_bench.report import render_table
+from prefork_bench.tools import ensure_program, pin
+from prefork_bench.wrk import parse_wrk, run_wrk
 
 SCENARIOS = ("reload x20", "kill worker", "stop worker", "kill master")
 
 
-def title(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def workers_of(master: int) -> list[int]:
-    return [p for p in descendants(master)[1:] if "worker process" in title(p)]
+    return [p for p in descendants(master)[1:] if "worker process" in cmdline(p)]
 
 
 def serves(port: int) -> bool:
     try:
-        return bh.http_get(port, "/plaintext", 1.0)[0] == 200
+        return http_get(port, "/plaintext", 1.0)[0] == 200
     except OSError:
         return False
 
@@ -108,15 +103,15 @@ def inject(name: str, master: int, port: int, duration: float, result: dict) -> 
     elif name == "kill master":
         pids = descendants(master)
         os.kill(master, signal.SIGKILL)
-        result["recovery"] = wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and title(p) for p in pids)
+        result["recovery"] = wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and cmdline(p) for p in pids)
                                       and port_free(port), 20)
-        result["orphans"] = [p for p in pids if os.path.exists(f"/proc/{p}") and title(p)]
+        result["orphans"] = [p for p in pids if os.path.exists(f"/proc/{p}") and cmdline(p)]
         for p in result["orphans"]:
             os.kill(p, signal.SIGKILL)
 
 
 def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> dict:
-    port = bh.free_port()
+    port = free_port()
     config = workdir / "server.toml"
     config.write_text(f"""[server]
 workers = {args.workers}
@@ -135,30 +130,24 @@ handler = "plaintext"
 access_log = ""
 error_log = "{workdir / 'error.log'}"
 """)
-    argv = bh.pin(args.server_cpus, [sys.executable, "-m", "prefork.cli", "-c", str(config)], not args.no_pin)
+    argv = pin(args.server_cpus, [sys.executable, "-m", "prefork.cli", "-c", str(config)], not args.no_pin)
     proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     result: dict = {"scenario": name}
     try:
-        bh.wait_ready(proc, port, 20)
+        wait_ready(proc, port, 20)
         master = proc.pid  # taskset execs the server: same pid
         wait_for(lambda: len(workers_of(master)) == args.workers, 20)
-        wrk = bh.pin(args.wrk_cpus, ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s",
-                                     "--timeout=5s", f"http://127.0.0.1:{port}/plaintext"], not args.no_pin)
+        wrk = pin(args.wrk_cpus, ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s",
+                                  "--timeout=5s", f"http://127.0.0.1:{port}/plaintext"], not args.no_pin)
         fault = threading.Thread(target=inject, args=(name, master, port, args.duration, result))
         fault.start()
-        output, _ = bh.run_wrk(wrk, args.duration)
+        output, _ = run_wrk(wrk, args.duration)
         fault.join()
-        parsed = bh.parse_wrk(output)
+        parsed = parse_wrk(output)
         result.update(requests=parsed.requests, errors=parsed.socket_errors, non_2xx=parsed.non_2xx,
                       read_errors=parsed.read_errors, connect_errors=parsed.connect_errors)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
     return result
 
 
@@ -172,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--wrk-cpus", default="1")
     args = parser.parse_args(argv)
-    bh.ensure_program("wrk", "wrk")
+    ensure_program("wrk", "wrk")
     rows = [["scenario", "requests", "errors (read/connect)", "non-2xx", "lost worker held", "recovery", "target"]]
     ok = True
     for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
@@ -192,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([name, f"{r['requests']:,}", f"{r['errors']:,} ({r['read_errors']}/{r['connect_errors']})",
                      f"{r['non_2xx']:,}", str(r.get("victim_connections", "-")), recovery,
                      "met" if met else "MISSED"])
-    print(bh.render_table(rows))
+    print(render_table(rows))
     print("\nrecovery: worker faults, until a replacement in that slot answers; the master, until no process "
           "of the server is left and the port is free. target: reloads lose nothing; a lost worker costs at "
           "most its own connections. After the master is killed the server is gone, so wrk's errors for the rest of "

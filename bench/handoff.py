@@ -27,12 +27,9 @@ import sqlite3
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from prefork.pool import ThreadPool  # noqa: E402
-from prefork.reactor import Reactor  # noqa: E402
+from prefork.pool import ThreadPool
+from prefork.reactor import Reactor
 
 
 def per_op(fn, n: int) -> float:

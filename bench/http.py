@@ -1,6 +1,6 @@
 """HTTP benchmark: prefork against nginx and uvicorn, driven by wrk.
 
-The code lives in ``prefork/httpbench.py`` so that installed users have it as
+The code lives in ``prefork_bench/httpbench.py`` so that installed users have it as
 ``prefork-bench http``; this script runs the same thing from a checkout:
 
     python bench/http.py [--workers 2] [--duration 5] [--rounds 3] ...
@@ -10,11 +10,8 @@ says what is measured and how.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from prefork.httpbench import main  # noqa: E402
+from prefork_bench.httpbench import main
 
 if __name__ == "__main__":
     sys.exit(main())

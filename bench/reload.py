@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import random
@@ -95,36 +94,24 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from prefork_bench.httpbench import warm_up
+from prefork_bench.net import HOST, STOP_TIMEOUT, URL_PATH
+from prefork_bench.procs import cmdline
+from prefork_bench.report import render_table
+from prefork_bench.server import PreforkServer
+from prefork_bench.tools import REPO_ROOT, BenchError
+from prefork_bench.wrk import (WRK_GRACE, Scenario, WrkResult, add_client_options, parse_wrk, prepare_client,
+                               wrk_command)
 
-def _load_bench_http():
-    """bench/http.py as module ``bench_http`` (``import http`` is the stdlib's)."""
-    path = Path(__file__).resolve().with_name("http.py")
-    spec = importlib.util.spec_from_file_location("bench_http", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bh = _load_bench_http()
-
-HOST = bh.HOST
-REPO_ROOT = bh.REPO_ROOT
 POLL = 0.01                    # seconds between /proc scans while waiting for workers
-STOP_TIMEOUT = bh.STOP_TIMEOUT  # seconds between SIGTERM and SIGKILL of the master
-ORPHAN_GRACE = 2.0             # seconds a worker may outlive its stopped master before SIGKILL
 WORKER_TITLE = "prefork-server: worker process"
 ERROR_LINES_SHOWN = 8          # unexpected error-log lines shown per row
 
 MODES = (
-    bh.Scenario("keepalive", 64, "keep-alive, 64 connections"),
-    bh.Scenario("close", 64, "new connection per request, 64 connections", close=True),
+    Scenario("keepalive", 64, "keep-alive, 64 connections"),
+    Scenario("close", 64, "new connection per request, 64 connections", close=True),
 )
 PLANS = ("reload-only", "reload+kill")
-
-
-class BenchError(bh.BenchError):
-    pass
 
 
 # --- command line ---------------------------------------------------------
@@ -156,14 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None,
                         help="random seed for choosing the workers to kill")
     parser.add_argument("--json", metavar="FILE", help="also write the raw numbers to FILE")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin servers and wrk to CPUs with taskset")
-    parser.add_argument("--server-cpus", default="0",
-                        help="taskset CPU list for the servers (default: 0)")
-    parser.add_argument("--wrk-cpus", default="1", help="taskset CPU list for wrk (default: 1)")
-    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default: 1)")
-    parser.add_argument("--wrk-timeout", type=int, default=5,
-                        help="seconds before wrk counts a request as timed out (default: 5)")
+    add_client_options(parser)
     parser.add_argument("--keep-logs", metavar="DIR",
                         help="copy every server's error log into DIR")
     args = parser.parse_args(argv)
@@ -175,75 +155,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-# --- processes, from /proc ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    state: str
-    ppid: int
-    pgid: int
-    starttime: int   # clock ticks after boot: tells a pid's process from a later reuse
-
-
-def read_proc(pid: int) -> Proc | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    fields = data.rpartition(")")[2].split()   # the comm may hold spaces and parentheses
-    try:
-        return Proc(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[19]))
-    except (IndexError, ValueError):
-        return None
-
-
-def all_procs() -> list[Proc]:
-    procs = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            proc = read_proc(int(name))
-            if proc is not None:
-                procs.append(proc)
-    return procs
-
-
-def alive(pid: int, starttime: int) -> bool:
-    """The process is still the same one and not yet a zombie."""
-    proc = read_proc(pid)
-    return proc is not None and proc.starttime == starttime and proc.state != "Z"
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
 # --- one prefork server ---------------------------------------------------
 
 
-class Prefork:
-    """A prefork master we started, its workers, and how to stop all of them."""
+class Prefork(PreforkServer):
+    """A prefork master we started with one accept strategy, its workers, and how to stop all of them."""
 
     def __init__(self, workdir: Path, workers: int, accept: str, args: argparse.Namespace):
-        self.workdir = workdir
-        self.n = workers
+        super().__init__(workdir, workers, args)
         self.accept = accept
-        self.args = args
-        self.port = bh.free_port()
-        self.config = workdir / "prefork.toml"
         self.pid_file = workdir / "prefork.pid"
-        self.error_log = workdir / "error.log"
-        self.output = workdir / "server.log"
-        self.proc: subprocess.Popen | None = None
-        self.master_start = 0
-        self.seen: dict[int, int] = {}      # every worker pid ever seen -> its starttime
-        self.left_over: list[int] = []       # workers still alive after the master stopped
         self.config.write_text(
             "[server]\n"
             f"workers = {workers}\n"
@@ -261,42 +182,16 @@ class Prefork:
     # life cycle
 
     def start(self) -> None:
-        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "prefork.cli", "-c", str(self.config)]
-        print(f"[prefork] starting on {HOST}:{self.port}, {self.n} workers, "
-              f"accept = {self.accept}", file=sys.stderr)
-        with open(self.output, "wb") as out:
-            self.proc = subprocess.Popen(
-                bh.pin(self.args.server_cpus, argv, not self.args.no_pin), cwd=REPO_ROOT,
-                env=dict(os.environ, PYTHONPATH=pythonpath), stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        info = read_proc(self.proc.pid)
-        self.master_start = info.starttime if info else 0
-        bh.wait_ready(self.proc, self.port, bh.READY_TIMEOUT)
+        self.launch(f"{self.n} workers, accept = {self.accept}")
         if not self.wait_workers(set(), self.args.settle_timeout)[0]:
             raise BenchError(f"the master did not reach {self.n} workers "
-                             f"(has {len(self.workers())})")
+                             f"(has {len(self.workers(include_zombies=True))})")
         try:
             file_pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             file_pid = None
         if file_pid != self.proc.pid:
             raise BenchError(f"pid file says {file_pid}, but the master is {self.proc.pid}")
-
-    def master_alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def workers(self, include_zombies: bool = True) -> list[int]:
-        """The master's children (pids), remembered in ``seen``."""
-        if not self.master_alive():
-            return []
-        pids = []
-        for proc in all_procs():
-            if proc.ppid == self.proc.pid:
-                self.seen.setdefault(proc.pid, proc.starttime)
-                if include_zombies or proc.state != "Z":
-                    pids.append(proc.pid)
-        return pids
 
     def wait_workers(self, stale: set[int], timeout: float) -> tuple[bool, float]:
         """Poll until the master has exactly ``n`` children, none of them in
@@ -307,7 +202,7 @@ class Prefork:
         while True:
             if not self.master_alive():
                 raise BenchError(f"the master exited with status {self.proc.returncode}")
-            pids = set(self.workers())
+            pids = set(self.workers(include_zombies=True))
             if len(pids) == self.n and not pids & stale:
                 return True, time.monotonic() - started
             if time.monotonic() >= deadline:
@@ -319,52 +214,11 @@ class Prefork:
             raise BenchError(f"the master exited with status {self.proc.returncode}")
         os.kill(self.proc.pid, sig)
 
-    def stop(self) -> None:
-        """SIGTERM the master by PID (SIGKILL on timeout), then make sure none
-        of its workers is left: SIGKILL each survivor by PID."""
-        if self.proc is None:
-            return
-        self.workers()                                   # a last look at the children
-        master = self.proc.pid
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(master, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=STOP_TIMEOUT)
-
-        def survivors() -> dict[int, int]:
-            found = {pid: st for pid, st in self.seen.items() if alive(pid, st)}
-            # Also anything still in the master's process group (its own
-            # session): a pid stays reserved while it names a live group.
-            for proc in all_procs():
-                if proc.pgid == master and proc.pid != master and proc.state != "Z":
-                    found.setdefault(proc.pid, proc.starttime)
-            return found
-
-        deadline = time.monotonic() + ORPHAN_GRACE
-        left = survivors()
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = survivors()
-        for pid, starttime in left.items():
-            if alive(pid, starttime):
-                print(f"[prefork] worker {pid} outlived its master; SIGKILL", file=sys.stderr)
-                self.left_over.append(pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
     def error_log_text(self) -> str:
         try:
             return self.error_log.read_text(errors="replace")
         except OSError:
             return ""
-
-    def failure_text(self, error: Exception) -> str:
-        return f"{error}\n{bh.log_tail(self.output, self.error_log)}"
 
 
 # --- wrk in the background ------------------------------------------------
@@ -380,22 +234,22 @@ class WrkRun:
         self.err_path = workdir / "wrk.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        self.deadline = time.monotonic() + duration + bh.WRK_GRACE
+        self.deadline = time.monotonic() + duration + WRK_GRACE
 
     def running(self) -> bool:
         return self.proc.poll() is None
 
-    def result(self) -> bh.WrkResult:
+    def result(self) -> WrkResult:
         try:
             self.proc.wait(timeout=max(0.0, self.deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.stop()
-            raise BenchError(f"wrk did not finish within {self.duration + bh.WRK_GRACE:.0f}s") from None
+            raise BenchError(f"wrk did not finish within {self.duration + WRK_GRACE:.0f}s") from None
         output = self.out_path.read_text(errors="replace")
         if self.proc.returncode != 0:
             error = self.err_path.read_text(errors="replace").strip()
             raise BenchError(f"wrk exited with {self.proc.returncode}: {error or output.strip()}")
-        return bh.parse_wrk(output)
+        return parse_wrk(output)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -407,7 +261,7 @@ class WrkRun:
 
 def wrk_argv(scenario, port: int, duration: int, args: argparse.Namespace,
              workdir: Path) -> list[str]:
-    return bh.wrk_command(scenario, port, duration, args, workdir)
+    return wrk_command(scenario, port, duration, args, workdir)
 
 
 # --- part 1: reloads and kills --------------------------------------------
@@ -418,7 +272,7 @@ class Row:
     mode: str
     plan: str
     accept: str
-    wrk: bh.WrkResult | None = None
+    wrk: WrkResult | None = None
     reloads_sent: int = 0
     kills_sent: int = 0
     skipped: int = 0
@@ -461,7 +315,7 @@ def run_row(mode, plan: str, args: argparse.Namespace, workdir: Path,
     wrk: WrkRun | None = None
     try:
         server.start()
-        bh.warm_up("prefork", server.port, args, row_dir)
+        warm_up("prefork", server.port, args, row_dir)
         server.wait_workers(set(), args.settle_timeout)
         events = schedule(args.reloads, kills, args.duration)
         print(f"[prefork] {mode.name} {plan}: {mode.description}, {args.duration}s, "
@@ -497,7 +351,7 @@ def run_row(mode, plan: str, args: argparse.Namespace, workdir: Path,
                                "settled": settled, "settle_s": round(waited, 4)})
             if not settled:
                 row.unsettled += 1
-                print(f"[prefork] after {kind}: workers {sorted(server.workers())} "
+                print(f"[prefork] after {kind}: workers {server.workers(include_zombies=True)} "
                       f"(stale {sorted(stale)}) not settled in {args.settle_timeout:.0f}s",
                       file=sys.stderr)
         row.wrk = wrk.result()
@@ -572,7 +426,7 @@ def rows_table(rows: list[Row]) -> str:
         table.append([row.mode, row.plan, *numbers, str(row.reloads_sent), str(row.kills_sent),
                       str(row.skipped), str(row.reloads_completed),
                       f"{row.settle_max_s * 1000:.0f} ms", str(row.unsettled), target])
-    return render(table, left=(0, 1, len(header) - 1))
+    return render_table(table, left=(0, 1, -1))
 
 
 # --- part 2: connection spread --------------------------------------------
@@ -583,7 +437,7 @@ class Spread:
     accept: str
     per_worker: dict[int, int] = field(default_factory=dict)   # worker pid -> connections
     other: int = 0               # established sockets on the port not owned by a worker
-    wrk: bh.WrkResult | None = None
+    wrk: WrkResult | None = None
     failure: str | None = None
 
     @property
@@ -629,8 +483,8 @@ def measure_spread(accept: str, args: argparse.Namespace, workdir: Path) -> Spre
     spread_dir = workdir / f"spread-{accept}"
     spread_dir.mkdir()
     server = Prefork(spread_dir, args.workers, accept, args)
-    scenario = bh.Scenario("spread", args.spread_connections,
-                           f"keep-alive, {args.spread_connections} connections")
+    scenario = Scenario("spread", args.spread_connections,
+                        f"keep-alive, {args.spread_connections} connections")
     wrk: WrkRun | None = None
     try:
         server.start()
@@ -679,29 +533,17 @@ def spread_table(spreads: list[Spread]) -> str:
         rps = "n/a" if s.wrk is None else f"{s.wrk.requests_per_sec:,.0f}"
         errors = "n/a" if s.wrk is None else str(s.wrk.all_errors)
         table.append([s.accept, per, str(s.total), ratio, cv, rps, errors])
-    return render(table, left=(0, 1))
+    return render_table(table, left=(0, 1))
 
 
 # --- report ---------------------------------------------------------------
-
-
-def render(rows: list[list[str]], left: tuple[int, ...]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [cell.ljust(width) if col in left else cell.rjust(width)
-                 for col, (cell, width) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def report(args: argparse.Namespace, rows: list[Row], spreads: list[Spread]) -> str:
     pinning = ("off" if args.no_pin
                else f"servers on CPU {args.server_cpus}, wrk on CPU {args.wrk_cpus}")
     lines = [
-        f"Part 1: GET {bh.URL_PATH} under reloads and kills; {args.workers} workers, "
+        f"Part 1: GET {URL_PATH} under reloads and kills; {args.workers} workers, "
         f"accept = {args.accept}, {args.duration}s per row, wrk -t{args.wrk_threads} -c64, "
         f"pinning {pinning}",
         "",
@@ -771,16 +613,10 @@ def write_json(path: str, args: argparse.Namespace, rows: list[Row],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    bh.raise_nofile_limit()
-    try:
-        bh.ensure_program("wrk", "wrk")
-        bh.ensure_program("ss", "iproute2")
-        if not args.no_pin:
-            bh.ensure_program("taskset", "util-linux")
-        if not (REPO_ROOT / "prefork" / "cli.py").exists():
-            raise BenchError(f"{REPO_ROOT / 'prefork' / 'cli.py'} does not exist")
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if not prepare_client(args, also=(("ss", "iproute2"),)):
+        return 2
+    if not (REPO_ROOT / "prefork" / "cli.py").exists():
+        print(f"error: {REPO_ROOT / 'prefork' / 'cli.py'} does not exist", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
     rows: list[Row] = []

@@ -121,13 +121,10 @@ every test type, with each backend.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import html
 import json
 import os
-import random
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -137,55 +134,32 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from prefork import httpbench as bh  # noqa: E402  (bench/http.py's code)
-
-
-
-HOST = bh.HOST
-REPO_ROOT = bh.REPO_ROOT
-BenchError = bh.BenchError
+from prefork_bench.httpbench import LISTEN_BACKLOG
+from prefork_bench.net import HOST, Launch, free_port, http_get, log_tail, running_server
+from prefork_bench.procs import CLK_TCK, Quiet, all_pids, core_times, process_table, read_stat, top_others
+from prefork_bench.report import render_table
+from prefork_bench.tools import DEFAULT_VENV, REPO_ROOT, BenchError, ensure_uvicorn_venv, pin, run_checked
+from prefork_bench.wrk import CLIENT_BOUND_PERCENT, PIPELINE_LUA, add_client_options, parse_wrk, prepare_client, wait_wrk
 
 SERVERS = ("prefork", "uvicorn")
 BACKENDS = ("sqlite", "postgresql")
 SHORT = {"prefork": "pf", "uvicorn": "uv", "sqlite": "sqlite", "postgresql": "pg"}
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:54329/tfb_bench"
-WORLD_ROWS = 10000
 QUERIES = 20                   # queries=N for /queries and /updates
 CONNECTIONS = 256
 PIPELINE = 16
 WRK_TIMEOUT = 8                # seconds, TechEmpower's wrk --timeout
-WRK_GRACE = 30.0               # seconds wrk may overrun its duration before it is killed
 VERIFY_TIMEOUT = 10.0          # seconds for one verification GET
-POLL_OTHERS = 0.5              # seconds between scans for other wrk processes during a run
 OTHER_LOAD_MARK = 20.0         # % of a core used by unrelated processes from which a run is marked
 TARGET_RPS = 50_000            # /json and /db with prefork-sqlite
 TARGET_RATIO = 1.5             # prefork over uvicorn, every test type and backend
 LOG_EXCERPT_LINES = 6          # server log lines quoted per run
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+WORLD_ROWS = 10000             # the World table's rows (TechEmpower's)
+ADDITIONAL_FORTUNE = "Additional fortune added at request time."  # what /fortunes adds (TechEmpower's)
 
 ACCEPT_PLAIN = "text/plain,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7"
 ACCEPT_JSON = "application/json,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7"
 ACCEPT_HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-
-# The TechEmpower Fortune table (as prefork/apps/db.py seeds it).
-FORTUNES = [
-    (1, "fortune: No such file or directory"),
-    (2, "A computer scientist is someone who fixes things that aren't broken."),
-    (3, "After enough decimal places, nobody gives a damn."),
-    (4, "A bad random number generator: 1, 1, 1, 1, 1, 4.33e+67, 1, 1, 1"),
-    (5, "A computer program does what you tell it to do, not what you want it to do."),
-    (6, "Emacs is a nice operating system, but I prefer UNIX. \u2014 Tom Christaensen"),
-    (7, "Any program that runs right is obsolete."),
-    (8, "A list is only as strong as its weakest link. \u2014 Donald Knuth"),
-    (9, "Feature: A bug with seniority."),
-    (10, "Computers make very fast, very accurate mistakes."),
-    (11, '<script>alert("This should not be displayed in a browser alert box.");</script>'),
-    (12, "\u30d5\u30ec\u30fc\u30e0\u30ef\u30fc\u30af\u306e\u30d9\u30f3\u30c1\u30de\u30fc\u30af"),
-]
-ADDITIONAL_FORTUNE = "Additional fortune added at request time."
-
 
 @dataclass(frozen=True)
 class TestType:
@@ -297,19 +271,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
                         help="SQLite synchronous for both servers (default: normal)")
     parser.add_argument("--json", metavar="FILE", help="also write the raw numbers to FILE")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin servers and wrk to CPUs with taskset")
-    parser.add_argument("--server-cpus", default="0", help="taskset CPU list for the servers (default: 0)")
-    parser.add_argument("--wrk-cpus", default="1", help="taskset CPU list for wrk (default: 1)")
-    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default: 1)")
+    add_client_options(parser, timeout=False)
     parser.add_argument("--wait-max", type=float, default=900.0,
                         help="seconds, over the whole run, to wait for other wrk processes to "
                              "finish before measuring anyway (default: 900)")
     parser.add_argument("--retries", type=int, default=1,
                         help="measure again, after waiting, when another wrk ran during a "
                              "measurement, at most this many times (default: 1)")
-    parser.add_argument("--uvicorn-venv", type=Path, default=bh.DEFAULT_VENV,
-                        help=f"venv for uvicorn (default: {bh.DEFAULT_VENV})")
+    parser.add_argument("--uvicorn-venv", type=Path, default=DEFAULT_VENV,
+                        help=f"venv for uvicorn (default: {DEFAULT_VENV})")
     args = parser.parse_args(argv)
     names = [t.name for t in TESTS]
     chosen = split_choices(parser, "--tests", args.tests, names)
@@ -337,52 +307,9 @@ def split_choices(parser: argparse.ArgumentParser, option: str, text: str, choic
 # --- /proc: processes, CPU time, other wrk runs ------------------------------
 
 
-def read_stat(pid: int) -> tuple[int, int, int, str] | None:
-    """(session id, own utime+stime, reaped children's cutime+cstime, command name), in
-    ticks, of a process; None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    close = data.rindex(b")")
-    comm = data[data.index(b"(") + 1:close].decode(errors="replace")
-    rest = data[close + 2:].split()
-    # rest[0] is field 3 (state): session 6, utime 14, stime 15, cutime 16, cstime 17.
-    return int(rest[3]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14]), comm
-
-
-def all_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def process_table() -> dict[int, tuple[int, int, int, str]]:
-    """read_stat() of every process."""
-    table = {}
-    for pid in all_pids():
-        stat = read_stat(pid)
-        if stat:
-            table[pid] = stat
-    return table
-
-
-def session_cpu(table: dict[int, tuple[int, int, int, str]], sid: int) -> dict[int, int]:
+def session_cpu(table: dict[int, dict], sid: int) -> dict[int, int]:
     """{pid: CPU ticks, reaped children included} for every process in the server's session."""
-    return {pid: own + children for pid, (s, own, children, _) in table.items() if s == sid}
-
-
-def top_others(before: dict, after: dict, exclude: set[int], wall: float, count: int = 3) -> list[str]:
-    """The processes outside the benchmark that used the most CPU (own time) over a run."""
-    used = []
-    for pid, (sid, own, _, comm) in after.items():
-        if pid in exclude:
-            continue
-        ticks = own - (before[pid][1] if pid in before else 0)
-        if ticks > 0:
-            used.append((ticks, pid, comm))
-    used.sort(reverse=True)
-    return [f"{comm}[{pid}] {100 * ticks / CLK_TCK / wall:.0f}%" for ticks, pid, comm in used[:count]
-            if 100 * ticks / CLK_TCK / wall >= 5]
+    return {pid: st["ticks"] + st["children"] for pid, st in table.items() if st["sid"] == sid}
 
 
 def pg_backends_cpu(dbname: str) -> dict[int, int]:
@@ -398,24 +325,13 @@ def pg_backends_cpu(dbname: str) -> dict[int, int]:
         if title.startswith(b"postgres: ") and needle in title:
             stat = read_stat(pid)
             if stat:
-                out[pid] = stat[1]
+                out[pid] = stat["ticks"]
     return out
 
 
 def cpu_delta(before: dict[int, int], after: dict[int, int]) -> int:
     """Ticks used between two snapshots (a process that appeared counts from zero)."""
     return sum(ticks - before.get(pid, 0) for pid, ticks in after.items())
-
-
-def core_times() -> dict[str, list[int]]:
-    """{"cpuN": [user, nice, system, idle, iowait, irq, softirq, steal]} in ticks, from /proc/stat."""
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            if re.match(r"cpu\d+ ", line):
-                name, *values = line.split()
-                out[name] = [int(v) for v in values[:8]]
-    return out
 
 
 def core_usage(before: dict[str, list[int]], after: dict[str, list[int]]) -> tuple[dict[str, float], dict]:
@@ -433,78 +349,48 @@ def core_usage(before: dict[str, list[int]], after: dict[str, list[int]]) -> tup
     return busy, ticks
 
 
-def wrk_pids(exclude: int | None = None) -> list[int]:
-    """Processes named exactly 'wrk' (as ``pgrep -x wrk``), other than ours."""
-    found = []
-    for pid in all_pids():
-        if pid == exclude:
-            continue
-        try:
-            with open(f"/proc/{pid}/comm", "rb") as f:
-                if f.read().strip() == b"wrk":
-                    found.append(pid)
-        except OSError:
-            continue
-    return found
-
-
-class Quiet:
-    """Waits for other wrk runs to finish, within a budget for the whole benchmark."""
-
-    def __init__(self, budget: float):
-        self.budget = budget
-        self.waited = 0.0
-        self.announced = False
-
-    def wait(self, label: str) -> bool:
-        """True when no other wrk runs; False when the budget ran out first."""
-        start = time.monotonic()
-        try:
-            while wrk_pids():
-                if self.waited + (time.monotonic() - start) >= self.budget:
-                    print(f"[{label}] waiting budget ({self.budget:.0f}s) used up; another wrk "
-                          f"(pid {', '.join(map(str, wrk_pids()))}) is running: measuring anyway",
-                          file=sys.stderr)
-                    return False
-                if not self.announced:
-                    print(f"[{label}] another wrk is running (pid {', '.join(map(str, wrk_pids()))}); "
-                          "waiting for it to finish ...", file=sys.stderr)
-                    self.announced = True
-                time.sleep(1.0)
-            return True
-        finally:
-            spent = time.monotonic() - start
-            self.waited += spent
-            if spent >= 1.0:
-                print(f"[{label}] waited {spent:.0f}s for other wrk runs", file=sys.stderr)
-            self.announced = False
-
-
 # --- databases --------------------------------------------------------------
 
 
+SEED = """\
+import sys
+from prefork.apps.db import DatabaseError, open_backend
+try:
+    open_backend(sys.argv[1], sys.argv[2]).setup()
+except DatabaseError as exc:
+    sys.exit(str(exc))
+"""
+
+
+def seed(url: str, synchronous: str = "full") -> None:
+    """Create and seed the tables with the server's own code and data (its
+    prefork/apps/db.py, as its master does before forking), in a child process:
+    this script cannot import the server's HTTP modules, because bench/ comes
+    first on its sys.path and bench/http.py hides the standard library's http."""
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", SEED, url, synchronous], cwd=REPO_ROOT,
+                          env=dict(os.environ, PYTHONPATH=pythonpath), capture_output=True, text=True,
+                          timeout=300)
+    if done.returncode != 0:
+        raise BenchError(f"seeding the database: {done.stderr.strip()[-2000:]}")
+
+
 def seed_sqlite(path: Path, synchronous: str) -> None:
-    conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("CREATE TABLE IF NOT EXISTS World (id INTEGER PRIMARY KEY, randomNumber INTEGER NOT NULL)")
-        conn.execute("CREATE TABLE IF NOT EXISTS Fortune (id INTEGER PRIMARY KEY, message TEXT NOT NULL)")
-        if conn.execute("SELECT COUNT(*) FROM World").fetchone()[0] == 0:
-            conn.executemany("INSERT INTO World (id, randomNumber) VALUES (?, ?)",
-                             [(i, random.randint(1, WORLD_ROWS)) for i in range(1, WORLD_ROWS + 1)])
-        if conn.execute("SELECT COUNT(*) FROM Fortune").fetchone()[0] == 0:
-            conn.executemany("INSERT INTO Fortune (id, message) VALUES (?, ?)", FORTUNES)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    seed(f"sqlite:///{path}", synchronous)
 
 
 def sqlite_checkpoint(path: Path) -> None:
     conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+def sqlite_fortunes(path: Path) -> list[tuple[int, str]]:
+    conn = sqlite3.connect(str(path), timeout=5.0)
+    try:
+        return conn.execute("SELECT id, message FROM Fortune").fetchall()
     finally:
         conn.close()
 
@@ -575,18 +461,8 @@ def prepare_pg(url: str) -> dict[str, str]:
             if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
                 print(f"creating PostgreSQL database {dbname} ...", file=sys.stderr)
                 admin.execute(f'CREATE DATABASE "{dbname}"')
-        with psycopg.connect(url, autocommit=False, connect_timeout=5) as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS World (id INTEGER PRIMARY KEY, randomNumber INTEGER NOT NULL)")
-            conn.execute("CREATE TABLE IF NOT EXISTS Fortune (id INTEGER PRIMARY KEY, message TEXT NOT NULL)")
-            conn.execute("LOCK TABLE World, Fortune IN EXCLUSIVE MODE")
-            if conn.execute("SELECT COUNT(*) FROM World").fetchone()[0] == 0:
-                with conn.cursor() as cur:
-                    cur.executemany("INSERT INTO World (id, randomNumber) VALUES (%s, %s)",
-                                    [(i, random.randint(1, WORLD_ROWS)) for i in range(1, WORLD_ROWS + 1)])
-            if conn.execute("SELECT COUNT(*) FROM Fortune").fetchone()[0] == 0:
-                with conn.cursor() as cur:
-                    cur.executemany("INSERT INTO Fortune (id, message) VALUES (%s, %s)", FORTUNES)
-            conn.commit()
+        seed(url)
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
             settings = {name: conn.execute(f"SHOW {name}").fetchone()[0]
                         for name in ("server_version", "fsync", "synchronous_commit", "max_connections")}
             settings["world_rows"] = str(conn.execute("SELECT COUNT(*) FROM World").fetchone()[0])
@@ -600,6 +476,12 @@ def pg_vacuum(url: str) -> None:
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         conn.execute("VACUUM ANALYZE World")
         conn.execute("VACUUM ANALYZE Fortune")
+
+
+def pg_fortunes(url: str) -> list[tuple[int, str]]:
+    psycopg = import_psycopg()
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        return conn.execute("SELECT id, message FROM Fortune").fetchall()
 
 
 def pg_rows(url: str, ids: list[int]) -> dict[int, int]:
@@ -862,13 +744,13 @@ async def app(scope, receive, send):
 
 
 def ensure_uvicorn(venv: Path, need_psycopg: bool) -> Path:
-    python = bh.ensure_uvicorn_venv(venv)
+    python = ensure_uvicorn_venv(venv)
     if need_psycopg:
         probe = [str(python), "-c", "import psycopg; assert psycopg.pq.__impl__ in ('binary', 'c')"]
         if subprocess.run(probe, capture_output=True).returncode != 0:
             print(f"installing psycopg[binary] into {venv} ...", file=sys.stderr)
-            bh.run_checked([str(python), "-m", "pip", "install", "--quiet", "psycopg[binary]"],
-                           "pip install psycopg[binary]")
+            run_checked([str(python), "-m", "pip", "install", "--quiet", "psycopg[binary]"],
+                        "pip install psycopg[binary]")
     return python
 
 
@@ -896,7 +778,7 @@ def db_url_for(backend: str, sqlite_path: Path, args: argparse.Namespace) -> str
 
 
 def prepare_target(target: Target, workdir: Path, port: int, args: argparse.Namespace,
-                   sqlite_path: Path, result: TargetResult) -> tuple[bh.Launch, list[Path]]:
+                   sqlite_path: Path, result: TargetResult) -> tuple[Launch, list[Path]]:
     """The launch for one target and the log files to read."""
     if target.server == "prefork":
         error_log = workdir / "error.log"
@@ -905,28 +787,23 @@ def prepare_target(target: Target, workdir: Path, port: int, args: argparse.Name
                                        args.synchronous, error_log)
         config.write_text(result.config)
         pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        return (bh.Launch(argv=[sys.executable, "-m", "prefork.cli", "-c", str(config)],
-                          env=dict(os.environ, PYTHONPATH=pythonpath), cwd=REPO_ROOT, port=port),
+        return (Launch(argv=[sys.executable, "-m", "prefork.cli", "-c", str(config)],
+                       env=dict(os.environ, PYTHONPATH=pythonpath), cwd=REPO_ROOT, port=port),
                 [error_log, workdir / "server.log"])
     python = ensure_uvicorn(args.uvicorn_venv, target.backend == "postgresql")
     (workdir / "app.py").write_text(UVICORN_APP)
     argv = [str(python), "-m", "uvicorn", "app:app", "--app-dir", str(workdir),
             "--host", HOST, "--port", str(port), "--workers", str(args.workers),
-            "--loop", "uvloop", "--http", "httptools", "--backlog", str(bh.LISTEN_BACKLOG),
+            "--loop", "uvloop", "--http", "httptools", "--backlog", str(LISTEN_BACKLOG),
             "--no-access-log", "--log-level", "warning"]
     result.config = " ".join(argv)
     env = dict(os.environ, TFB_DB_KIND=target.backend,
                TFB_DB_URL=str(sqlite_path) if target.backend == "sqlite" else args.pg_url,
                TFB_SQLITE_SYNCHRONOUS=args.synchronous, PYTHONUNBUFFERED="1")
-    return bh.Launch(argv=argv, env=env, cwd=workdir, port=port), [workdir / "server.log"]
+    return Launch(argv=argv, env=env, cwd=workdir, port=port), [workdir / "server.log"]
 
 
 # --- verification ---------------------------------------------------------------
-
-
-def http_get(port: int, path: str, timeout: float = VERIFY_TIMEOUT) -> tuple[int, dict[str, str], bytes]:
-    """One GET on a fresh connection: bench/http.py's, with this script's timeout."""
-    return bh.http_get(port, path, timeout)
 
 
 class Bad(Exception):
@@ -934,7 +811,7 @@ class Bad(Exception):
 
 
 def get_ok(port: int, path: str, content_type: str) -> bytes:
-    status, headers, body = http_get(port, path)
+    status, headers, body = http_get(port, path, VERIFY_TIMEOUT)
     if status != 200:
         raise Bad(f"GET {path}: status {status}, body {body[:200]!r}")
     got = headers.get("content-type", "")
@@ -1003,7 +880,8 @@ def verify_test(test: TestType, port: int, target: Target, args: argparse.Namesp
             raise Bad(f"GET {test.path}: fortune 11 is not escaped")
         cells = re.findall(r"<tr>\s*<td>\s*(\d+)\s*</td>\s*<td>(.*?)</td>\s*</tr>", text, re.S)
         got = [(int(i), html.unescape(m)) for i, m in cells]
-        expected = sorted(FORTUNES + [(0, ADDITIONAL_FORTUNE)], key=lambda r: r[1])
+        stored = sqlite_fortunes(sqlite_path) if target.backend == "sqlite" else pg_fortunes(args.pg_url)
+        expected = sorted(stored + [(0, ADDITIONAL_FORTUNE)], key=lambda r: r[1])
         if got != expected:
             raise Bad(f"GET {test.path}: rows {got[:3]}... ({len(got)}), expected {len(expected)} "
                       f"rows sorted by message")
@@ -1019,45 +897,23 @@ def wrk_argv(test: TestType, port: int, duration: int, args: argparse.Namespace,
             "-H", f"Accept: {test.accept}", "-H", "Connection: keep-alive"]
     if test.pipeline > 1:
         script = workdir / f"pipeline{test.pipeline}.lua"
-        script.write_text(bh.PIPELINE_LUA.substitute(depth=test.pipeline, path=test.path))
+        script.write_text(PIPELINE_LUA.substitute(depth=test.pipeline, path=test.path))
         argv += ["-s", str(script)]
     argv.append(f"http://{HOST}:{port}{test.path}")
-    return bh.pin(args.wrk_cpus, argv, not args.no_pin)
+    return pin(args.wrk_cpus, argv, not args.no_pin)
 
 
 def run_wrk(argv: list[str], duration: int, out_path: Path) -> tuple[str, float, list[int]]:
     """Run wrk: (its report, its CPU % of one core, pids of other wrk runs seen meanwhile)."""
-    others: set[int] = set()
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     start = time.monotonic()
-    deadline = start + duration + WRK_GRACE
-    next_scan = start
-    try:
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                break
-            now = time.monotonic()
-            if now >= deadline:
-                raise BenchError(f"wrk did not finish within {duration + WRK_GRACE:.0f}s")
-            if now >= next_scan:
-                others.update(wrk_pids(exclude=proc.pid))
-                next_scan = now + POLL_OTHERS
-            time.sleep(0.05)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(proc.pid, 0)
-            proc.returncode = -9
+    usage, others = wait_wrk(proc, duration)
     wall = time.monotonic() - start
     output = out_path.read_text(errors="replace")
     if proc.returncode != 0:
         raise BenchError(f"wrk exited with {proc.returncode}: {output.strip()[-1000:]}")
-    return output, 100 * (usage.ru_utime + usage.ru_stime) / max(wall, 1e-6), sorted(others)
+    return output, 100 * (usage.ru_utime + usage.ru_stime) / max(wall, 1e-6), others
 
 
 class LogWatch:
@@ -1128,7 +984,7 @@ def measure_once(target: Target, test: TestType, port: int, sid: int, args: argp
     cores, core_ticks = core_usage(cores_before, core_times())
     time.sleep(0.2)        # let the server flush its log lines about this run
     log_counts, excerpt = logs.since_mark()
-    parsed = bh.parse_wrk(output)
+    parsed = parse_wrk(output)
     server_ticks = cpu_delta(server_before, server_after)
     pg_ticks = cpu_delta(pg_before, pg_after)
     wrk_ticks = wrk_cpu / 100 * wall * CLK_TCK
@@ -1150,7 +1006,7 @@ def measure_once(target: Target, test: TestType, port: int, sid: int, args: argp
         steal_cpu_percent=round(100 * core_ticks["steal"] / CLK_TCK / wall, 1),
         pg_backends=len(pg_after) if dbname else None,
         other_top=others_top,
-        client_bound=wrk_cpu >= bh.CLIENT_BOUND_PERCENT * args.wrk_threads,
+        client_bound=wrk_cpu >= CLIENT_BOUND_PERCENT * args.wrk_threads,
         contended=bool(others) or not clean, other_wrk_pids=others,
         server_processes_before=sorted(server_before), server_processes_after=sorted(server_after),
         log_counts=log_counts, log_excerpt=excerpt)
@@ -1178,10 +1034,10 @@ def bench_target(target: Target, args: argparse.Namespace, workdir: Path, sqlite
             sqlite_checkpoint(sqlite_path)
         else:
             pg_vacuum(args.pg_url)
-        port = bh.free_port()
+        port = free_port()
         launch, log_files = prepare_target(target, tdir, port, args, sqlite_path, result)
         print(f"[{target.name}] starting on {HOST}:{port}: {' '.join(launch.argv)}", file=sys.stderr)
-        with bh.running_server(launch, log_path, args.server_cpus, not args.no_pin) as proc:
+        with running_server(launch, log_path, args.server_cpus, not args.no_pin) as proc:
             for test in args.tests:
                 try:
                     verify_test(test, port, target, args, sqlite_path)
@@ -1201,26 +1057,12 @@ def bench_target(target: Target, args: argparse.Namespace, workdir: Path, sqlite
                 if proc.poll() is not None:
                     raise BenchError(f"exited with status {proc.returncode} during {test.name}")
     except Exception as exc:       # BenchError, OSError, a database error: this target failed
-        result.failure = f"{type(exc).__name__}: {exc}\n{bh.log_tail(*dict.fromkeys([log_path, *log_files]))}"
+        result.failure = f"{type(exc).__name__}: {exc}\n{log_tail(*dict.fromkeys([log_path, *log_files]))}"
         print(f"[{target.name}] FAILED: {result.failure}", file=sys.stderr)
     return result
 
 
 # --- report -----------------------------------------------------------------------
-
-
-def render_table(rows: list[list[str]]) -> str:
-    """Columns aligned: the first left, the others right (a last "errors" column left)."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    left = {0} | ({len(rows[0]) - 1} if rows[0][-1] == "errors" else set())
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [cell.ljust(width) if col in left else cell.rjust(width)
-                 for col, (cell, width) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def cell_rps(result: TargetResult | None, test: TestType) -> str:
@@ -1336,7 +1178,7 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, T
                      f"fsync={pg_settings.get('fsync')}, synchronous_commit="
                      f"{pg_settings.get('synchronous_commit')} (the cluster's own settings){pg_note}; "
                      "its backends are not pinned.")
-    lines += ["", render_table(main_table(targets, args, results)), "",
+    lines += ["", render_table(main_table(targets, args, results), left=(0, -1)), "",
               "pf = prefork, uv = uvicorn (uvloop, httptools, raw ASGI app), pg = PostgreSQL. "
               "Cells: req/s (wrk Requests/sec). pf/uv: prefork's req/s over uvicorn's.",
               "CPU: the server's process tree (master/supervisor + workers), utime+stime over wall "
@@ -1344,7 +1186,7 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, T
     marks = []
     runs = [r for res in results.values() for r in res.runs.values()]
     if any(r.client_bound for r in runs):
-        marks.append(f"*: wrk used >= {bh.CLIENT_BOUND_PERCENT}% of its CPU (client-bound)")
+        marks.append(f"*: wrk used >= {CLIENT_BOUND_PERCENT}% of its CPU (client-bound)")
     if any(r.contended for r in runs):
         marks.append("!: another wrk ran during this measurement (not comparable)")
     if any(r.other_cpu_percent >= OTHER_LOAD_MARK for r in runs):
@@ -1357,7 +1199,7 @@ def report(args: argparse.Namespace, targets: list[Target], results: dict[str, T
               "pgbe = PostgreSQL backends of the benchmark database, wrk = the client, "
               "other = all other processes (busy time in /proc/stat, interrupts included, "
               "minus the three):",
-              render_table(cpu_table(targets, args, results))]
+              render_table(cpu_table(targets, args, results), left=(0,))]
     notes, load_notes = [], []
     for t in targets:
         res = results.get(t.name)
@@ -1452,15 +1294,7 @@ def write_json(path: str, args: argparse.Namespace, targets: list[Target],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    nofile = bh.raise_nofile_limit()
-    if nofile < CONNECTIONS * 2 + 100:
-        print(f"warning: only {nofile} open files allowed", file=sys.stderr)
-    try:
-        bh.ensure_program("wrk", "wrk")
-        if not args.no_pin:
-            bh.ensure_program("taskset", "util-linux")
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if not prepare_client(args, files=CONNECTIONS * 2 + 100):
         return 2
     targets = [Target(server, backend) for backend in args.backends for server in args.servers]
     results: dict[str, TargetResult] = {}

@@ -7,54 +7,55 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT, Server, free_port, make_config, wait_until
-from prefork import loadgen
+from prefork_bench import cli, client, connections
 
 
 def test_sources_ranges_and_lists():
-    assert loadgen.parse_sources("127.0.0.2-127.0.0.4") == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
-    assert loadgen.parse_sources("127.0.0.9,127.0.1.255-127.0.2.0") == ["127.0.0.9", "127.0.1.255", "127.0.2.0"]
-    assert loadgen.parse_sources("none") == []
+    assert connections.parse_sources("127.0.0.2-127.0.0.4") == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert connections.parse_sources("127.0.0.9,127.0.1.255-127.0.2.0") == ["127.0.0.9", "127.0.1.255", "127.0.2.0"]
+    assert connections.parse_sources("none") == []
     for bad in ("127.0.0.5-127.0.0.1", "localhost", "127.0.0.1-x"):
         with pytest.raises(argparse.ArgumentTypeError):
-            loadgen.parse_sources(bad)
+            connections.parse_sources(bad)
 
 
 def test_targets():
-    assert loadgen.parse_targets("127.0.0.1:8080,127.0.0.2:81") == [("127.0.0.1", 8080), ("127.0.0.2", 81)]
+    assert connections.parse_targets("127.0.0.1:8080,127.0.0.2:81") == [("127.0.0.1", 8080), ("127.0.0.2", 81)]
     for bad in ("127.0.0.1", ":80", "h:port"):
         with pytest.raises(argparse.ArgumentTypeError):
-            loadgen.parse_targets(bad)
+            connections.parse_targets(bad)
 
 
 def test_auto_sources_keep_each_source_to_a_quarter_of_its_ports(monkeypatch):
-    monkeypatch.setattr(loadgen, "port_range", lambda: 64512)
-    sources = loadgen.auto_sources(1_000_000, [("127.0.0.1", 8080)])
+    monkeypatch.setattr(connections, "port_range", lambda: 64512)
+    sources = connections.auto_sources(1_000_000, [("127.0.0.1", 8080)])
     assert len(sources) == 63 and sources[0] == "127.0.0.2" and len(set(sources)) == 63
-    assert len(loadgen.auto_sources(1_000_000, [("127.0.0.1", 8080), ("127.0.0.1", 8081)])) == 32
-    assert loadgen.auto_sources(10, [("10.1.1.1", 80)]) == []  # not loopback: no binding
+    assert len(connections.auto_sources(1_000_000, [("127.0.0.1", 8080), ("127.0.0.1", 8081)])) == 32
+    assert connections.auto_sources(10, [("10.1.1.1", 80)]) == []  # not loopback: no binding
 
 
 def test_latency_histogram_percentiles():
-    hist = [0] * loadgen.HIST_SIZE
+    hist = [0] * client.HIST_SIZE
     for seconds in [0.001] * 98 + [0.1, 1.0]:
-        hist[loadgen.hist_index(seconds)] += 1
-    p50, p99, top = (loadgen.percentile(hist, q) for q in (0.5, 0.99, 1.0))
+        hist[client.hist_index(seconds)] += 1
+    p50, p99, top = (client.percentile(hist, q) for q in (0.5, 0.99, 1.0))
     assert 0.001 <= p50 < 0.00112          # bucket bounds are within 1/8 of a power of two
     assert 0.1 <= p99 < 0.112 and 1.0 <= top < 1.1
-    assert loadgen.percentile([0] * loadgen.HIST_SIZE, 0.5) is None
+    assert client.percentile([0] * client.HIST_SIZE, 0.5) is None
 
 
 def test_jobs_split_the_count_and_fit_the_fd_limit():
-    args = loadgen.parse_args(["connections", "--count", "1000003", "--rate", "20000"])
+    args = cli.parse_args(["connections", "--count", "1000003", "--rate", "20000"])
     args.sources = ["127.0.0.2"]
     args.ramp_timeout = 60
-    jobs = loadgen.plan_jobs(args, per_process=19936)
+    jobs = connections.plan_jobs(args, per_process=19936)
     assert len(jobs) == 51 and sum(j.count for j in jobs) == 1000003
     assert max(j.count for j in jobs) <= 19936
     assert [j.first for j in jobs[:3]] == [0, jobs[0].count, jobs[0].count + jobs[1].count]
@@ -62,7 +63,7 @@ def test_jobs_split_the_count_and_fit_the_fd_limit():
 
 
 def bench(*argv: str, cwd, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "prefork.loadgen", *argv], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "prefork_bench", *argv], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout,
                           env=dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")))
 
@@ -137,13 +138,13 @@ def test_accept_compares_the_strategies(tmp_path):
 
 
 def test_httpbench_ratios_round_by_round_and_median_round():
-    from prefork import httpbench as hb
+    from prefork_bench import httpreport, wrk
 
     def result(rps, read_errors=0):
-        return hb.WrkResult(requests_per_sec=rps, requests=int(rps), p50_ms=1.0, p90_ms=2.0, p99_ms=3.0,
+        return wrk.WrkResult(requests_per_sec=rps, requests=int(rps), p50_ms=1.0, p90_ms=2.0, p99_ms=3.0,
                             read_errors=read_errors)
 
-    ka, close = hb.SCENARIOS[0], hb.SCENARIOS[2]
+    ka, close = wrk.SCENARIOS[0], wrk.SCENARIOS[2]
     rounds = {
         "prefork": [{ka.name: result(80.0), close.name: result(10.0)},
                     {ka.name: result(110.0)},
@@ -152,13 +153,42 @@ def test_httpbench_ratios_round_by_round_and_median_round():
                   {ka.name: result(137.5)},
                   {ka.name: result(150.0)}],
     }
-    ratios = hb.round_ratios(rounds, [ka, close])
+    ratios = httpreport.round_ratios(rounds, [ka, close])
     # each round's own pair; a scenario with a single round has no series
     assert ratios == {"nginx": {ka.name: [0.8, 0.8, 0.6]}}
-    lines = hb.format_round_ratios(ratios)
+    lines = httpreport.format_round_ratios(ratios)
     assert lines[0].startswith("prefork/nginx round by round")
     assert "0.80 0.80 0.60  (median 0.80, min 0.60)" in lines[1]
     # the median round per server (not per ratio), with every round's errors summed
-    merged = hb.median_round(rounds["prefork"])
+    merged = httpreport.median_round(rounds["prefork"])
     assert merged[ka.name].requests_per_sec == 90.0 and merged[ka.name].read_errors == 2
-    assert hb.round_ratios({"nginx": rounds["nginx"]}, [ka]) == {}
+    assert httpreport.round_ratios({"nginx": rounds["nginx"]}, [ka]) == {}
+
+
+def test_the_server_package_holds_no_load_tools():
+    """The load tools are a package of their own: nothing under prefork/ names
+    prefork_bench or runs apt-get or pip, and importing every server module
+    loads no prefork_bench module."""
+    for path in (ROOT / "prefork").rglob("*.py"):
+        text = path.read_text()
+        assert "prefork_bench" not in text, path
+        assert '"apt-get"' not in text and '"pip"' not in text, path
+    code = ("import importlib, pkgutil, sys, prefork\n"
+            "for m in pkgutil.walk_packages(prefork.__path__, 'prefork.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "print(sorted(n for n in sys.modules if n.startswith('prefork')))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded = eval(done.stdout)
+    assert "prefork.cli" in loaded and "prefork.worker" in loaded
+    assert not [name for name in loaded if name.startswith("prefork_bench")]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "bench").glob("*.py")))
+def test_bench_scripts_are_entry_points_over_the_package(script):
+    """bench/*.py import prefork_bench as installed (no sys.path edits) and start."""
+    path = ROOT / "bench" / script
+    assert not re.search(r"sys\.path\.(insert|append)|sys\.path\[", path.read_text())
+    done = subprocess.run([sys.executable, str(path), "--help"], cwd=ROOT.parent, capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stderr
