@@ -968,11 +968,9 @@ class HttpProtocol:
         """Is the request being parsed (now failing) a HEAD? Its method is known
         once its target has begun (before that llhttp still holds the last one's)."""
         p = self._p
-        if p is None or not p.in_message:
+        if p is None or not p.in_message or not p.url:
             return False
-        if p.head_done:
-            return p.method == b"HEAD"
-        return bool(p.url) and p.parser.get_method() == b"HEAD"
+        return p.parser.get_method() == b"HEAD"
 
     def _set_state(self, new: int) -> None:
         """Change state, keeping the context's counts (for /status) right."""
