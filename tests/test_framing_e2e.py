@@ -5,7 +5,6 @@ of Upgrade requests in one read, 304 heads from the static handler, and a
 
 from __future__ import annotations
 
-import socket
 import threading
 
 from conftest import Client

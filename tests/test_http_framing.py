@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefork.protocols import http as http_mod
-from prefork.protocols.http import BODY, HttpContext, HttpProtocol, Offload, Request, Response
+from prefork.protocols.http import BODY, HttpProtocol, Offload, Response
 from test_http_protocol import (FEEDERS, Clock, assert_json, assert_plaintext, echo_routes, get, make_ctx,
                                 make_proto, parse_responses, statuses)
 
