@@ -80,8 +80,10 @@ def valid_host(value: bytes) -> bool:
     if m is None:
         return False
     literal, port = m.groups()
-    if port and int(port) > 65535:
-        return False
+    if port:
+        port = port.lstrip(b"0")
+        if len(port) > 5 or (port and int(port) > 65535):
+            return False
     if literal is not None:
         if literal[:1] in (b"v", b"V"):
             return _IPVFUTURE_RE.fullmatch(literal) is not None
