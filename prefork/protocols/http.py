@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections import deque
@@ -49,6 +50,49 @@ _INTERESTING_LENGTHS = frozenset((4, 6, 10, 14, 17))
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
+# Host: uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): an IP-literal in
+# brackets, or a reg-name (an IPv4 address is one) of unreserved, sub-delims
+# and %XX; the port is digits.
+_HOST_RE = re.compile(rb"(?:\[([^\]]*)\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::([0-9]*))?")
+_IPVFUTURE_RE = re.compile(rb"[vV][0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+")
+
+# Fields a request may not carry in its trailer section (RFC 9110 6.5.1: those
+# needed before the content is processed): framing, routing, authentication,
+# request modifiers, connection controls and the content's format. A trailer
+# with one of them is answered 400; the others go to ``Request.trailers``.
+FORBIDDEN_TRAILERS = frozenset((
+    b"content-length", b"transfer-encoding", b"trailer", b"te",           # framing
+    b"host", b"forwarded", b"x-forwarded-for", b"x-forwarded-host",       # routing
+    b"x-forwarded-proto", b"x-real-ip",
+    b"authorization", b"proxy-authorization", b"cookie", b"set-cookie",   # authentication
+    b"www-authenticate", b"proxy-authenticate",
+    b"expect", b"max-forwards", b"range", b"if-match", b"if-none-match",  # request modifiers
+    b"if-modified-since", b"if-unmodified-since", b"if-range", b"cache-control", b"pragma",
+    b"connection", b"keep-alive", b"upgrade", b"proxy-connection",        # connection controls
+    b"content-type", b"content-encoding", b"content-range", b"content-location",  # content format
+))
+
+
+def valid_host(value: bytes) -> bool:
+    """Is ``value`` a valid Host field value (uri-host [":" port])? Empty is
+    valid (RFC 9112 3.2: a target without an authority)."""
+    m = _HOST_RE.fullmatch(value.strip(b" \t"))
+    if m is None:
+        return False
+    literal, port = m.groups()
+    if port:
+        port = port.lstrip(b"0")
+        if len(port) > 5 or (port and int(port) > 65535):
+            return False
+    if literal is not None:
+        if literal[:1] in (b"v", b"V"):
+            return _IPVFUTURE_RE.fullmatch(literal) is not None
+        try:
+            socket.inet_pton(socket.AF_INET6, literal.decode("ascii"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+    return True
+
 
 def status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
@@ -79,10 +123,12 @@ def unpack_peer(peer):
 class Request:
     """One parsed request, as handlers see it."""
 
-    __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive", "_peer")
+    __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive", "_peer",
+                 "trailers")
 
     def __init__(self, method: bytes, target: bytes, path: bytes, query: bytes, version: str,
-                 headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool, peer=None):
+                 headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool, peer=None,
+                 trailers: "list[tuple[bytes, bytes]] | tuple" = ()):
         self.method = method
         self.target = target
         self.path = path
@@ -92,6 +138,7 @@ class Request:
         self.body = body
         self.keep_alive = keep_alive
         self._peer = peer  # packed (pack_peer) or as given
+        self.trailers = trailers  # a chunked body's trailer fields, apart from the headers
 
     @property
     def peer(self):
@@ -128,7 +175,8 @@ class FileChunk:
 
 class Response:
     """What a handler returns. ``file``, when set, is sent after ``body``
-    (which is then empty) and its length is ``length``."""
+    (which is then empty) and its length is ``length``. A 1xx, 204 or 304
+    response has no content (RFC 9110 6.4.1): its body is dropped."""
 
     __slots__ = ("status", "body", "content_type", "headers", "file", "length")
 
@@ -138,6 +186,14 @@ class Response:
         self.body = body
         self.content_type = content_type
         self.headers = headers or ()
+        if status != 200 and (status < 200 or status == 204 or status == 304):
+            self.body = b""
+            if file is not None:
+                file.close()
+                file = None
+            self.file = None
+            self.length = 0
+            return
         self.file = file
         self.length = file.count if file is not None else len(body)
 
@@ -265,6 +321,11 @@ class HttpContext:
                     keep_alive: bool, http10: bool) -> bytes:
         parts = [status_line(status), self.server_line, self.date_line,
                  b"Content-Type: ", content_type, b"\r\nContent-Length: ", b"%d\r\n" % length]
+        if status < 200 or status == 204 or status == 304:
+            # no content, so neither Content-Length (RFC 9110 8.6: a 304's would
+            # have to be the 200's) nor Content-Type (15.4.5: no representation
+            # metadata in a 304)
+            del parts[3:]
         for name, value in extra:
             parts += (name, b": ", value, b"\r\n")
         if not keep_alive:
@@ -299,7 +360,7 @@ class _Parser:
     __slots__ = ("parser", "proto", "url", "headers", "header_bytes", "body", "body_len",
                  "content_length", "chunked", "host_count", "connection", "expect", "in_message", "head_done", "version",
                  "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout", "reusable", "method",
-                 "special", "head_bytes")
+                 "special", "head_bytes", "trailers", "good_host", "continue_due")
 
     def __init__(self, config: HttpConfig) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -323,6 +384,9 @@ class _Parser:
         self.expect = b""
         self.body_len = 0
         self.head_bytes = 0       # bytes received since the request began (for _check_head_size)
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # a chunked body's trailer fields
+        self.good_host = b""      # the last Host value found valid: most requests repeat it
+        self.continue_due = False  # a 100 Continue owed once the requests before this one are answered
 
     # httptools callbacks -----------------------------------------------------
 
@@ -350,6 +414,9 @@ class _Parser:
             raise _ParseError(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:  # llhttp reports a chunked body's trailer fields here too
+            self._trailer(name, value)
+            return
         headers = self.headers
         headers.append((name, value))
         self.header_bytes += len(name) + len(value) + 4
@@ -359,10 +426,14 @@ class _Parser:
             return
         if name == b"Host":  # as nearly every client spells it: no lower() needed
             self.host_count += 1
+            if value != self.good_host:
+                self._check_host(value)
             return
         lname = name.lower()
         if lname == b"host":
             self.host_count += 1
+            if value != self.good_host:
+                self._check_host(value)
         elif lname == b"content-length":
             self.special = True
             self.content_length = int(value)  # llhttp has checked digits and duplicates
@@ -376,6 +447,23 @@ class _Parser:
             self.expect = value.strip().lower()
         elif lname == b"connection":
             self.connection = True
+
+    def _check_host(self, value: bytes) -> None:
+        if not valid_host(value):
+            raise _ParseError(400, "invalid Host")
+        self.good_host = value
+
+    def _trailer(self, name: bytes, value: bytes) -> None:
+        """A trailer field: kept apart from the headers (RFC 9110 6.5.1), under the same limits."""
+        trailers = self.trailers
+        if trailers is None:
+            trailers = self.trailers = []
+        trailers.append((name, value))
+        self.header_bytes += len(name) + len(value) + 4
+        if len(self.headers) + len(trailers) > self.max_headers or self.header_bytes > self.max_header_bytes:
+            raise _ParseError(431, "request header fields too large")
+        if name.lower() in FORBIDDEN_TRAILERS:
+            raise _ParseError(400, "field not allowed in a trailer")
 
     def on_headers_complete(self) -> None:
         self.head_done = True
@@ -422,10 +510,18 @@ class _Parser:
             self.content_length = -1
             self.chunked = False
             self.expect = b""
+            self.continue_due = False
+            trailers = self.trailers
+            if trailers is not None:
+                self.trailers = None
+                self.proto._complete(self.method, self.url, self.version, self.headers, body, keep_alive, trailers)
+                return
         else:
             body = b""
         self.proto._complete(self.method, self.url, self.version, self.headers, body, keep_alive)
 
+
+_OPTIONS_ANY = Response(200, b"", b"text/plain", ((b"Allow", b"GET, HEAD, POST, OPTIONS"),))
 
 PENDING_MAX = 64  # pipelined requests queued behind one in the pool before reading pauses
 
@@ -471,20 +567,27 @@ class HttpProtocol:
         if self.state != BODY:
             p.head_bytes += len(data)
         try:
-            p.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            # Upgrade (h2c, websocket): not supported, so ignored as RFC 9110
-            # 7.8 allows -- the request was answered; the parser stopped at
-            # the end of its head, so the rest goes to a fresh parser.
-            self._release(p, reuse=False)
-            offset = exc.args[0] if exc.args else len(data)
-            rest = data[offset:]
-            if self.state != CLOSED and len(rest):
-                more = self.data_received(rest)
-                if more:
-                    out.extend(more if type(more) is list else (more,))
-            self._out = out
-            return self._take()
+            while True:
+                try:
+                    p.parser.feed_data(data)
+                    break
+                except httptools.HttpParserUpgrade as exc:
+                    # Upgrade (h2c, websocket) without a body (_special_head
+                    # refuses one with a body): not supported, so ignored as RFC
+                    # 9110 7.8 allows -- the request was answered; the parser
+                    # stopped at the end of its head, so the rest goes to a
+                    # fresh parser (in this loop: a thousand of them in one read
+                    # must not recurse).
+                    self._release(p, reuse=False)
+                    offset = exc.args[0] if exc.args else len(data)
+                    data = memoryview(data)[offset:]
+                    if self.state == CLOSED or self._stopped or not len(data):
+                        return self._take()
+                    pool = self.ctx.parser_pool
+                    p = self._p = pool.pop() if pool else _Parser(self.ctx.config)
+                    p.proto = self
+                    if self.state != BODY:
+                        p.head_bytes += len(data)
         except httptools.HttpParserError as exc:
             # httptools re-raises an exception from a callback as
             # HttpParserCallbackError, with ours as the context.
@@ -564,7 +667,7 @@ class HttpProtocol:
     # --- requests and responses -----------------------------------------------------
 
     def _complete(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
-                  keep_alive: bool) -> None:
+                  keep_alive: bool, trailers=()) -> None:
         """A whole request has arrived: route it, or queue it behind one in the pool.
 
         The hot path of every request: a handler that answers at once with an
@@ -603,7 +706,7 @@ class HttpProtocol:
         router = ctx.router
         response = router.constants.get(path) if fast else None
         if response is None:
-            request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer)
+            request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer, trailers)
             if self.state == WAITING or self._pending:
                 self._queue(request)
                 return
@@ -648,6 +751,9 @@ class HttpProtocol:
 
     def _dispatch(self, request: Request) -> None:
         router = self.ctx.router
+        if request.path[:1] != b"/":  # llhttp lets only "*" (asterisk-form) through here
+            self._asterisk(request)
+            return
         found = router.exact.get(request.path) or router.resolve(request.path)
         if found is None:
             self._answer(request, None, 404)
@@ -657,6 +763,17 @@ class HttpProtocol:
             self._offload(request, handler)
             return
         self._handled(request, self._call(request, handler))
+
+    def _asterisk(self, request: Request) -> None:
+        """``OPTIONS *`` asks about the server itself (RFC 9110 9.3.7): 200 and
+        the methods it serves. Asterisk-form with any other method is a bad
+        request (RFC 9112 3.2.4): 400 and close."""
+        if request.method == b"OPTIONS" and request.target == b"*":
+            self._answer(request, _OPTIONS_ANY)
+            return
+        request.keep_alive = False
+        self.linger = True
+        self._answer(request, None, 400)
 
     def _handled(self, request: Request, response) -> None:
         """What an inline handler returned: answer it, or hand it to the pool."""
@@ -722,8 +839,17 @@ class HttpProtocol:
                 self._paused = False
                 self.driver.resume_reading()
         if self.state == IDLE and self._p is not None and self._p.in_message:
-            self._set_state(HEAD)  # the next request is already arriving
-            self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
+            p = self._p
+            if p.continue_due:
+                # its turn has come: now the client may send the body it holds back
+                p.continue_due = False
+                if not p.body_len:
+                    self._out.append(_CONTINUE)
+                self._set_state(BODY)
+                self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
+            else:
+                self._set_state(HEAD)  # the next request is already arriving
+                self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
         out = self._take()
         if self.driver is not None:
             self.driver.deliver(out)
@@ -792,11 +918,21 @@ class HttpProtocol:
         if p.content_length > config.max_body:
             raise _ParseError(413, "request body too large")
         has_body = p.chunked or p.content_length > 0
+        if has_body and p.parser.should_upgrade():
+            # llhttp would stop at the end of this head and skip the body, whose
+            # bytes must never be parsed as a request: Upgrade is not supported,
+            # and a request that asks for it with a body is refused (and closed)
+            raise _ParseError(400, "Upgrade with a request body")
         if p.expect:
             if p.expect != b"100-continue":
                 raise _ParseError(417, "unsupported expectation")
             if has_body and p.version == "1.1":
-                self._out.append(_CONTINUE)
+                if self.state == WAITING:
+                    # an earlier request is still in the pool: the 100 goes out
+                    # when this one is next (_on_result), unless the body comes anyway
+                    p.continue_due = True
+                else:
+                    self._out.append(_CONTINUE)
         if has_body:
             p.body_len = 0
             if self.state == WAITING:
@@ -816,17 +952,27 @@ class HttpProtocol:
         return status, 0 if head_only else len(body)
 
     def _fail(self, status: int, now: bool = False) -> None:
-        """Answer a bad request with ``status`` and close after a lingering read."""
+        """Answer a bad request with ``status`` and close after a lingering read.
+        A negative ``status`` (as queued) answers a HEAD request: no content."""
         if self.state == CLOSED:
             return  # already answered the last request; nothing more is said
+        head_only = status < 0 or self._failing_head()
         if not now and (self.state == WAITING or self._pending):
             # answers to earlier requests are still to come: this one goes after them
             self._stopped = True
-            self._queue(status)
+            self._queue(-abs(status) if head_only else status)
             return
-        self._error_response(status, keep_alive=False)
+        self._error_response(abs(status), False, head_only)
         self.linger = True
         self._finish()
+
+    def _failing_head(self) -> bool:
+        """Is the request being parsed (now failing) a HEAD? Its method is known
+        once its target has begun (before that llhttp still holds the last one's)."""
+        p = self._p
+        if p is None or not p.in_message or not p.url:
+            return False
+        return p.parser.get_method() == b"HEAD"
 
     def _set_state(self, new: int) -> None:
         """Change state, keeping the context's counts (for /status) right."""
