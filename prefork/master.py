@@ -31,7 +31,7 @@ import traceback
 
 from . import __version__
 from .config import Config, ConfigError, ListenConfig, load
-from .listeners import BindError, bind, bound_address
+from .listeners import BindError, bind, bound_address, check_free
 from .logs import reopen_error_log
 from .reactor import READABLE, Reactor
 from .scoreboard import GENERATION, PID, Scoreboard
@@ -50,6 +50,25 @@ MANAGED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 # the master's signals that mean nothing to a worker
 WORKER_IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU)
+
+
+class AlreadyRunning(Exception):
+    """The pid file names a running prefork master."""
+
+
+def is_prefork_master(pid: int) -> bool:
+    """Is process ``pid`` a prefork master (by its title, or by its command
+    line before it has set one)? A pid reused by an unrelated process is not."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    if argv[0].startswith(b"prefork-server: master process"):
+        return True
+    # a master that has not set its title yet: "python -m prefork.cli ..." or ".../prefork-server ..."
+    return (b"prefork.cli" in argv or any(a.endswith(b"/prefork-server") or a == b"prefork-server" for a in argv)) \
+        and not ({b"-s", b"--signal", b"-t", b"--test"} & set(argv))
 
 
 def set_proctitle(title: str) -> None:
@@ -180,9 +199,16 @@ class Master:
         """Bind whatever (address, slot) sockets ``config`` needs and we lack.
         Returns the new ones (so a failed reload can close them)."""
         created = []
+        # ports our own sockets hold: a probe would find those in use
+        ours = {s.getsockname()[1] for per_slot in self.sockets.values() for s in per_slot.values()
+                if s.family != socket.AF_UNIX}
         try:
             for listen in config.listen:
                 per_slot = self.sockets.setdefault(str(listen.address), {})
+                if not per_slot and listen.address.port not in ours:
+                    # not inherited (USR2, systemd): SO_REUSEPORT would let us
+                    # listen beside another server; refuse instead
+                    check_free(listen)
                 target = listen
                 base = per_slot.get(0)
                 if base is not None and listen.address.family != "unix":
@@ -649,6 +675,22 @@ class Master:
 
     # --- main ----------------------------------------------------------------------------------------
 
+    def check_pid_file(self) -> None:
+        """Refuse to start while the pid file names a live prefork master
+        (a stale file, or one naming a reused pid, is no obstacle)."""
+        if not self.pid_path:
+            return
+        try:
+            with open(self.pid_path) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return
+        if pid == self.pid or (pid == os.getppid() and INHERIT_ENV in os.environ):
+            return  # ours (a container's pid 1 again), or the master upgrading to us
+        if is_prefork_master(pid):
+            raise AlreadyRunning(f"pid file {self.pid_path} names pid {pid}, a running prefork master: not starting "
+                                 f"a second server (stop that one first, or signal it with -s)")
+
     def write_pid_file(self) -> None:
         if not self.pid_path:
             return
@@ -686,6 +728,7 @@ class Master:
                                      privileges.resolve(config.server.user, config.server.group))
 
     def run(self) -> int:
+        self.check_pid_file()
         set_proctitle(f"prefork-server: master process {' '.join(self.argv)}".rstrip())
         # Handlers first: once a socket listens, clients (and systemd) may act
         # on the server, and a TERM from then on must be a clean stop, not

@@ -513,3 +513,97 @@ def test_term_during_startup_is_a_clean_stop(tmp_path):
             proc.kill()
             proc.wait()
         proc.stderr.close()
+
+
+# --- lifecycle: a second server, failed forks, crashes after ready, stale ready messages ----------------
+
+HELPERS = ROOT / "tests" / "lifecycle_helpers.py"
+
+
+@pytest.mark.parametrize("backend", ["epoll"])  # the master's start-up: one backend is enough
+def test_second_server_with_the_same_pidfile_is_refused(start_server):
+    srv = start_server(server="workers = 1", names=("http",))
+    srv.wait_workers(1)
+    second = subprocess.Popen([sys.executable, "-m", "prefork.cli", "-c", str(srv.path)], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert second.wait(15) == 1
+        err = second.stderr.read()
+        assert str(srv.pid_path) in err and str(srv.pid) in err, err
+    finally:
+        if second.poll() is None:
+            for p in _children_of(second.pid):
+                os.kill(p, signal.SIGKILL)
+            second.kill()
+            second.wait()
+        second.stderr.close()
+    assert srv.pid_path.read_text().strip() == str(srv.pid)  # still the first master's
+    assert srv.proc.poll() is None and http_get(srv.port)[0] == 200
+    # a stale file whose pid now belongs to an unrelated live process (this test) is no obstacle
+    assert srv.stop() == 0
+    srv.pid_path.write_text(f"{os.getpid()}\n")
+    srv.start()
+    wait_until(lambda: srv.pid_path.read_text().strip() == str(srv.pid), what="the new master's pid file")
+    srv.wait_workers(1)
+
+
+@pytest.mark.parametrize("backend", ["epoll"])  # the master's start-up: one backend is enough
+def test_second_server_on_a_listening_address_is_refused(start_server, tmp_path):
+    """Another config (its own pid file) on an address a running server
+    listens on: SO_REUSEPORT would let both listen; the second must refuse."""
+    srv = start_server(server="workers = 1", names=("http",))
+    srv.wait_workers(1)
+    other = tmp_path / "other"
+    other.mkdir()
+    path = other / "s.toml"
+    path.write_text(make_config({"http": srv.port}).replace("[server]\n", f'[server]\npid_file = "{other}/p.pid"\n')
+                    + f'\n[log]\nerror_log = "{other}/e.log"\n')
+    second = subprocess.Popen([sys.executable, "-m", "prefork.cli", "-c", str(path)], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert second.wait(15) == 1
+        err = second.stderr.read()
+        assert f"127.0.0.1:{srv.port}" in err and "already" in err, err
+    finally:
+        if second.poll() is None:
+            for p in _children_of(second.pid):
+                os.kill(p, signal.SIGKILL)
+            second.kill()
+            second.wait()
+        second.stderr.close()
+    assert not (other / "p.pid").exists()
+    assert srv.proc.poll() is None and http_get(srv.port)[0] == 200
+
+
+def test_second_server_on_a_listening_unix_socket_is_refused(tmp_path):
+    """A live server's unix socket is not unlinked and taken over (a stale
+    file nobody listens on still is)."""
+    path = tmp_path / "s.toml"
+    sock_path = tmp_path / "live.sock"
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(str(sock_path))
+    live.listen(8)
+    path.write_text(f'[server]\nworkers = 1\n\n[[listen]]\naddress = "unix:{sock_path}"\n\n'
+                    f'[log]\nerror_log = "{tmp_path}/e.log"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "prefork.cli", "-c", str(path)], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.wait(15) == 1
+        err = proc.stderr.read()
+        assert f"unix:{sock_path}" in err and "already" in err, err
+        # still the test's socket at that path
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect(str(sock_path))
+            conn, _ = live.accept()
+            conn.close()
+    finally:
+        if proc.poll() is None:
+            for p in _children_of(proc.pid):
+                os.kill(p, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+        live.close()
