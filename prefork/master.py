@@ -610,7 +610,16 @@ class Master:
         sys.stdout.flush()
         sys.stderr.flush()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGED_SIGNALS)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # undo it all, as spawn() does
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            for per_slot in self.sockets.values():
+                for sock in per_slot.values():
+                    os.set_inheritable(sock.fileno(), False)
+            self._restore_pid_file()
+            log.error("USR2: fork failed: %s; this master goes on serving", exc)
+            return
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
@@ -632,6 +641,10 @@ class Master:
         log.error("new master process %d exited (%s); this master goes on serving", self.upgrade_pid,
                   f"code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else f"signal {os.WTERMSIG(status)}")
         self.upgrade_pid = 0
+        self._restore_pid_file()
+
+    def _restore_pid_file(self) -> None:
+        """<pid_file>.oldbin back to <pid_file>: no upgrade is under way."""
         if self.pid_path.endswith(".oldbin"):
             original = self.pid_path[: -len(".oldbin")]
             try:

@@ -520,6 +520,59 @@ def test_term_during_startup_is_a_clean_stop(tmp_path):
 HELPERS = ROOT / "tests" / "lifecycle_helpers.py"
 
 
+@pytest.fixture
+def forkfail_server(tmp_path):
+    """Start a server whose master's fork() fails while ``tmp_path/forkfail`` exists
+    (see tests/lifecycle_helpers.py): returns (server, flag path)."""
+    from conftest import Server, children, wait_for_port
+
+    servers = []
+    flag = tmp_path / "forkfail"
+
+    def start(server: str = "workers = 2", env: dict | None = None, http: str = ""):
+        port = free_port()
+        srv = Server(tmp_path, make_config({"http": port}, server, http), {"http": port})
+        env = dict(os.environ if env is None else env, FORK_FAIL_FILE=str(flag), PYTHONPATH=str(ROOT))
+        srv.proc = subprocess.Popen([sys.executable, str(HELPERS), "-c", str(srv.path)], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        servers.append(srv)
+        wait_for_port(port, srv.proc)
+        return srv
+
+    yield start, flag
+    for srv in servers:
+        workers = children(srv.pid) if srv.proc.poll() is None else []
+        srv.stop()
+        for pid in workers:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def signals_blocked(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigBlk:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def listener_fds_cloexec(pid: int) -> list[bool]:
+    """For each TCP listening socket among ``pid``'s fds: is it close-on-exec?"""
+    listening = all_listening_inodes()
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if not (target.startswith("socket:[") and int(target[8:-1]) in listening):
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
+        except OSError:
+            continue
+        out.append(bool(flags & 0o2000000))  # O_CLOEXEC
+    return out
+
+
 @pytest.mark.parametrize("backend", ["epoll"])  # the master's start-up: one backend is enough
 def test_second_server_with_the_same_pidfile_is_refused(start_server):
     srv = start_server(server="workers = 1", names=("http",))
@@ -607,3 +660,25 @@ def test_second_server_on_a_listening_unix_socket_is_refused(tmp_path):
             proc.wait()
         proc.stderr.close()
         live.close()
+
+
+def test_usr2_with_failed_fork_restores_signals_sockets_and_pidfile(forkfail_server):
+    start, flag = forkfail_server
+    srv = start()
+    old = srv.wait_workers(2)
+    flag.write_text("0")
+    os.kill(srv.pid, signal.SIGUSR2)
+    wait_until(lambda: "fork refused by the test" in srv.log(), what="the failed fork in the log")
+    flag.unlink()
+    oldbin = srv.pid_path.with_name(srv.pid_path.name + ".oldbin")
+    assert srv.pid_path.read_text().strip() == str(srv.pid) and not oldbin.exists()
+    managed = 0
+    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR2, signal.SIGCHLD):
+        managed |= 1 << (sig - 1)
+    assert signals_blocked(srv.pid) & managed == 0
+    cloexec = listener_fds_cloexec(srv.pid)
+    assert cloexec and all(cloexec)
+    os.kill(srv.pid, signal.SIGHUP)  # and the master still handles its signals
+    srv.wait_workers(2, exclude=set(old))
+    assert http_get(srv.port)[0] == 200
+    assert srv.stop() == 0
