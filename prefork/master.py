@@ -572,7 +572,9 @@ class Master:
         # Old workers keep serving their slots until the new worker of the
         # slot reports ready; _worker_ready retires them then.
         for slot in range(slots):
-            self.spawn(slot)
+            if self.spawn(slot) is None:
+                self._reload_failed("cannot fork a worker process")
+                return
 
     def _reload_failed(self, reason: str) -> None:
         log.error("reload failed, keeping the previous configuration: %s", reason)
@@ -585,6 +587,7 @@ class Master:
         for wp in list(self.workers.values()):
             if wp.generation == failed:
                 self.retire(wp, signal.SIGTERM)
+        self.close_unused_sockets()  # those bound for the new configuration
         self.notifier.notify("READY=1", f"STATUS=reload failed: {reason}")
 
     def upgrade(self) -> None:

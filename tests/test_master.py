@@ -682,3 +682,42 @@ def test_usr2_with_failed_fork_restores_signals_sockets_and_pidfile(forkfail_ser
     srv.wait_workers(2, exclude=set(old))
     assert http_get(srv.port)[0] == 200
     assert srv.stop() == 0
+
+
+def test_reload_with_failed_fork_rolls_back_and_tells_systemd(forkfail_server, tmp_path):
+    addr = str(tmp_path / "notify.sock")
+    sd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sd.bind(addr)
+    sd.settimeout(15)
+
+    def until(prefix):
+        while True:
+            msg = sd.recv(4096).decode()
+            if msg.startswith(prefix):
+                return msg
+
+    start, flag = forkfail_server
+    srv = start(env=dict(os.environ, NOTIFY_SOCKET=addr))
+    try:
+        until("READY=1")
+        [w0, w1] = srv.wait_workers(2)
+        text = srv.path.read_text()
+        srv.path.write_text(text.replace("[http]\n", '[http]\nserver_header = "reloaded"\n'))
+        flag.write_text("0")
+        os.kill(srv.pid, signal.SIGHUP)
+        until("RELOADING=1")
+        assert "reload failed" in until("READY=1")
+        flag.unlink()
+        assert sorted(srv.workers()) == [w0, w1]
+        # the master is back on the old configuration: a respawned worker serves it
+        os.kill(w0, signal.SIGKILL)
+        srv.wait_workers(2, exclude={w0})
+        for _ in range(6):
+            assert http_get(srv.port)[1]["server"] == "prefork"
+        # and a later reload works
+        os.kill(srv.pid, signal.SIGHUP)
+        until("RELOADING=1")
+        until("READY=1")  # (an old worker may still answer a connection it had accepted)
+        wait_until(lambda: http_get(srv.port)[1]["server"] == "reloaded", what="the new configuration served")
+    finally:
+        sd.close()
