@@ -130,6 +130,7 @@ class Master:
         self.argv = argv                      # how this master was started, for USR2
         self.pid = os.getpid()
         self.generation = 1
+        self.last_generation = 1              # generation numbers are never reused, even after a rollback
         self.slots = config.server.workers if config.server.mode == "process" else 1
         self.workers: dict[int, WorkerProc] = {}
         self.sockets: dict[str, dict[int, socket.socket]] = {}   # address -> slot -> socket
@@ -415,14 +416,20 @@ class Master:
                 break
             if not data:
                 break
-            for i in range(0, len(data) - 3, 4):
+            # (record, pid) pairs: a dead worker's message never names the
+            # worker that got its record since
+            for i in range(0, len(data) - 7, 8):
                 record = int.from_bytes(data[i:i + 4], "little")
-                for wp in self.workers.values():
-                    if wp.record == record:
-                        self._worker_ready(wp)
-                        break
+                wp = self.workers.get(int.from_bytes(data[i + 4:i + 8], "little"))
+                if wp is not None and wp.record == record:
+                    self._worker_ready(wp)
 
     def _worker_ready(self, wp: WorkerProc) -> None:
+        if wp.retiring or wp.generation != self.generation:
+            # a worker of a failed or rolled-back reload (or one being
+            # stopped): it must not retire a current worker
+            log.info("worker process %d (generation %d) is ready, but not wanted: ignored", wp.pid, wp.generation)
+            return
         wp.ready = True
         # The new worker of this slot accepts now: retire older ones of the slot.
         for other in list(self.workers.values()):
@@ -560,7 +567,8 @@ class Master:
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         self.prev_config, self.prev_generation = self.config, self.generation
         self.config = new
-        self.generation += 1
+        self.last_generation += 1
+        self.generation = self.last_generation
         self.slots = slots
         self.reloading = True
         self.slot_failures.clear()

@@ -56,7 +56,8 @@ class Supervisor:
         self.scoreboard.set(self.record, READY, 1)
         self.scoreboard.beat(self.record)
         try:
-            os.write(self.ready_fd, self.record.to_bytes(4, "little"))
+            # with the pid: the master may have given this record to another worker by the time it reads this
+            os.write(self.ready_fd, self.record.to_bytes(4, "little") + os.getpid().to_bytes(4, "little"))
         except OSError as exc:
             log.warning("cannot tell the master this worker is ready: %s", exc)
 

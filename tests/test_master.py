@@ -721,3 +721,55 @@ def test_reload_with_failed_fork_rolls_back_and_tells_systemd(forkfail_server, t
         wait_until(lambda: http_get(srv.port)[1]["server"] == "reloaded", what="the new configuration served")
     finally:
         sd.close()
+
+
+def test_worker_of_a_rolled_back_reload_retires_no_current_worker(forkfail_server):
+    """Reload: slot 0's new worker forks, slot 1's fork fails, the reload is
+    rolled back. The new slot-0 worker still reports ready (it blocks signals
+    until its loop runs) before it stops; that stale ready must not retire
+    the current worker of slot 0."""
+    start, flag = forkfail_server
+    srv = start()
+    old = srv.wait_workers(2)
+    flag.write_text("1")
+    os.kill(srv.pid, signal.SIGHUP)
+    line = wait_until(lambda: [x for x in srv.log().splitlines() if "generation 2)" in x], what="the new worker")[0]
+    failed = int(line.split("started worker process ")[1].split()[0])
+    wait_until(lambda: f"worker process {failed} (slot 0)" in srv.log() and not pid_alive(failed),
+               what="the rolled-back worker gone")
+    flag.unlink()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # a window for a stale ready to act (it must not)
+        assert all(pid_alive(p) for p in old), srv.log()
+        time.sleep(0.05)
+    assert sorted(srv.workers()) == sorted(old)
+    assert http_get(srv.port)[0] == 200
+
+
+def test_stale_ready_is_not_matched_to_a_reused_record(tmp_path):
+    """A worker says ready and dies; its scoreboard record goes to a new
+    worker before the master reads the pipe: that ready is not the new one's."""
+    from prefork.config import load
+    from prefork.master import Master, WorkerProc
+    from prefork.worker import Supervisor
+
+    path = tmp_path / "s.toml"
+    path.write_text(make_config({"http": free_port()}))
+    master = Master(load(str(path)), [])
+    try:
+        record = master.scoreboard.allocate()
+        Supervisor(master.scoreboard, record, master.ready_w, master.pid).ready()  # pid: this process
+        new = WorkerProc(os.getpid() + 1_000_000, 0, master.generation, record, set())  # not this pid
+        master.workers[new.pid] = new
+        master.on_ready_pipe()
+        assert not new.ready
+        mine = WorkerProc(os.getpid(), 0, master.generation, master.scoreboard.allocate(), set())
+        master.workers[mine.pid] = mine
+        Supervisor(master.scoreboard, mine.record, master.ready_w, master.pid).ready()
+        master.on_ready_pipe()
+        assert mine.ready
+    finally:
+        master.reactor.close()
+        master.notifier.close()
+        os.close(master.ready_r)
+        os.close(master.ready_w)
