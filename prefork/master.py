@@ -34,9 +34,9 @@ from .config import Config, ConfigError, ListenConfig, load
 from .listeners import BindError, bind, bound_address, check_free
 from .logs import reopen_error_log
 from .reactor import READABLE, Reactor
-from .scoreboard import GENERATION, PID, Scoreboard
+from .scoreboard import GENERATION, PID, READY, Scoreboard
 from .systemd import Notifier, listen_fds
-from .worker import EXIT_BOOT_ERROR, Supervisor, run_worker, run_worker_threads
+from .worker import EXIT_BOOT_ERROR, EXIT_CRASH, Supervisor, run_worker, run_worker_threads
 
 log = logging.getLogger("prefork.master")
 
@@ -304,8 +304,15 @@ class Master:
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
-                traceback.print_exc()
-                code = EXIT_BOOT_ERROR
+                # a failure before the worker first said ready is a boot
+                # failure; later, a crash, respawned like a kill -9
+                booted = self.scoreboard.get(record, READY)
+                try:
+                    log.critical("worker process %d (slot %d): unhandled exception%s", os.getpid(), slot,
+                                 "" if booted else " while starting", exc_info=True)
+                except BaseException:
+                    traceback.print_exc()
+                code = EXIT_CRASH if booted else EXIT_BOOT_ERROR
             finally:
                 logging.shutdown()
                 os._exit(code)
@@ -373,6 +380,8 @@ class Master:
             wp = self.workers.pop(pid, None)
             if wp is None:
                 continue
+            if self.scoreboard.get(wp.record, READY):
+                wp.ready = True  # it served (its ready message may still be in the pipe)
             self.scoreboard.release(wp.record)
             self._worker_exited(wp, status)
 
@@ -387,7 +396,7 @@ class Master:
             log.info("worker process %d (slot %d) %s", wp.pid, wp.slot, how)
         else:
             log.error("worker process %d (slot %d) %s; respawning", wp.pid, wp.slot, how)
-        if code == EXIT_BOOT_ERROR and not wp.retiring and not self.stopping:
+        if code == EXIT_BOOT_ERROR and not wp.ready and not wp.retiring and not self.stopping:
             if self.reloading and wp.generation == self.generation and self.prev_config is not None:
                 self._reload_failed(f"worker process {wp.pid} of the new configuration could not start")
             else:

@@ -40,6 +40,7 @@ DRAIN_GRACE = 1.0  # graceful stop: seconds an idle connection may still send a 
 
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # cannot start (as gunicorn's WORKER_BOOT_ERROR): do not respawn in a loop
+EXIT_CRASH = 1       # an exception escaped a worker that was serving: respawned
 
 
 class Supervisor:

@@ -1,5 +1,8 @@
 """Helpers for the lifecycle tests in test_master.py (not collected by pytest).
 
+As a module: ``crash``, a handler that takes its worker down after it has
+served (an exception that is not an ``Exception`` escapes the worker's loop).
+
 As a script: ``python tests/lifecycle_helpers.py -c FILE`` runs the server
 with ``os.fork`` made to fail on demand, so the master's fork-failure paths
 run in a real process: while the file named by ``$FORK_FAIL_FILE`` exists,
@@ -10,6 +13,10 @@ raises EAGAIN. Without the file, forks are real.
 import errno
 import os
 import sys
+
+
+def crash(request):
+    raise KeyboardInterrupt("lifecycle_helpers.crash: a worker crash after ready")
 
 
 def _failing_fork(real_fork, flag: str):

@@ -773,3 +773,38 @@ def test_stale_ready_is_not_matched_to_a_reused_record(tmp_path):
         master.notifier.close()
         os.close(master.ready_r)
         os.close(master.ready_w)
+
+
+CRASH_ROUTES = """
+[[route]]
+path = "/plaintext"
+handler = "plaintext"
+
+[[route]]
+path = "/slow"
+handler = "examples.hello:slow"
+blocking = true
+
+[[route]]
+path = "/crash"
+handler = "tests.lifecycle_helpers:crash"
+"""
+
+
+def test_worker_crash_after_ready_is_respawned_not_a_boot_failure(start_server):
+    """An exception that escapes a serving worker's loop (here a handler's
+    KeyboardInterrupt, run from the loop when the pool answers the request
+    before it) is a crash: the worker is replaced, the server goes on."""
+    srv = start_server(server="workers = 2", names=("http",), extra=CRASH_ROUTES)
+    old = srv.wait_workers(2)
+    with srv.connect() as s:
+        c = Client(s)
+        c.send(b"GET /slow?s=0.05 HTTP/1.1\r\nHost: x\r\n\r\nGET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.closed()  # the worker died with the connection (its answer to /slow was not sent yet)
+    wait_until(lambda: "lifecycle_helpers.crash" in srv.log() or len(set(srv.workers()) & set(old)) < 2,
+               what="a worker to crash")
+    srv.wait_workers(2, exclude=set(old) - set(srv.workers()))
+    assert srv.proc.poll() is None, srv.log()
+    for _ in range(6):
+        assert http_get(srv.port)[0] == 200
+    assert "could not start" not in srv.log()
