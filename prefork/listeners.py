@@ -66,7 +66,8 @@ def check_free(listen: ListenConfig) -> None:
         probe.bind((address.host, address.port))
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise BindError(f"cannot listen on {address}: another process already listens on it") from None
+            raise BindError(f"cannot listen on {address}: address already in use "
+                            "(another process listens on it)") from None
         # anything else: bind() reports it
     finally:
         probe.close()
@@ -94,7 +95,7 @@ def _remove_stale_unix_socket(path: str) -> None:
         return
     finally:
         probe.close()
-    raise BindError(f"cannot listen on unix:{path}: another process already listens on it")
+    raise BindError(f"cannot listen on unix:{path}: address already in use (another process listens on it)")
 
 
 def bound_address(sock: socket.socket) -> str:
