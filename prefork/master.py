@@ -612,11 +612,6 @@ class Master:
         if self.upgrade_pid:
             log.warning("USR2: an upgrade (pid %d) is already running", self.upgrade_pid)
             return
-        spec = []
-        for address, per_slot in self.sockets.items():
-            for slot, sock in per_slot.items():
-                os.set_inheritable(sock.fileno(), True)
-                spec.append(f"{address}#{slot}={sock.fileno()}")
         if self.pid_path:
             try:
                 os.rename(self.pid_path, self.pid_path + ".oldbin")
@@ -624,6 +619,11 @@ class Master:
             except OSError as exc:
                 log.error("USR2: cannot rename the pid file: %s", exc)
                 return
+        spec = []
+        for address, per_slot in self.sockets.items():
+            for slot, sock in per_slot.items():
+                os.set_inheritable(sock.fileno(), True)
+                spec.append(f"{address}#{slot}={sock.fileno()}")
         env = dict(os.environ, **{INHERIT_ENV: ";".join(spec)})
         env.pop("LISTEN_PID", None)
         args = [sys.executable, "-m", "prefork.cli", *self.argv]

@@ -684,6 +684,20 @@ def test_usr2_with_failed_fork_restores_signals_sockets_and_pidfile(forkfail_ser
     assert srv.stop() == 0
 
 
+@pytest.mark.parametrize("backend", ["epoll"])  # the master alone: one backend is enough
+def test_usr2_without_pidfile_leaves_listeners_close_on_exec(start_server):
+    """USR2 gives up when the pid file cannot be renamed (here: it is gone);
+    the listeners must not stay inheritable by whatever the master runs next."""
+    srv = start_server(server="workers = 1", names=("http",))
+    srv.wait_workers(1)
+    srv.pid_path.unlink()
+    os.kill(srv.pid, signal.SIGUSR2)
+    wait_until(lambda: "cannot rename the pid file" in srv.log(), what="the USR2 failure in the log")
+    cloexec = listener_fds_cloexec(srv.pid)
+    assert cloexec and all(cloexec)
+    assert srv.proc.poll() is None and http_get(srv.port)[0] == 200
+
+
 def test_reload_with_failed_fork_rolls_back_and_tells_systemd(forkfail_server, tmp_path):
     addr = str(tmp_path / "notify.sock")
     sd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
