@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.test:
         print(f"prefork-server: configuration file {args.config} test is successful", file=sys.stderr)
         return 0
-    from .master import Master, signal_master
+    from .master import AlreadyRunning, Master, signal_master
 
     if args.signal:
         return signal_master(config, args.signal)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     master = Master(config, argv)
     try:
         return master.run()
-    except (BindError, DatabaseError) as exc:
+    except (AlreadyRunning, BindError, DatabaseError) as exc:
         print(f"prefork-server: {exc}", file=sys.stderr)
         log.error("%s", exc)
         return 1

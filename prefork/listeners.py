@@ -8,6 +8,7 @@ TCP_NODELAY, which Linux copies to every accepted socket.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -26,10 +27,11 @@ def _family(address: Address) -> int:
 def bind(listen: ListenConfig, reuseport: bool = False) -> socket.socket:
     """Create, bind and listen one non-blocking socket for ``listen``."""
     address = listen.address
+    if address.family == "unix":
+        _remove_stale_unix_socket(address.path)
     sock = socket.socket(_family(address), socket.SOCK_STREAM)
     try:
         if address.family == "unix":
-            _remove_stale_unix_socket(address.path)
             target = address.path
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -48,12 +50,52 @@ def bind(listen: ListenConfig, reuseport: bool = False) -> socket.socket:
     return sock
 
 
-def _remove_stale_unix_socket(path: str) -> None:
+def check_free(listen: ListenConfig) -> None:
+    """Raise BindError when another process already listens on ``listen``'s
+    address. SO_REUSEPORT would let us bind beside it (a second server
+    started by mistake would take half the connections): so probe with a
+    socket without it first. Unix sockets are checked in bind()."""
+    address = listen.address
+    if address.family == "unix" or address.port == 0:
+        return
+    probe = socket.socket(_family(address), socket.SOCK_STREAM)
     try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no obstacle
+        if address.family == "inet6":
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind((address.host, address.port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError(f"cannot listen on {address}: address already in use "
+                            "(another process listens on it)") from None
+        # anything else: bind() reports it
+    finally:
+        probe.close()
+
+
+def _remove_stale_unix_socket(path: str) -> None:
+    """Unlink a socket file nobody listens on (left by a crash); refuse one
+    a live server listens on."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
     except FileNotFoundError:
-        pass
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except (BlockingIOError, InterruptedError):
+        pass  # a full backlog: someone listens
+    except OSError:  # ECONNREFUSED: stale
+        try:
+            os.unlink(path)
+        except OSError:
+            pass  # bind() says why
+        return
+    finally:
+        probe.close()
+    raise BindError(f"cannot listen on unix:{path}: address already in use (another process listens on it)")
 
 
 def bound_address(sock: socket.socket) -> str:

@@ -31,12 +31,12 @@ import traceback
 
 from . import __version__
 from .config import Config, ConfigError, ListenConfig, load
-from .listeners import BindError, bind, bound_address
+from .listeners import BindError, bind, bound_address, check_free
 from .logs import reopen_error_log
 from .reactor import READABLE, Reactor
-from .scoreboard import GENERATION, PID, Scoreboard
+from .scoreboard import GENERATION, PID, READY, Scoreboard
 from .systemd import Notifier, listen_fds
-from .worker import EXIT_BOOT_ERROR, Supervisor, run_worker, run_worker_threads
+from .worker import EXIT_BOOT_ERROR, EXIT_CRASH, Supervisor, run_worker, run_worker_threads
 
 log = logging.getLogger("prefork.master")
 
@@ -50,6 +50,25 @@ MANAGED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 # the master's signals that mean nothing to a worker
 WORKER_IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU)
+
+
+class AlreadyRunning(Exception):
+    """The pid file names a running prefork master."""
+
+
+def is_prefork_master(pid: int) -> bool:
+    """Is process ``pid`` a prefork master (by its title, or by its command
+    line before it has set one)? A pid reused by an unrelated process is not."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    if argv[0].startswith(b"prefork-server: master process"):
+        return True
+    # a master that has not set its title yet: "python -m prefork.cli ..." or ".../prefork-server ..."
+    return (b"prefork.cli" in argv or any(a.endswith(b"/prefork-server") or a == b"prefork-server" for a in argv)) \
+        and not ({b"-s", b"--signal", b"-t", b"--test"} & set(argv))
 
 
 def set_proctitle(title: str) -> None:
@@ -111,6 +130,7 @@ class Master:
         self.argv = argv                      # how this master was started, for USR2
         self.pid = os.getpid()
         self.generation = 1
+        self.last_generation = 1              # generation numbers are never reused, even after a rollback
         self.slots = config.server.workers if config.server.mode == "process" else 1
         self.workers: dict[int, WorkerProc] = {}
         self.sockets: dict[str, dict[int, socket.socket]] = {}   # address -> slot -> socket
@@ -182,9 +202,16 @@ class Master:
         """Bind whatever (address, slot) sockets ``config`` needs and we lack.
         Returns the new ones (so a failed reload can close them)."""
         created = []
+        # ports our own sockets hold: a probe would find those in use
+        ours = {s.getsockname()[1] for per_slot in self.sockets.values() for s in per_slot.values()
+                if s.family != socket.AF_UNIX}
         try:
             for listen in config.listen:
                 per_slot = self.sockets.setdefault(str(listen.address), {})
+                if not per_slot and listen.address.port not in ours:
+                    # not inherited (USR2, systemd): SO_REUSEPORT would let us
+                    # listen beside another server; refuse instead
+                    check_free(listen)
                 target = listen
                 base = per_slot.get(0)
                 if base is not None and listen.address.family != "unix":
@@ -279,8 +306,15 @@ class Master:
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
-                traceback.print_exc()
-                code = EXIT_BOOT_ERROR
+                # a failure before the worker first said ready is a boot
+                # failure; later, a crash, respawned like a kill -9
+                booted = self.scoreboard.get(record, READY)
+                try:
+                    log.critical("worker process %d (slot %d): unhandled exception%s", os.getpid(), slot,
+                                 "" if booted else " while starting", exc_info=True)
+                except BaseException:
+                    traceback.print_exc()
+                code = EXIT_CRASH if booted else EXIT_BOOT_ERROR
             finally:
                 logging.shutdown()
                 os._exit(code)
@@ -348,6 +382,8 @@ class Master:
             wp = self.workers.pop(pid, None)
             if wp is None:
                 continue
+            if self.scoreboard.get(wp.record, READY):
+                wp.ready = True  # it served (its ready message may still be in the pipe)
             self.scoreboard.release(wp.record)
             self._worker_exited(wp, status)
 
@@ -362,7 +398,7 @@ class Master:
             log.info("worker process %d (slot %d) %s", wp.pid, wp.slot, how)
         else:
             log.error("worker process %d (slot %d) %s; respawning", wp.pid, wp.slot, how)
-        if code == EXIT_BOOT_ERROR and not wp.retiring and not self.stopping:
+        if code == EXIT_BOOT_ERROR and not wp.ready and not wp.retiring and not self.stopping:
             if self.reloading and wp.generation == self.generation and self.prev_config is not None:
                 self._reload_failed(f"worker process {wp.pid} of the new configuration could not start")
             else:
@@ -391,14 +427,20 @@ class Master:
                 break
             if not data:
                 break
-            for i in range(0, len(data) - 3, 4):
+            # (record, pid) pairs: a dead worker's message never names the
+            # worker that got its record since
+            for i in range(0, len(data) - 7, 8):
                 record = int.from_bytes(data[i:i + 4], "little")
-                for wp in self.workers.values():
-                    if wp.record == record:
-                        self._worker_ready(wp)
-                        break
+                wp = self.workers.get(int.from_bytes(data[i + 4:i + 8], "little"))
+                if wp is not None and wp.record == record:
+                    self._worker_ready(wp)
 
     def _worker_ready(self, wp: WorkerProc) -> None:
+        if wp.retiring or wp.generation != self.generation:
+            # a worker of a failed or rolled-back reload (or one being
+            # stopped): it must not retire a current worker
+            log.info("worker process %d (generation %d) is ready, but not wanted: ignored", wp.pid, wp.generation)
+            return
         wp.ready = True
         # The new worker of this slot accepts now: retire older ones of the slot.
         for other in list(self.workers.values()):
@@ -547,7 +589,8 @@ class Master:
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         self.prev_config, self.prev_generation = self.config, self.generation
         self.config = new
-        self.generation += 1
+        self.last_generation += 1
+        self.generation = self.last_generation
         self.slots = slots
         self.reloading = True
         self.slot_failures.clear()
@@ -559,7 +602,9 @@ class Master:
         # Old workers keep serving their slots until the new worker of the
         # slot reports ready; _worker_ready retires them then.
         for slot in range(slots):
-            self.spawn(slot)
+            if self.spawn(slot) is None:
+                self._reload_failed("cannot fork a worker process")
+                return
 
     def _reload_failed(self, reason: str) -> None:
         log.error("reload failed, keeping the previous configuration: %s", reason)
@@ -572,6 +617,7 @@ class Master:
         for wp in list(self.workers.values()):
             if wp.generation == failed:
                 self.retire(wp, signal.SIGTERM)
+        self.close_unused_sockets()  # those bound for the new configuration
         self.notifier.notify("READY=1", f"STATUS=reload failed: {reason}")
 
     def upgrade(self) -> None:
@@ -579,11 +625,6 @@ class Master:
         if self.upgrade_pid:
             log.warning("USR2: an upgrade (pid %d) is already running", self.upgrade_pid)
             return
-        spec = []
-        for address, per_slot in self.sockets.items():
-            for slot, sock in per_slot.items():
-                os.set_inheritable(sock.fileno(), True)
-                spec.append(f"{address}#{slot}={sock.fileno()}")
         if self.pid_path:
             try:
                 os.rename(self.pid_path, self.pid_path + ".oldbin")
@@ -591,6 +632,11 @@ class Master:
             except OSError as exc:
                 log.error("USR2: cannot rename the pid file: %s", exc)
                 return
+        spec = []
+        for address, per_slot in self.sockets.items():
+            for slot, sock in per_slot.items():
+                os.set_inheritable(sock.fileno(), True)
+                spec.append(f"{address}#{slot}={sock.fileno()}")
         env = dict(os.environ, **{INHERIT_ENV: ";".join(spec)})
         env.pop("LISTEN_PID", None)
         env.pop("WATCHDOG_PID", None)  # systemd's watchdog is the new master's too (unset: its own pid)
@@ -598,7 +644,16 @@ class Master:
         sys.stdout.flush()
         sys.stderr.flush()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGED_SIGNALS)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # undo it all, as spawn() does
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            for per_slot in self.sockets.values():
+                for sock in per_slot.values():
+                    os.set_inheritable(sock.fileno(), False)
+            self._restore_pid_file()
+            log.error("USR2: fork failed: %s; this master goes on serving", exc)
+            return
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
@@ -620,8 +675,12 @@ class Master:
         log.error("new master process %d exited (%s); this master goes on serving", self.upgrade_pid,
                   f"code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else f"signal {os.WTERMSIG(status)}")
         self.upgrade_pid = 0
+        self._restore_pid_file()
         if not self.stopping:  # main process again, if the new master had taken over (or died as main)
             self.notifier.notify(f"MAINPID={self.pid}", "READY=1", f"STATUS={self.status_line()}")
+
+    def _restore_pid_file(self) -> None:
+        """<pid_file>.oldbin back to <pid_file>: no upgrade is under way."""
         if self.pid_path.endswith(".oldbin"):
             original = self.pid_path[: -len(".oldbin")]
             try:
@@ -670,6 +729,22 @@ class Master:
 
     # --- main ----------------------------------------------------------------------------------------
 
+    def check_pid_file(self) -> None:
+        """Refuse to start while the pid file names a live prefork master
+        (a stale file, or one naming a reused pid, is no obstacle)."""
+        if not self.pid_path:
+            return
+        try:
+            with open(self.pid_path) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return
+        if pid == self.pid or (pid == os.getppid() and INHERIT_ENV in os.environ):
+            return  # ours (a container's pid 1 again), or the master upgrading to us
+        if is_prefork_master(pid):
+            raise AlreadyRunning(f"pid file {self.pid_path} names pid {pid}, a running prefork master: not starting "
+                                 f"a second server (stop that one first, or signal it with -s)")
+
     def write_pid_file(self) -> None:
         if not self.pid_path:
             return
@@ -707,6 +782,7 @@ class Master:
                                      privileges.resolve(config.server.user, config.server.group))
 
     def run(self) -> int:
+        self.check_pid_file()
         set_proctitle(f"prefork-server: master process {' '.join(self.argv)}".rstrip())
         # Handlers first: once a socket listens, clients (and systemd) may act
         # on the server, and a TERM from then on must be a clean stop, not

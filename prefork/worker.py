@@ -40,6 +40,7 @@ DRAIN_GRACE = 1.0  # graceful stop: seconds an idle connection may still send a 
 
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # cannot start (as gunicorn's WORKER_BOOT_ERROR): do not respawn in a loop
+EXIT_CRASH = 1       # an exception escaped a worker that was serving: respawned
 
 
 class Supervisor:
@@ -56,7 +57,8 @@ class Supervisor:
         self.scoreboard.set(self.record, READY, 1)
         self.scoreboard.beat(self.record)
         try:
-            os.write(self.ready_fd, self.record.to_bytes(4, "little"))
+            # with the pid: the master may have given this record to another worker by the time it reads this
+            os.write(self.ready_fd, self.record.to_bytes(4, "little") + os.getpid().to_bytes(4, "little"))
         except OSError as exc:
             log.warning("cannot tell the master this worker is ready: %s", exc)
 

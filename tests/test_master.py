@@ -513,3 +513,312 @@ def test_term_during_startup_is_a_clean_stop(tmp_path):
             proc.kill()
             proc.wait()
         proc.stderr.close()
+
+
+# --- lifecycle: a second server, failed forks, crashes after ready, stale ready messages ----------------
+
+HELPERS = ROOT / "tests" / "lifecycle_helpers.py"
+
+
+@pytest.fixture
+def forkfail_server(tmp_path):
+    """Start a server whose master's fork() fails while ``tmp_path/forkfail`` exists
+    (see tests/lifecycle_helpers.py): returns (server, flag path)."""
+    from conftest import Server, children, wait_for_port
+
+    servers = []
+    flag = tmp_path / "forkfail"
+
+    def start(server: str = "workers = 2", env: dict | None = None, http: str = ""):
+        port = free_port()
+        srv = Server(tmp_path, make_config({"http": port}, server, http), {"http": port})
+        env = dict(os.environ if env is None else env, FORK_FAIL_FILE=str(flag), PYTHONPATH=str(ROOT))
+        srv.proc = subprocess.Popen([sys.executable, str(HELPERS), "-c", str(srv.path)], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        servers.append(srv)
+        wait_for_port(port, srv.proc)
+        return srv
+
+    yield start, flag
+    for srv in servers:
+        workers = children(srv.pid) if srv.proc.poll() is None else []
+        srv.stop()
+        for pid in workers:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def signals_blocked(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigBlk:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def listener_fds_cloexec(pid: int) -> list[bool]:
+    """For each TCP listening socket among ``pid``'s fds: is it close-on-exec?"""
+    listening = all_listening_inodes()
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if not (target.startswith("socket:[") and int(target[8:-1]) in listening):
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
+        except OSError:
+            continue
+        out.append(bool(flags & 0o2000000))  # O_CLOEXEC
+    return out
+
+
+@pytest.mark.parametrize("backend", ["epoll"])  # the master's start-up: one backend is enough
+def test_second_server_with_the_same_pidfile_is_refused(start_server):
+    srv = start_server(server="workers = 1", names=("http",))
+    srv.wait_workers(1)
+    second = subprocess.Popen([sys.executable, "-m", "prefork.cli", "-c", str(srv.path)], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert second.wait(15) == 1
+        err = second.stderr.read()
+        assert str(srv.pid_path) in err and str(srv.pid) in err, err
+    finally:
+        if second.poll() is None:
+            for p in _children_of(second.pid):
+                os.kill(p, signal.SIGKILL)
+            second.kill()
+            second.wait()
+        second.stderr.close()
+    assert srv.pid_path.read_text().strip() == str(srv.pid)  # still the first master's
+    assert srv.proc.poll() is None and http_get(srv.port)[0] == 200
+    # a stale file whose pid now belongs to an unrelated live process (this test) is no obstacle
+    assert srv.stop() == 0
+    srv.pid_path.write_text(f"{os.getpid()}\n")
+    srv.start()
+    wait_until(lambda: srv.pid_path.read_text().strip() == str(srv.pid), what="the new master's pid file")
+    srv.wait_workers(1)
+
+
+@pytest.mark.parametrize("backend", ["epoll"])  # the master's start-up: one backend is enough
+def test_second_server_on_a_listening_address_is_refused(start_server, tmp_path):
+    """Another config (its own pid file) on an address a running server
+    listens on: SO_REUSEPORT would let both listen; the second must refuse."""
+    srv = start_server(server="workers = 1", names=("http",))
+    srv.wait_workers(1)
+    other = tmp_path / "other"
+    other.mkdir()
+    path = other / "s.toml"
+    path.write_text(make_config({"http": srv.port}).replace("[server]\n", f'[server]\npid_file = "{other}/p.pid"\n')
+                    + f'\n[log]\nerror_log = "{other}/e.log"\n')
+    second = subprocess.Popen([sys.executable, "-m", "prefork.cli", "-c", str(path)], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert second.wait(15) == 1
+        err = second.stderr.read()
+        assert f"127.0.0.1:{srv.port}" in err and "already" in err, err
+    finally:
+        if second.poll() is None:
+            for p in _children_of(second.pid):
+                os.kill(p, signal.SIGKILL)
+            second.kill()
+            second.wait()
+        second.stderr.close()
+    assert not (other / "p.pid").exists()
+    assert srv.proc.poll() is None and http_get(srv.port)[0] == 200
+
+
+def test_second_server_on_a_listening_unix_socket_is_refused(tmp_path):
+    """A live server's unix socket is not unlinked and taken over (a stale
+    file nobody listens on still is)."""
+    path = tmp_path / "s.toml"
+    sock_path = tmp_path / "live.sock"
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(str(sock_path))
+    live.listen(8)
+    path.write_text(f'[server]\nworkers = 1\n\n[[listen]]\naddress = "unix:{sock_path}"\n\n'
+                    f'[log]\nerror_log = "{tmp_path}/e.log"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "prefork.cli", "-c", str(path)], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.wait(15) == 1
+        err = proc.stderr.read()
+        assert f"unix:{sock_path}" in err and "already" in err, err
+        # still the test's socket at that path
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect(str(sock_path))
+            conn, _ = live.accept()
+            conn.close()
+    finally:
+        if proc.poll() is None:
+            for p in _children_of(proc.pid):
+                os.kill(p, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+        live.close()
+
+
+def test_usr2_with_failed_fork_restores_signals_sockets_and_pidfile(forkfail_server):
+    start, flag = forkfail_server
+    srv = start()
+    old = srv.wait_workers(2)
+    flag.write_text("0")
+    os.kill(srv.pid, signal.SIGUSR2)
+    wait_until(lambda: "fork refused by the test" in srv.log(), what="the failed fork in the log")
+    flag.unlink()
+    oldbin = srv.pid_path.with_name(srv.pid_path.name + ".oldbin")
+    assert srv.pid_path.read_text().strip() == str(srv.pid) and not oldbin.exists()
+    managed = 0
+    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR2, signal.SIGCHLD):
+        managed |= 1 << (sig - 1)
+    assert signals_blocked(srv.pid) & managed == 0
+    cloexec = listener_fds_cloexec(srv.pid)
+    assert cloexec and all(cloexec)
+    os.kill(srv.pid, signal.SIGHUP)  # and the master still handles its signals
+    srv.wait_workers(2, exclude=set(old))
+    assert http_get(srv.port)[0] == 200
+    assert srv.stop() == 0
+
+
+@pytest.mark.parametrize("backend", ["epoll"])  # the master alone: one backend is enough
+def test_usr2_without_pidfile_leaves_listeners_close_on_exec(start_server):
+    """USR2 gives up when the pid file cannot be renamed (here: it is gone);
+    the listeners must not stay inheritable by whatever the master runs next."""
+    srv = start_server(server="workers = 1", names=("http",))
+    srv.wait_workers(1)
+    srv.pid_path.unlink()
+    os.kill(srv.pid, signal.SIGUSR2)
+    wait_until(lambda: "cannot rename the pid file" in srv.log(), what="the USR2 failure in the log")
+    cloexec = listener_fds_cloexec(srv.pid)
+    assert cloexec and all(cloexec)
+    assert srv.proc.poll() is None and http_get(srv.port)[0] == 200
+
+
+def test_reload_with_failed_fork_rolls_back_and_tells_systemd(forkfail_server, tmp_path):
+    addr = str(tmp_path / "notify.sock")
+    sd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sd.bind(addr)
+    sd.settimeout(15)
+
+    def until(prefix):
+        while True:
+            msg = sd.recv(4096).decode()
+            if msg.startswith(prefix):
+                return msg
+
+    start, flag = forkfail_server
+    srv = start(env=dict(os.environ, NOTIFY_SOCKET=addr))
+    try:
+        until("READY=1")
+        [w0, w1] = srv.wait_workers(2)
+        text = srv.path.read_text()
+        srv.path.write_text(text.replace("[http]\n", '[http]\nserver_header = "reloaded"\n'))
+        flag.write_text("0")
+        os.kill(srv.pid, signal.SIGHUP)
+        until("RELOADING=1")
+        assert "reload failed" in until("READY=1")
+        flag.unlink()
+        assert sorted(srv.workers()) == [w0, w1]
+        # the master is back on the old configuration: a respawned worker serves it
+        os.kill(w0, signal.SIGKILL)
+        srv.wait_workers(2, exclude={w0})
+        for _ in range(6):
+            assert http_get(srv.port)[1]["server"] == "prefork"
+        # and a later reload works
+        os.kill(srv.pid, signal.SIGHUP)
+        until("RELOADING=1")
+        until("READY=1")  # (an old worker may still answer a connection it had accepted)
+        wait_until(lambda: http_get(srv.port)[1]["server"] == "reloaded", what="the new configuration served")
+    finally:
+        sd.close()
+
+
+def test_worker_of_a_rolled_back_reload_retires_no_current_worker(forkfail_server):
+    """Reload: slot 0's new worker forks, slot 1's fork fails, the reload is
+    rolled back. The new slot-0 worker still reports ready (it blocks signals
+    until its loop runs) before it stops; that stale ready must not retire
+    the current worker of slot 0."""
+    start, flag = forkfail_server
+    srv = start()
+    old = srv.wait_workers(2)
+    flag.write_text("1")
+    os.kill(srv.pid, signal.SIGHUP)
+    line = wait_until(lambda: [x for x in srv.log().splitlines() if "generation 2)" in x], what="the new worker")[0]
+    failed = int(line.split("started worker process ")[1].split()[0])
+    wait_until(lambda: f"worker process {failed} (slot 0)" in srv.log() and not pid_alive(failed),
+               what="the rolled-back worker gone")
+    flag.unlink()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # a window for a stale ready to act (it must not)
+        assert all(pid_alive(p) for p in old), srv.log()
+        time.sleep(0.05)
+    assert sorted(srv.workers()) == sorted(old)
+    assert http_get(srv.port)[0] == 200
+
+
+def test_stale_ready_is_not_matched_to_a_reused_record(tmp_path):
+    """A worker says ready and dies; its scoreboard record goes to a new
+    worker before the master reads the pipe: that ready is not the new one's."""
+    from prefork.config import load
+    from prefork.master import Master, WorkerProc
+    from prefork.worker import Supervisor
+
+    path = tmp_path / "s.toml"
+    path.write_text(make_config({"http": free_port()}))
+    master = Master(load(str(path)), [])
+    try:
+        record = master.scoreboard.allocate()
+        Supervisor(master.scoreboard, record, master.ready_w, master.pid).ready()  # pid: this process
+        new = WorkerProc(os.getpid() + 1_000_000, 0, master.generation, record, set())  # not this pid
+        master.workers[new.pid] = new
+        master.on_ready_pipe()
+        assert not new.ready
+        mine = WorkerProc(os.getpid(), 0, master.generation, master.scoreboard.allocate(), set())
+        master.workers[mine.pid] = mine
+        Supervisor(master.scoreboard, mine.record, master.ready_w, master.pid).ready()
+        master.on_ready_pipe()
+        assert mine.ready
+    finally:
+        master.reactor.close()
+        master.notifier.close()
+        os.close(master.ready_r)
+        os.close(master.ready_w)
+
+
+CRASH_ROUTES = """
+[[route]]
+path = "/plaintext"
+handler = "plaintext"
+
+[[route]]
+path = "/slow"
+handler = "examples.hello:slow"
+blocking = true
+
+[[route]]
+path = "/crash"
+handler = "tests.lifecycle_helpers:crash"
+"""
+
+
+def test_worker_crash_after_ready_is_respawned_not_a_boot_failure(start_server):
+    """An exception that escapes a serving worker's loop (here a handler's
+    KeyboardInterrupt, run from the loop when the pool answers the request
+    before it) is a crash: the worker is replaced, the server goes on."""
+    srv = start_server(server="workers = 2", names=("http",), extra=CRASH_ROUTES)
+    old = srv.wait_workers(2)
+    with srv.connect() as s:
+        c = Client(s)
+        c.send(b"GET /slow?s=0.05 HTTP/1.1\r\nHost: x\r\n\r\nGET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.closed()  # the worker died with the connection (its answer to /slow was not sent yet)
+    wait_until(lambda: "lifecycle_helpers.crash" in srv.log() or len(set(srv.workers()) & set(old)) < 2,
+               what="a worker to crash")
+    srv.wait_workers(2, exclude=set(old) - set(srv.workers()))
+    assert srv.proc.poll() is None, srv.log()
+    for _ in range(6):
+        assert http_get(srv.port)[0] == 200
+    assert "could not start" not in srv.log()
