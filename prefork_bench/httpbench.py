@@ -99,7 +99,7 @@ from string import Template
 from .httpreport import (format_p99, format_round_ratios, format_transfer, median_round, report, round_ratios,
                          write_json)
 from .net import HOST, URL_PATH, Launch, free_port, http_get, log_tail, running_server
-from .tools import DEFAULT_VENV, REPO_ROOT, BenchError, ensure_program, ensure_uvicorn_venv
+from .tools import DEFAULT_VENV, REPO_ROOT, BenchError, ensure_program, ensure_uvicorn_venv, repo_env
 from .wrk import (BODY, CLIENT_BOUND_PERCENT, SCENARIOS, SERVERS, STATIC_FILES, STATIC_PREFIX, Scenario,
                   WrkResult, add_client_options, parse_wrk, prepare_client, run_wrk, takes_part, wrk_command)
 
@@ -252,9 +252,8 @@ def prepare_prefork(workdir: Path, port: int, workers: int, docroot: Path) -> La
         f"root = {json.dumps(str(docroot))}\n")
     if not (REPO_ROOT / "prefork" / "cli.py").exists():
         raise BenchError(f"{REPO_ROOT / 'prefork' / 'cli.py'} does not exist yet")
-    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     return Launch(argv=[sys.executable, "-m", "prefork.cli", "-c", str(config)],
-                  env=dict(os.environ, PYTHONPATH=pythonpath), cwd=REPO_ROOT, port=port)
+                  env=repo_env(), cwd=REPO_ROOT, port=port)
 
 
 def nginx_temp_directives(nginx: str, workdir: Path) -> list[str]:
