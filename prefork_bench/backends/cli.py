@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..httpbench import make_docroot
 from ..procs import Quiet
-from ..wrk import add_client_options, prepare_client
+from ..wrk import add_client_options, prepare_client, split_choices
 from .idle import idle_client, measure_idle
 from .model import BACKENDS, BackendResult
 from .report import report, write_json
@@ -44,10 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.idle_client:
         return args
-    items = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if not items or any(b not in BACKENDS for b in items):
-        parser.error(f"--backends: expected some of {', '.join(BACKENDS)}, got {args.backends!r}")
-    args.backends = list(dict.fromkeys(items))
+    args.backends = split_choices(parser, "--backends", args.backends, BACKENDS)
     if args.workers < 1 or args.duration < 1 or args.warmup < 0 or args.wrk_threads < 1:
         parser.error("--workers, --duration and --wrk-threads must be >= 1, --warmup >= 0")
     if args.idle < 0:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from ..procs import Quiet
 from ..tools import DEFAULT_VENV, BenchError
-from ..wrk import add_client_options, prepare_client
+from ..wrk import add_client_options, prepare_client, split_choices
 from .db import pg_reachable, prepare_pg, seed_sqlite, start_pg_cluster, stop_pg_cluster
 from .measure import bench_target
 from .model import BACKENDS, CONNECTIONS, DEFAULT_PG_URL, SERVERS, TESTS, Target, TargetResult
@@ -62,14 +62,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if parts.hostname not in ("127.0.0.1", "localhost") and not (parts.hostname or "").startswith("127."):
         parser.error("--pg-url: only a loopback host (127.0.0.1) is allowed")
     return args
-
-
-def split_choices(parser: argparse.ArgumentParser, option: str, text: str, choices) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    unknown = [item for item in items if item not in choices]
-    if unknown or not items:
-        parser.error(f"{option}: expected some of {', '.join(choices)}, got {text!r}")
-    return list(dict.fromkeys(items))
 
 
 # --- main -------------------------------------------------------------------------
