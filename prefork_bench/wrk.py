@@ -130,6 +130,17 @@ def add_client_options(parser: argparse.ArgumentParser, wrk_cpus: str = "wrk", t
                             help="seconds before wrk counts a request as timed out (default: 5)")
 
 
+def pinning(args: argparse.Namespace) -> str:
+    """The pinning of add_client_options, for a report's heading."""
+    return "off" if args.no_pin else f"servers on CPU {args.server_cpus}, wrk on CPU {args.wrk_cpus}"
+
+
+def client_settings(args: argparse.Namespace) -> dict:
+    """The settings of add_client_options, for a report's JSON."""
+    return {"pinned": not args.no_pin, "server_cpus": args.server_cpus, "wrk_cpus": args.wrk_cpus,
+            "wrk_threads": args.wrk_threads}
+
+
 def split_choices(parser: argparse.ArgumentParser, option: str, text: str,
                   choices: tuple[str, ...] | list[str]) -> list[str]:
     """A comma-separated option's items, in order, each once; a parser error when

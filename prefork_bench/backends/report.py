@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..report import render_table
-from ..wrk import CLIENT_BOUND_PERCENT
+from ..wrk import CLIENT_BOUND_PERCENT, client_settings, pinning
 from .model import (BASE, LOG_EXCERPT_LINES, MEM_STABLE_TIMEOUT, OTHER_LOAD_MARK, SCENARIOS, TARGET_SCENARIO,
                     BackendResult, Run)
 
@@ -109,11 +109,9 @@ def target_lines(args: argparse.Namespace, results: dict[str, BackendResult]) ->
 
 
 def report(args: argparse.Namespace, results: dict[str, BackendResult]) -> tuple[str, bool]:
-    pinning = ("off" if args.no_pin
-               else f"servers on CPU {args.server_cpus}, wrk on CPU {args.wrk_cpus}")
     lines = [
         f"prefork backends; {args.workers} worker(s) per server, {args.duration}s per scenario, "
-        f"wrk -t{args.wrk_threads}, pinning {pinning}"
+        f"wrk -t{args.wrk_threads}, pinning {pinning(args)}"
         + (f"; idle rows: 1 worker, {args.idle} idle keep-alive connections" if args.idle else ""),
         "",
         table(args, results),
@@ -211,10 +209,7 @@ def write_json(path: str, args: argparse.Namespace, results: dict[str, BackendRe
         "workers": args.workers,
         "duration_s": args.duration,
         "idle_connections": args.idle,
-        "pinned": not args.no_pin,
-        "server_cpus": args.server_cpus,
-        "wrk_cpus": args.wrk_cpus,
-        "wrk_threads": args.wrk_threads,
+        **client_settings(args),
         "scenarios": {t.scenario.name: asdict(t.scenario) for t in SCENARIOS},
         "results": {},
     }

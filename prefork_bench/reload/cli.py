@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..net import URL_PATH
 from ..tools import REPO_ROOT
-from ..wrk import add_client_options, prepare_client
+from ..wrk import add_client_options, client_settings, pinning, prepare_client
 from .runs import ERROR_LINES_SHOWN, MODES, PLANS, Row, rows_table, run_row
 from .spread import Spread, measure_spread, spread_table
 
@@ -59,12 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def report(args: argparse.Namespace, rows: list[Row], spreads: list[Spread]) -> str:
-    pinning = ("off" if args.no_pin
-               else f"servers on CPU {args.server_cpus}, wrk on CPU {args.wrk_cpus}")
     lines = [
         f"Part 1: GET {URL_PATH} under reloads and kills; {args.workers} workers, "
         f"accept = {args.accept}, {args.duration}s per row, wrk -t{args.wrk_threads} -c64, "
-        f"pinning {pinning}",
+        f"pinning {pinning(args)}",
         "",
         rows_table(rows),
         "",
@@ -115,10 +113,7 @@ def write_json(path: str, args: argparse.Namespace, rows: list[Row],
         "reloads": args.reloads,
         "kills": args.kills,
         "accept": args.accept,
-        "pinned": not args.no_pin,
-        "server_cpus": args.server_cpus,
-        "wrk_cpus": args.wrk_cpus,
-        "wrk_threads": args.wrk_threads,
+        **client_settings(args),
         "seed": args.seed,
         "rows": [dict(asdict(r), target_row=r.target_row, clean=r.clean) for r in rows],
         "spread": [dict(asdict(s), counts=s.counts, total=s.total, min_max=s.min_max, cv=s.cv)

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..report import render_table
-from ..wrk import CLIENT_BOUND_PERCENT
+from ..wrk import CLIENT_BOUND_PERCENT, client_settings, pinning
 from .model import (CONNECTIONS, OTHER_LOAD_MARK, PIPELINE, QUERIES, SHORT, TARGET_RATIO, TARGET_RPS,
                     WRK_TIMEOUT, Target, TargetResult, TestType)
 
@@ -112,13 +112,11 @@ def targets_report(args: argparse.Namespace, results: dict[str, TargetResult]) -
 
 def report(args: argparse.Namespace, targets: list[Target], results: dict[str, TargetResult],
            pg_settings: dict[str, str] | None, pg_note: str) -> tuple[str, bool]:
-    pinning = ("off" if args.no_pin
-               else f"servers on CPU {args.server_cpus}, wrk on CPU {args.wrk_cpus}")
     lines = [
         f"TechEmpower test types; {args.workers} workers per server, {args.duration}s per test "
         f"(+{args.warmup}s warm-up), wrk -t{args.wrk_threads} --timeout {WRK_TIMEOUT}s, "
         f"{CONNECTIONS} connections (plaintext {PIPELINE}-deep pipelined), queries={QUERIES}; "
-        f"pinning {pinning}",
+        f"pinning {pinning(args)}",
         f"SQLite: WAL, synchronous = {args.synchronous} (prefork [database] synchronous and the "
         f"uvicorn app's PRAGMA); one file for both servers.",
     ]
@@ -215,10 +213,7 @@ def write_json(path: str, args: argparse.Namespace, targets: list[Target],
         "workers": args.workers,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
-        "pinned": not args.no_pin,
-        "server_cpus": args.server_cpus,
-        "wrk_cpus": args.wrk_cpus,
-        "wrk_threads": args.wrk_threads,
+        **client_settings(args),
         "connections": CONNECTIONS,
         "pipeline": PIPELINE,
         "queries": QUERIES,
