@@ -16,6 +16,7 @@ from .net import HOST, READY_TIMEOUT, STOP_TIMEOUT, free_port, log_tail, wait_re
 from .procs import all_pids, read_stat
 from .tools import REPO_ROOT, BenchError, pin, repo_env
 
+WORKER_TITLE = "prefork-server: worker process"   # a worker's process title (/proc/PID/cmdline)
 ORPHAN_GRACE = 2.0             # seconds a worker may outlive its stopped master before SIGKILL
 
 

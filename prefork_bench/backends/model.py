@@ -17,7 +17,6 @@ STATIC_PATH = STATIC_PREFIX + STATIC_FILE
 WORLD_ROWS = 10000
 PIPELINE = 16
 THROUGHPUT_WORKER_CONNECTIONS = 19000
-WORKER_TITLE = "prefork-server: worker process"
 
 WORKERS_TIMEOUT = 30.0              # seconds for the master to have all its workers
 CHECK_TIMEOUT = 10.0                # seconds for one verification exchange

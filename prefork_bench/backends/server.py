@@ -16,11 +16,11 @@ from pathlib import Path
 
 from ..net import HOST, http_get, parse_head
 from ..procs import cmdline, read_stat
-from ..server import PreforkServer
+from ..server import WORKER_TITLE, PreforkServer
 from ..tools import BenchError
 from ..wrk import STATIC_PREFIX
 from .model import (BODY, CHECK_TIMEOUT, DB_PATH, PIPELINE, PLAINTEXT, STATIC_FILE, STATIC_PATH,
-                    WORKERS_TIMEOUT, WORKER_TITLE, WORLD_ROWS, Mem)
+                    WORKERS_TIMEOUT, WORLD_ROWS, Mem)
 
 
 def core_busy(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, dict]:

@@ -18,12 +18,11 @@ from ..httpbench import warm_up
 from ..net import HOST, STOP_TIMEOUT
 from ..procs import cmdline
 from ..report import render_table
-from ..server import PreforkServer
+from ..server import WORKER_TITLE, PreforkServer
 from ..tools import BenchError
 from ..wrk import WRK_GRACE, Scenario, WrkResult, parse_wrk, wrk_command
 
 POLL = 0.01                    # seconds between /proc scans while waiting for workers
-WORKER_TITLE = "prefork-server: worker process"
 ERROR_LINES_SHOWN = 8          # unexpected error-log lines shown per row
 
 MODES = (
