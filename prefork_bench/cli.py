@@ -10,6 +10,12 @@
                  processes with a SO_REUSEPORT socket each.
 ``http``         the wrk throughput runs of ``bench/http.py`` (prefork against
                  nginx and uvicorn).
+``tfb``          the TechEmpower test types of ``bench/tfb.py`` (prefork against
+                 uvicorn, SQLite and PostgreSQL).
+``backends``     ``bench/backends.py``: prefork's epoll, uvloop and asyncio
+                 backends, req/s and bytes per idle connection.
+``reload``       ``bench/reload.py``: errors under reloads and worker kills, and
+                 the connection spread per accept strategy.
 
 Every run is bounded in time and stops by itself; the client processes are
 children of this one and die with it (PR_SET_PDEATHSIG).
@@ -17,20 +23,32 @@ children of this one and die with it (PR_SET_PDEATHSIG).
 The modules: ``connections`` and ``accept`` (the subcommands) over ``client``
 (the client processes and their epoll loops), ``procs`` (this process's limits,
 /proc readers, the server and machine sampler) and ``report``; ``httpbench``
-(the ``http`` subcommand) over ``wrk``, ``net``, ``tools`` and ``httpreport``.
+(the ``http`` subcommand) over ``wrk``, ``net``, ``tools`` and ``httpreport``;
+the packages ``tfb``, ``backends`` and ``reload`` (the subcommands of the same
+names) over those.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from .accept import STRATEGIES, run_accept
 from .connections import parse_sources, parse_targets, run_connections
 
-def run_http(rest: list[str]) -> int:
-    from . import httpbench
-    return httpbench.main(rest)
+# subcommands that are whole programs with options of their own (bench/*.py): name -> module, help
+PROGRAMS = {
+    "http": ("httpbench", "wrk throughput: prefork against nginx and uvicorn (bench/http.py)"),
+    "tfb": ("tfb.cli", "TechEmpower test types: prefork against uvicorn (bench/tfb.py)"),
+    "backends": ("backends.cli", "prefork's epoll, uvloop and asyncio backends (bench/backends.py)"),
+    "reload": ("reload.cli", "errors under reloads and kills, connection spread (bench/reload.py)"),
+}
+
+
+def run_program(name: str, rest: list[str]) -> int:
+    module = importlib.import_module(f".{PROGRAMS[name][0]}", __package__)
+    return module.main(rest)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,11 +89,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.add_argument("--json", help="where to write the JSON (default: prefork-bench-accept.json)")
     a.add_argument("--plot", help="where to write the PNG (default: beside the JSON)")
 
-    sub.add_parser("http", help="wrk throughput: prefork against nginx and uvicorn (bench/http.py)",
-                   add_help=False)
+    for name, (_, text) in PROGRAMS.items():
+        sub.add_parser(name, help=text, add_help=False)
     args, rest = parser.parse_known_args(argv)
     args.rest = rest
-    if args.command != "http" and rest:
+    if args.command not in PROGRAMS and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "connections":
         if args.count < 1 or args.rate <= 0 or args.hold < 0 or args.request_every < 0:
@@ -97,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_connections(args)
     if args.command == "accept":
         return run_accept(args)
-    return run_http(args.rest)
+    return run_program(args.command, args.rest)
 
 
 if __name__ == "__main__":

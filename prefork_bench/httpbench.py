@@ -99,9 +99,10 @@ from string import Template
 from .httpreport import (format_p99, format_round_ratios, format_transfer, median_round, report, round_ratios,
                          write_json)
 from .net import HOST, URL_PATH, Launch, free_port, http_get, log_tail, running_server
-from .tools import DEFAULT_VENV, REPO_ROOT, BenchError, ensure_program, ensure_uvicorn_venv
+from .tools import DEFAULT_VENV, REPO_ROOT, BenchError, ensure_program, ensure_uvicorn_venv, repo_env
 from .wrk import (BODY, CLIENT_BOUND_PERCENT, SCENARIOS, SERVERS, STATIC_FILES, STATIC_PREFIX, Scenario,
-                  WrkResult, add_client_options, parse_wrk, prepare_client, run_wrk, takes_part, wrk_command)
+                  WrkResult, add_client_options, parse_wrk, prepare_client, run_wrk, split_choices, takes_part,
+                  wrk_command)
 
 VERIFY_TIMEOUT = 10.0          # seconds for one verification GET of a static file
 LISTEN_BACKLOG = 4096          # the same accept queue for every server
@@ -167,22 +168,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--uvicorn-venv", type=Path, default=DEFAULT_VENV,
                         help=f"venv for uvicorn (default: {DEFAULT_VENV})")
     args = parser.parse_args(argv)
-    args.servers = _split_choices(parser, "--servers", args.servers, SERVERS)
+    args.servers = split_choices(parser, "--servers", args.servers, SERVERS)
     names = [s.name for s in SCENARIOS]
-    chosen = _split_choices(parser, "--scenarios", args.scenarios, names)
+    chosen = split_choices(parser, "--scenarios", args.scenarios, names)
     args.scenarios = [s for s in SCENARIOS if s.name in chosen]
     if args.workers < 1 or args.duration < 1 or args.warmup < 0 or args.wrk_threads < 1:
         parser.error("--workers, --duration and --wrk-threads must be >= 1, --warmup >= 0")
     return args
-
-
-def _split_choices(parser: argparse.ArgumentParser, option: str, text: str,
-                   choices: tuple[str, ...] | list[str]) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    unknown = [item for item in items if item not in choices]
-    if unknown or not items:
-        parser.error(f"{option}: expected some of {', '.join(choices)}, got {text!r}")
-    return list(dict.fromkeys(items))
 
 
 # --- the static files -------------------------------------------------------------
@@ -252,9 +244,8 @@ def prepare_prefork(workdir: Path, port: int, workers: int, docroot: Path) -> La
         f"root = {json.dumps(str(docroot))}\n")
     if not (REPO_ROOT / "prefork" / "cli.py").exists():
         raise BenchError(f"{REPO_ROOT / 'prefork' / 'cli.py'} does not exist yet")
-    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     return Launch(argv=[sys.executable, "-m", "prefork.cli", "-c", str(config)],
-                  env=dict(os.environ, PYTHONPATH=pythonpath), cwd=REPO_ROOT, port=port)
+                  env=repo_env(), cwd=REPO_ROOT, port=port)
 
 
 def nginx_temp_directives(nginx: str, workdir: Path) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .report import render_table
-from .wrk import CLIENT_BOUND_PERCENT, STATIC_SERVERS, Scenario, WrkResult, takes_part
+from .wrk import CLIENT_BOUND_PERCENT, STATIC_SERVERS, Scenario, WrkResult, client_settings, pinning, takes_part
 
 def format_rps(result: WrkResult) -> str:
     return f"{result.requests_per_sec:,.0f}" + ("*" if result.client_bound else "")
@@ -79,8 +79,6 @@ def error_footnotes(servers: list[str], scenarios: list[Scenario],
 
 def report(args: argparse.Namespace, results: dict[str, dict[str, WrkResult]],
            failures: dict[str, str], scenario_failures: dict[str, dict[str, str]]) -> str:
-    pinning = ("off" if args.no_pin
-               else f"servers on CPU {args.server_cpus}, wrk on CPU {args.wrk_cpus}")
     legend = ("req/s: responses per second; p99: 99th percentile latency "
               "(n/a for pipelining, where wrk's percentiles are wrong)")
     if "prefork" in args.servers and len(args.servers) > 1:
@@ -95,7 +93,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, WrkResult]],
     lines = [
         f"GET {paths}; {args.workers} worker(s) per server, {args.duration}s per scenario"
         + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "") + ", "
-        f"wrk -t{args.wrk_threads}, pinning {pinning}",
+        f"wrk -t{args.wrk_threads}, pinning {pinning(args)}",
         "",
         render_table(table_rows(args.servers, args.scenarios, results, scenario_failures)),
         "",
@@ -176,10 +174,7 @@ def write_json(path: str, args: argparse.Namespace, results: dict[str, dict[str,
     data = {
         "workers": args.workers,
         "duration_s": args.duration,
-        "pinned": not args.no_pin,
-        "server_cpus": args.server_cpus,
-        "wrk_cpus": args.wrk_cpus,
-        "wrk_threads": args.wrk_threads,
+        **client_settings(args),
         "scenarios": {s.name: asdict(s) for s in args.scenarios},
         "results": {server: {name: asdict(r) for name, r in by_scenario.items()}
                     for server, by_scenario in results.items()},

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from .net import HOST, READY_TIMEOUT, STOP_TIMEOUT, free_port, log_tail, wait_ready
 from .procs import all_pids, read_stat
-from .tools import REPO_ROOT, BenchError, pin
+from .tools import REPO_ROOT, BenchError, pin, repo_env
 
+WORKER_TITLE = "prefork-server: worker process"   # a worker's process title (/proc/PID/cmdline)
 ORPHAN_GRACE = 2.0             # seconds a worker may outlive its stopped master before SIGKILL
 
 
@@ -50,13 +51,12 @@ class PreforkServer:
         """Start the master in a session of its own, from this checkout, and wait until it answers."""
         if not (REPO_ROOT / "prefork" / "cli.py").exists():
             raise BenchError(f"{REPO_ROOT / 'prefork' / 'cli.py'} does not exist")
-        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
         argv = [sys.executable, "-m", "prefork.cli", "-c", str(self.config)]
         print(f"[{self.label}] starting on {HOST}:{self.port}, {what}", file=sys.stderr)
         with open(self.output, "wb") as out:
             self.proc = subprocess.Popen(
                 pin(self.args.server_cpus, argv, not self.args.no_pin), cwd=REPO_ROOT,
-                env=dict(os.environ, PYTHONPATH=pythonpath), stdin=subprocess.DEVNULL,
+                env=repo_env(), stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         wait_ready(self.proc, self.port, READY_TIMEOUT)
 

@@ -65,6 +65,13 @@ def ensure_uvicorn_venv(venv: Path) -> Path:
     return python
 
 
+def repo_env() -> dict[str, str]:
+    """This process's environment with REPO_ROOT first on PYTHONPATH: a child started
+    with it imports this checkout's prefork and prefork_bench."""
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=pythonpath)
+
+
 def run_checked(argv: list[str], what: str) -> None:
     if subprocess.run(argv).returncode != 0:
         raise BenchError(f"{what} failed: {' '.join(argv)}")

@@ -130,6 +130,28 @@ def add_client_options(parser: argparse.ArgumentParser, wrk_cpus: str = "wrk", t
                             help="seconds before wrk counts a request as timed out (default: 5)")
 
 
+def pinning(args: argparse.Namespace) -> str:
+    """The pinning of add_client_options, for a report's heading."""
+    return "off" if args.no_pin else f"servers on CPU {args.server_cpus}, wrk on CPU {args.wrk_cpus}"
+
+
+def client_settings(args: argparse.Namespace) -> dict:
+    """The settings of add_client_options, for a report's JSON."""
+    return {"pinned": not args.no_pin, "server_cpus": args.server_cpus, "wrk_cpus": args.wrk_cpus,
+            "wrk_threads": args.wrk_threads}
+
+
+def split_choices(parser: argparse.ArgumentParser, option: str, text: str,
+                  choices: tuple[str, ...] | list[str]) -> list[str]:
+    """A comma-separated option's items, in order, each once; a parser error when
+    one is not among ``choices`` or there is none."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in items if item not in choices]
+    if unknown or not items:
+        parser.error(f"{option}: expected some of {', '.join(choices)}, got {text!r}")
+    return list(dict.fromkeys(items))
+
+
 def prepare_client(args: argparse.Namespace, files: int = 0, also: tuple[tuple[str, str], ...] = ()) -> bool:
     """Raise the fd limit (a warning when it stays under ``files``) and make sure
     of wrk, of the ``also`` programs ((name, apt package) pairs) and, unless

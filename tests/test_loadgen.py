@@ -192,3 +192,71 @@ def test_bench_scripts_are_entry_points_over_the_package(script):
     done = subprocess.run([sys.executable, str(path), "--help"], cwd=ROOT.parent, capture_output=True, text=True,
                           timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stderr
+
+
+@pytest.mark.parametrize("program", ["tfb", "backends", "reload"])
+def test_prefork_bench_runs_the_bench_programs(program):
+    """prefork-bench tfb|backends|reload are bench/tfb.py, backends.py, reload.py: the same options."""
+    script = subprocess.run([sys.executable, str(ROOT / "bench" / f"{program}.py"), "--help"], cwd=ROOT.parent,
+                            capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    done = bench(program, "--help", cwd=ROOT, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stderr
+    options = set(re.findall(r"--[a-z][a-z-]+", done.stdout))
+    assert "--workers" in options and options == set(re.findall(r"--[a-z][a-z-]+", script.stdout))
+
+
+TFB_APP_DRIVER = r"""
+import asyncio, importlib.util, json, sys
+sys.modules["prefork"] = sys.modules["prefork_bench"] = None   # the app must not need them
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+
+async def main():
+    inbox, outbox = asyncio.Queue(), asyncio.Queue()
+    life = asyncio.ensure_future(app.app({"type": "lifespan"}, inbox.get, outbox.put))
+    await inbox.put({"type": "lifespan.startup"})
+    assert (await outbox.get())["type"] == "lifespan.startup.complete"
+    out = {}
+    for target in sys.argv[2:]:
+        path, _, query = target.partition("?")
+        sent = []
+        async def send(message):
+            sent.append(message)
+        await app.app({"type": "http", "path": path, "query_string": query.encode()}, None, send)
+        out[target] = [sent[0]["status"], dict(sent[0]["headers"])[b"content-type"].decode(),
+                       sent[1]["body"].decode()]
+    await inbox.put({"type": "lifespan.shutdown"})
+    await life
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_tfb_uvicorn_app_answers_without_prefork(tmp_path):
+    """The comparison app of prefork-bench tfb is standalone (uvicorn's venv has no
+    prefork): with prefork unimportable, over a database seeded as tfb seeds it, it
+    answers every test type as tfb's verification expects."""
+    from prefork_bench.tfb import db, uvicorn_app
+    db.seed_sqlite(tmp_path / "world.db", "normal")
+    (tmp_path / "app.py").write_text(uvicorn_app.UVICORN_APP)
+    env = dict(os.environ, TFB_DB_KIND="sqlite", TFB_DB_URL=str(tmp_path / "world.db"))
+    env.pop("PYTHONPATH", None)
+    paths = ["/plaintext", "/json", "/db", "/queries?queries=3", "/queries?queries=foo", "/updates?queries=2",
+             "/fortunes", "/nowhere"]
+    done = subprocess.run([sys.executable, "-c", TFB_APP_DRIVER, str(tmp_path / "app.py"), *paths],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["/plaintext"] == [200, "text/plain", "Hello, World!"]
+    assert got["/json"][:2] == [200, "application/json"] and json.loads(got["/json"][2]) == {"message": "Hello, World!"}
+    assert set(json.loads(got["/db"][2])) == {"id", "randomNumber"}
+    assert len(json.loads(got["/queries?queries=3"][2])) == 3 and len(json.loads(got["/queries?queries=foo"][2])) == 1
+    updated = json.loads(got["/updates?queries=2"][2])
+    assert len({row["id"] for row in updated}) == 2
+    status, ctype, page = got["/fortunes"]
+    assert (status, ctype) == (200, "text/html; charset=utf-8")
+    assert page.count("<tr><td>") == 13 and "Additional fortune added at request time." in page
+    assert "&lt;script&gt;" in page and "<script>" not in page
+    assert got["/nowhere"][0] == 404
