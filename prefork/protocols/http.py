@@ -428,11 +428,10 @@ class _Parser:
 
 
 PENDING_MAX = 64  # pipelined requests queued behind one in the pool before reading pauses
-# Output one call may produce before the requests that follow wait, held, for
-# it to be sent (``resume``): responses, and bytes of one in-memory response.
-# A response with a file always holds: one open file body per connection.
+# Responses one call may produce before the requests that follow wait, held,
+# for them to be sent (``resume``); a call also holds after ``high_water`` bytes
+# of larger responses, and after a file body (one open file per connection).
 BURST = 32
-BURST_BYTES = 1 << 20
 
 
 class HttpProtocol:
@@ -822,10 +821,17 @@ class HttpProtocol:
         elif self.state != WAITING:
             self._set_state(IDLE)
             self.deadline = ctx.clock() + ctx.keepalive_timeout
-            if hold or length >= BURST_BYTES or len(self._out) >= BURST:
+            if hold or len(self._out) >= BURST or (length > 4096 and self._out_bytes() > ctx.config.high_water):
                 self._hold()
 
     # --- helpers ---------------------------------------------------------------
+
+    def _out_bytes(self) -> int:
+        """The size of this call's output so far (files included)."""
+        n = 0
+        for part in self._out:
+            n += part.count if type(part) is FileChunk else len(part)
+        return n
 
     def _release(self, p: _Parser, reuse: bool) -> None:
         self._p = None
