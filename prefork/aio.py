@@ -226,7 +226,7 @@ class AioConnection(asyncio.Protocol):
             self.write(out)
         if not self.proto.held:
             self.holding = False
-            if not self.proto_paused and not self.write_paused and not self.closed and not self.lingering:
+            if not (self.proto_paused or self.write_paused or self.closed or self.lingering or self.proto.closing):
                 self.transport.resume_reading()
         self.after()
 
