@@ -16,7 +16,8 @@ import pytest
 from conftest import Client
 from prefork.protocols import http as http_mod
 from prefork.protocols.http import WAITING, FileChunk, HttpProtocol, Offload, Response
-from test_http_protocol import get, make_ctx, parse_responses, post
+from prefork.apps.builtin import default_routes
+from test_http_protocol import get, make_ctx, parse_responses
 
 # --- unit: the protocol ---------------------------------------------------------------
 
@@ -303,3 +304,19 @@ def test_half_closed_client_does_not_spin_the_worker(start_server, tmp_path):
     assert (status, body) == (200, b"done\n")
     assert used < 0.5, f"the worker used {used:.2f} s of CPU while the pool worked for a half-closed client"
     assert c.closed()
+
+
+def test_held_requests_keep_their_order_with_constants_and_a_bad_request():
+    """Constant routes, an error and EOF queued while held all come out in order."""
+    routes = dict(default_routes())
+    routes[b"/db"] = lambda request: Response(200, b"db" + request.query)
+    proto, driver, _ = proto_with(routes)
+    data = b"".join(get(b"/db?%d" % i) for i in range(http_mod.BURST)) + get(b"/plaintext") + get(b"/db?last")
+    out = proto.data_received(data + b"BAD REQUEST\r\n\r\n")
+    assert proto.eof_received() == b""
+    responses = parse_responses(out)
+    assert len(responses) == http_mod.BURST and proto.held
+    responses += parse_responses(proto.resume())
+    assert [r.status for r in responses[-3:]] == [200, 200, 400]
+    assert responses[-3].body == b"Hello, World!" and responses[-2].body == b"dblast"
+    assert proto.closing and not proto.held
