@@ -115,6 +115,7 @@ class AioConnection(asyncio.Protocol):
         self.queue: deque = deque()          # parts behind a file being sent
         self.write_paused = False
         self.proto_paused = False
+        self.holding = False                 # the protocol waits for its output to be sent
         self.lingering = False
         self.closed = False
         worker.conns.add(self)
@@ -181,9 +182,11 @@ class AioConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self.send_deadline = 0.0
-        if not self.proto_paused and not self.closed:
+        if not self.proto_paused and not self.holding and not self.closed:
             self.transport.resume_reading()
         self._pump()
+        if self.holding and not self.queue:
+            self.worker.reactor.loop.call_soon(self._continue)
         self.after()
 
     # --- the protocol's calls ---------------------------------------------------------
@@ -202,8 +205,30 @@ class AioConnection(asyncio.Protocol):
 
     def resume_reading(self) -> None:
         self.proto_paused = False
-        if self.transport is not None and not self.write_paused:
+        if self.transport is not None and not self.write_paused and not self.holding:
             self.transport.resume_reading()
+
+    def hold(self) -> None:
+        """The protocol has said enough for now: once the file parts are
+        passed on and the transport is below high water, call its ``resume()``
+        (from the loop, so that other connections get their turn)."""
+        if not self.holding:
+            self.holding = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+        self.worker.reactor.loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        if self.closed or not self.holding or self.queue or self.write_paused:
+            return  # resume_writing calls again
+        out = self.proto.resume()
+        if out:
+            self.write(out)
+        if not self.proto.held:
+            self.holding = False
+            if not (self.proto_paused or self.write_paused or self.closed or self.lingering or self.proto.closing):
+                self.transport.resume_reading()
+        self.after()
 
     # --- the worker's view --------------------------------------------------------------
 
@@ -308,8 +333,8 @@ class AioConnection(asyncio.Protocol):
         self.lingering = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        if self.proto_paused or self.write_paused:
-            self.proto_paused = self.write_paused = False
+        if self.proto_paused or self.write_paused or self.holding:
+            self.proto_paused = self.write_paused = self.holding = False
             self.transport.resume_reading()
         if self.timer is not None:
             self.timer.cancel()

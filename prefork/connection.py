@@ -30,8 +30,10 @@ LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: drain input this long before cl
 
 # Connection.flags
 _HIGH_WATER = 1   # reading paused: too much unsent output
-_PROTOCOL = 2     # reading paused: the protocol has enough queued requests
-_PAUSED = _HIGH_WATER | _PROTOCOL
+_PROTOCOL = 2     # reading paused: the protocol waits for the pool
+_PAUSED_EOF = 8   # reading stopped: the peer has half-closed (EPOLLIN would fire forever)
+_HELD = 16        # reading paused: the protocol waits for its output to be sent (then resume())
+_PAUSED = _HIGH_WATER | _PROTOCOL | _PAUSED_EOF | _HELD
 _LINGERING = 4    # lingering close: input is read and dropped until EOF or LINGER_TIMEOUT
 
 SENDFILE_CHUNK = 1 << 20
@@ -99,6 +101,8 @@ class Connection:
             out = proto.data_received(data)
         else:
             out = proto.eof_received()
+            if not proto.closing:
+                self._pause(_PAUSED_EOF)  # nothing more will come; answer, then close
         if out:
             # write(), inlined for the common case: this is the path of every response
             if self.wbuf is None and type(out) is bytes:
@@ -156,6 +160,8 @@ class Connection:
         self.worker.reactor.remove(fd, WRITABLE)
         if self.flags & _HIGH_WATER:
             self._resume(_HIGH_WATER)
+        if self.flags & _HELD:
+            self.worker.reactor.call_soon(Connection._continue, self)
         self.after()
 
     def on_timer(self) -> None:
@@ -197,6 +203,27 @@ class Connection:
 
     def resume_reading(self) -> None:
         self._resume(_PROTOCOL)
+
+    def hold(self) -> None:
+        """The protocol has said enough for now: once it is sent, call its
+        ``resume()`` -- from the loop, so other connections get their turn."""
+        self._pause(_HELD)
+        if self.wbuf is None:
+            self.worker.reactor.call_soon(Connection._continue, self)
+        # else on_writable calls it when the buffer is empty
+
+    def _continue(self) -> None:
+        if self.fd < 0 or not self.flags & _HELD or self.wbuf is not None:
+            return
+        proto = self.proto
+        out = proto.resume()
+        if out:
+            self.write(out)
+            if self.fd < 0:
+                return
+        if not proto.held:
+            self._resume(_HELD)
+        self.after()
 
     def _pause(self, reason: int) -> None:
         if not self.flags & _PAUSED and self.fd >= 0:
@@ -303,8 +330,7 @@ class Connection:
             return
         buffered = 0
         for part in wbuf:
-            if type(part) is not FileChunk:
-                buffered += len(part)
+            buffered += part.count if type(part) is FileChunk else len(part)
         if buffered > self.worker.high_water:
             self._pause(_HIGH_WATER)
 

@@ -524,6 +524,10 @@ class _Parser:
 _OPTIONS_ANY = Response(200, b"", b"text/plain", ((b"Allow", b"GET, HEAD, POST, OPTIONS"),))
 
 PENDING_MAX = 64  # pipelined requests queued behind one in the pool before reading pauses
+# Responses one call may produce before the requests that follow wait, held,
+# for them to be sent (``resume``); a call also holds after ``high_water`` bytes
+# of larger responses, and after a file body (one open file per connection).
+BURST = 32
 
 
 class HttpProtocol:
@@ -533,10 +537,13 @@ class HttpProtocol:
     carries a file, as a list of ``bytes`` and ``FileChunk`` parts. A response
     computed in the thread pool arrives later: it is handed to
     ``driver.deliver(out)``, and ``driver.pause_reading()`` /
-    ``driver.resume_reading()`` bound the requests queued behind it."""
+    ``driver.resume_reading()`` stop reading while a request waits in the pool.
+    After a file body, or ``BURST`` responses in one call, the protocol is
+    ``held`` (it calls ``driver.hold()``): the requests that follow are queued
+    until the driver has sent the output and calls ``resume()``."""
 
     __slots__ = ("ctx", "closing", "linger", "deadline", "state", "_p", "_out", "_requests", "peer",
-                 "driver", "_pending", "_stopped", "_paused")
+                 "driver", "_pending", "_stopped", "_paused", "held")
 
     def __init__(self, ctx: HttpContext, peer=None, driver=None):
         self.ctx = ctx
@@ -552,6 +559,7 @@ class HttpProtocol:
         self._pending: deque | None = None     # requests (or an error status) waiting their turn
         self._stopped = False                   # nothing more is parsed (an error is queued)
         self._paused = False
+        self.held = False    # waiting (state WAITING) for the driver to send the output: resume()
 
     # --- input from the driver ------------------------------------------------
 
@@ -601,7 +609,7 @@ class HttpProtocol:
                 if self.state == IDLE:  # a request began and its head is not all here yet
                     self._set_state(HEAD)
                     self.deadline = self.ctx.clock() + p.header_timeout
-                if self.state == HEAD:
+                if self.state == HEAD or self.state == WAITING:
                     self._check_head_size(p)
         if self.state == CLOSED or self._stopped:
             self._release(p, reuse=False)
@@ -633,6 +641,8 @@ class HttpProtocol:
         """The peer closed its side: finish (a partial request is dropped)."""
         if self.state == WAITING or self._pending:
             # the peer half-closed after sending: answer what was asked, then close
+            if self._stopped:
+                return b""  # already queued (or an error is): once is enough
             self._stopped = True
             if self._pending is None:
                 self._pending = deque()
@@ -738,6 +748,8 @@ class HttpProtocol:
             if self.state != IDLE:
                 self._set_state(IDLE)
             self.deadline = ctx.clock() + ctx.keepalive_timeout
+            if len(self._out) >= BURST:
+                self._hold()
         else:
             self._finish()
 
@@ -807,6 +819,10 @@ class HttpProtocol:
             return
         self._set_state(WAITING)
         self.deadline = 0.0
+        if not self._paused and self.driver is not None:
+            # read no more meanwhile: what the client sends waits in the kernel's buffer
+            self._paused = True
+            self.driver.pause_reading()
 
     def _on_result(self, request: Request, response, exc) -> None:
         """The pool's answer to ``request``, on the reactor thread."""
@@ -835,7 +851,7 @@ class HttpProtocol:
                 self._dispatch(item)
         if not pending:
             self._pending = None
-            if self._paused:
+            if self._paused and self.state != WAITING:
                 self._paused = False
                 self.driver.resume_reading()
         if self.state == IDLE and self._p is not None and self._p.in_message:
@@ -854,11 +870,51 @@ class HttpProtocol:
         if self.driver is not None:
             self.driver.deliver(out)
 
+    def _hold(self) -> None:
+        """Enough output for one go: queue what follows until it is sent."""
+        if self.driver is None:
+            return  # nobody would call resume()
+        self.state = WAITING  # as for the pool (requests queue), but not counted as pooled
+        self.held = True
+        self.deadline = 0.0   # the driver's send timeout is what applies now
+        self.driver.hold()
+
+    def resume(self):
+        """The driver has sent the output of a ``held`` protocol: answer the
+        requests queued meanwhile (up to the next hold). Returns the output,
+        as ``data_received`` does."""
+        if not self.held or self.state != WAITING:
+            return b""
+        self.held = False
+        self.state = IDLE
+        self.deadline = self.ctx.clock() + self.ctx.keepalive_timeout
+        self._out = []
+        pending = self._pending
+        while pending and self.state == IDLE:  # as in _on_result
+            item = pending.popleft()
+            if type(item) is int:
+                if item:
+                    self._fail(item, now=True)
+                else:
+                    self.connection_lost()
+            else:
+                self._dispatch(item)
+        if not pending:
+            self._pending = None
+            if self._paused and self.state != WAITING:
+                self._paused = False
+                self.driver.resume_reading()
+        if self.state == IDLE and self._p is not None and self._p.in_message:
+            self._set_state(HEAD)
+            self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
+        return self._take()
+
     def _answer(self, request: Request, response: Response | None, status: int = 0) -> None:
         """Queue ``response`` (or, when it is None, an error page for ``status``) and move on."""
         ctx = self.ctx
         head_only = request.method == b"HEAD"
         http10 = request.version == "1.0"
+        hold = False
         if response is None:
             extra = ()
             if status >= 500:
@@ -881,6 +937,7 @@ class HttpProtocol:
             elif file is not None:
                 self._out.append(head + response.body if response.body else head)
                 self._out.append(file)
+                hold = True  # after it: one file body at a time per connection
             else:
                 self._out.append(head + response.body)
         if ctx.access_log is not None:
@@ -890,8 +947,17 @@ class HttpProtocol:
         elif self.state != WAITING:
             self._set_state(IDLE)
             self.deadline = ctx.clock() + ctx.keepalive_timeout
+            if hold or len(self._out) >= BURST or (length > 4096 and self._out_bytes() > ctx.config.high_water):
+                self._hold()
 
     # --- helpers ---------------------------------------------------------------
+
+    def _out_bytes(self) -> int:
+        """The size of this call's output so far (files included)."""
+        n = 0
+        for part in self._out:
+            n += part.count if type(part) is FileChunk else len(part)
+        return n
 
     def _release(self, p: _Parser, reuse: bool) -> None:
         self._p = None
@@ -983,7 +1049,10 @@ class HttpProtocol:
         if old == HEAD or old == BODY:
             ctx.reading -= 1
         elif old == WAITING:
-            ctx.pooled -= 1
+            if self.held:
+                self.held = False  # held for its output, not counted as pooled
+            else:
+                ctx.pooled -= 1
         if new == HEAD or new == BODY:
             ctx.reading += 1
         elif new == WAITING:

@@ -1,0 +1,324 @@
+"""Bounded memory, fds and work per connection (issue 13, points 8-10).
+
+Unit tests drive the sans-IO protocol with a fake driver; the e2e tests run a
+server on every backend with clients that pipeline and do not read, flood a
+connection whose request waits in the pool, or half-close, and measure the
+worker in /proc: RSS, open fds, CPU time."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from conftest import Client
+from prefork.protocols import http as http_mod
+from prefork.protocols.http import WAITING, FileChunk, HttpProtocol, Offload, Response
+from prefork.apps.builtin import default_routes
+from test_http_protocol import get, make_ctx, parse_responses
+
+# --- unit: the protocol ---------------------------------------------------------------
+
+
+class Driver:
+    """Records the protocol's calls to its driver."""
+
+    def __init__(self):
+        self.calls = []
+        self.delivered = []
+
+    def pause_reading(self):
+        self.calls.append("pause")
+
+    def resume_reading(self):
+        self.calls.append("resume")
+
+    def hold(self):
+        self.calls.append("hold")
+
+    def deliver(self, out):
+        self.delivered.append(out)
+
+
+def proto_with(routes, **limits):
+    ctx = make_ctx(routes=routes, **limits)
+    jobs = []
+    ctx.submit = lambda fn, arg, done: jobs.append((fn, arg, done)) or True
+    driver = Driver()
+    proto = HttpProtocol(ctx, peer=("127.0.0.1", 1), driver=driver)
+    return proto, driver, jobs
+
+
+def parts(out) -> list:
+    return out if type(out) is list else [out]
+
+
+def test_pipelined_file_bodies_are_one_at_a_time(tmp_path):
+    """Each file response holds the connection: the next request is answered
+    (and its file opened) only once the driver has sent the first."""
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 1000)
+    opened = []
+
+    def handler(request):
+        fd = os.open(path, os.O_RDONLY)
+        opened.append(fd)
+        return Response(200, b"", b"application/octet-stream", file=FileChunk(fd, 0, 1000))
+
+    proto, driver, _ = proto_with({b"/f": handler})
+    try:
+        out = proto.data_received(get(b"/f") * 5)
+        assert [type(p) for p in parts(out)].count(FileChunk) == 1 and len(opened) == 1
+        assert proto.held and proto.state == WAITING and driver.calls == ["hold"]
+        for n in range(2, 6):
+            out = proto.resume()
+            assert [type(p) for p in parts(out)].count(FileChunk) == 1 and len(opened) == n
+        assert proto.resume() == b"" or not proto.held
+        assert proto.state == http_mod.IDLE and not proto._pending
+    finally:
+        for fd in opened:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def test_pipelined_inline_work_is_bounded_per_call():
+    """A read full of pipelined requests answered by an inline handler (a
+    database query, say): BURST answers per call, the rest after resume(), in order."""
+    seen = []
+
+    def handler(request):
+        seen.append(request.query)
+        return Response(200, request.query)
+
+    proto, driver, _ = proto_with({b"/db": handler})
+    n = 3 * http_mod.BURST + 5
+    out = proto.data_received(b"".join(get(b"/db?%d" % i) for i in range(n)))
+    responses = parse_responses(out)
+    assert len(responses) == http_mod.BURST and len(seen) == http_mod.BURST and proto.held
+    while proto.held:
+        responses += parse_responses(proto.resume())
+    assert [r.body for r in responses] == [b"%d" % i for i in range(n)]
+    assert driver.calls.count("hold") == 3
+    assert driver.calls.count("pause") == driver.calls.count("resume")  # reading is on again
+    assert proto.state == http_mod.IDLE and proto.deadline  # kept alive, with its keep-alive deadline
+
+
+def test_pipelined_large_responses_hold_above_high_water():
+    big = Response(200, b"b" * 20000)
+    proto, driver, _ = proto_with({b"/big/": lambda request: big}, high_water=65536)
+    out = proto.data_received(get(b"/big/x") * 10)
+    assert len(parse_responses(out)) == 4 and proto.held  # 4 * 20 KB > 64 KiB
+    total = 4
+    while proto.held:
+        total += len(parse_responses(proto.resume()))
+    assert total == 10
+
+
+def test_held_connection_is_not_timed_out_nor_counted_as_pooled():
+    proto, driver, _ = proto_with({b"/db": lambda request: Response(200, b"x")})
+    proto.data_received(get(b"/db") * (http_mod.BURST + 1))
+    assert proto.held and proto.ctx.pooled == 0
+    assert proto.timeout(proto.ctx.clock() + 1e6) == b"" and not proto.closing
+    proto.connection_lost()
+    assert proto.ctx.pooled == 0 and proto.ctx.reading == 0
+
+
+def test_reading_stops_while_a_request_waits_in_the_pool():
+    proto, driver, jobs = proto_with({b"/slow": lambda request: Offload(lambda r: Response(200, b"ok"))})
+    proto.data_received(get(b"/slow"))
+    assert proto.state == WAITING and driver.calls == ["pause"]
+    fn, arg, done = jobs.pop()
+    done(fn(arg), None)
+    assert driver.calls == ["pause", "resume"]
+    [r] = parse_responses(parts(driver.delivered[-1])[0])
+    assert r.status == 200
+
+
+def test_head_size_is_checked_while_a_request_waits_in_the_pool():
+    proto, driver, jobs = proto_with({b"/slow": lambda request: Offload(lambda r: Response(200, b"ok"))},
+                                     max_header_bytes=4096)
+    proto.data_received(get(b"/slow") + b"GET /plaintext HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    for _ in range(10):
+        proto.data_received(b"a" * 4096)
+    assert list(proto._pending) == [431]  # queued behind the pooled request; nothing more is parsed
+    fn, arg, done = jobs.pop()
+    done(fn(arg), None)
+    responses = parse_responses(parts(driver.delivered[-1])[0])
+    assert [r.status for r in responses] == [200, 431] and proto.closing
+
+
+def test_eof_while_waiting_is_queued_once():
+    """A half-closed client: the driver may report EOF more than once; the
+    pending queue does not grow."""
+    proto, driver, jobs = proto_with({b"/slow": lambda request: Offload(lambda r: Response(200, b"ok"))})
+    proto.data_received(get(b"/slow"))
+    for _ in range(100):
+        assert proto.eof_received() == b""
+    assert list(proto._pending) == [0]
+    fn, arg, done = jobs.pop()
+    done(fn(arg), None)
+    [r] = parse_responses(parts(driver.delivered[-1])[0])
+    assert r.status == 200 and proto.closing
+
+
+# --- e2e: a real server, measured in /proc ------------------------------------------------
+
+ROUTES = """
+[[route]]
+path = "/slow"
+handler = "examples.hello:slow"
+blocking = true
+
+[[route]]
+path = "/files/"
+handler = "static"
+"""
+
+
+def start(start_server, tmp_path, http=""):
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    (root / "60k.bin").write_bytes(b"6" * 60_000)    # kept in memory by the static cache
+    (root / "200k.bin").write_bytes(b"2" * 200_000)  # sent with sendfile from a dup'ed fd
+    srv = start_server(server="workers = 1", names=("http",), http=http,
+                       extra=ROUTES + f'\n[static]\nroot = "{root}"\n')
+    [worker] = srv.wait_workers(1)
+    return srv, worker
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.parametrize("name,size", [("60k.bin", 60_000), ("200k.bin", 200_000)])
+def test_pipelined_files_to_a_client_that_does_not_read(start_server, tmp_path, name, size):
+    """400 pipelined GETs of a file, all in one read, and the client reads
+    nothing: the worker's RSS and open fds stay bounded (before: +20 MB for the
+    60 KB file, +300 fds for the 200 KB one); then every response arrives whole."""
+    srv, worker = start(start_server, tmp_path, http="keepalive_requests = 100000")
+    request = b"GET /files/" + name.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    c = Client(srv.connect(timeout=10))
+    c.send(request)  # the file is now in the worker's cache, the code paths are warm
+    status, _, body = c.response()
+    assert status == 200 and len(body) == size
+    base_rss, base_fds = rss(worker), fds(worker)
+    greedy = srv.connect(timeout=10)
+    greedy.sendall(request * 400)  # one read; the kernel's buffers hold ~10 MB of the ~24-80 MB asked for
+    peak_rss, peak_fds = 0, 0
+    end = time.monotonic() + 1.5  # a measurement window: the worker answers what it will meanwhile
+    while time.monotonic() < end:
+        peak_rss = max(peak_rss, rss(worker) - base_rss)
+        peak_fds = max(peak_fds, fds(worker) - base_fds)
+        time.sleep(0.02)
+    assert peak_fds <= 4, f"{peak_fds} more fds open in the worker for one client"
+    assert peak_rss < 8 << 20, f"the worker grew by {peak_rss} bytes for one client that does not read"
+    reader = Client(greedy)
+    for _ in range(400):
+        status, headers, body = reader.response()
+        assert status == 200 and len(body) == size
+        peak_fds = max(peak_fds, fds(worker) - base_fds)
+    assert peak_fds <= 4
+    greedy.close()
+    c.close()
+
+
+def _flood(sock: socket.socket, data_iter, limit: int) -> tuple[int, bool]:
+    """Send until ``limit`` bytes are sent or the server stops taking them
+    (nothing accepted for half a second). Returns (sent, blocked)."""
+    sock.settimeout(0.5)
+    sent = 0
+    for chunk in data_iter:
+        view = memoryview(chunk)
+        while view:
+            try:
+                n = sock.send(view)
+            except socket.timeout:
+                return sent, True
+            sent += n
+            view = view[n:]
+            if sent >= limit:
+                return sent, False
+    return sent, False
+
+
+def _endless_header():
+    yield b"GET /files/60k.bin HTTP/1.1\r\nHost: x\r\nX-Endless: "
+    while True:
+        yield b"a" * 65536
+
+
+def _big_posts():
+    body = b"p" * (1 << 20)
+    while True:
+        yield b"POST /files/60k.bin HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        yield body
+
+
+@pytest.mark.parametrize("flood", [_endless_header, _big_posts], ids=["endless-header", "1MB-posts"])
+def test_input_behind_a_pooled_request_is_bounded(start_server, tmp_path, flood):
+    """While ``GET /slow`` waits in the pool, what the client sends next is not
+    buffered without bound (before: an endless header buffered 28 MB, 1 MB
+    POSTs 64 MB): the server stops taking it."""
+    srv, worker = start(start_server, tmp_path)
+    c = Client(srv.connect(timeout=10))
+    c.send(b"GET /slow?s=0 HTTP/1.1\r\nHost: x\r\n\r\n")  # warm up: the pool's threads are started
+    assert c.response()[0] == 200
+    base = rss(worker)
+    c.send(b"GET /slow?s=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sent, blocked = _flood(c.sock, flood(), 40 << 20)
+    growth = rss(worker) - base
+    assert blocked, f"the server took {sent} bytes behind a request in the pool"
+    assert growth < 8 << 20, f"the worker grew by {growth} bytes"
+    c.sock.settimeout(10)
+    status, _, body = c.response()
+    assert (status, body) == (200, b"done\n")
+
+
+def test_half_closed_client_does_not_spin_the_worker(start_server, tmp_path):
+    """A request for the pool, then shutdown(SHUT_WR): the worker waits for the
+    answer without using the CPU (before: 1.67 s of CPU in 2 s on epoll), then
+    answers and closes."""
+    srv, worker = start(start_server, tmp_path)
+    c = Client(srv.connect(timeout=10))
+    c.send(b"GET /slow?s=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.sock.shutdown(socket.SHUT_WR)
+    before = cpu_seconds(worker)
+    status, _, body = c.response()
+    used = cpu_seconds(worker) - before
+    assert (status, body) == (200, b"done\n")
+    assert used < 0.5, f"the worker used {used:.2f} s of CPU while the pool worked for a half-closed client"
+    assert c.closed()
+
+
+def test_held_requests_keep_their_order_with_constants_and_a_bad_request():
+    """Constant routes, an error and EOF queued while held all come out in order."""
+    routes = dict(default_routes())
+    routes[b"/db"] = lambda request: Response(200, b"db" + request.query)
+    proto, driver, _ = proto_with(routes)
+    data = b"".join(get(b"/db?%d" % i) for i in range(http_mod.BURST)) + get(b"/plaintext") + get(b"/db?last")
+    out = proto.data_received(data + b"BAD REQUEST\r\n\r\n")
+    assert proto.eof_received() == b""
+    responses = parse_responses(out)
+    assert len(responses) == http_mod.BURST and proto.held
+    responses += parse_responses(proto.resume())
+    assert [r.status for r in responses[-3:]] == [200, 200, 400]
+    assert responses[-3].body == b"Hello, World!" and responses[-2].body == b"dblast"
+    assert proto.closing and not proto.held
