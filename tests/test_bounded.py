@@ -322,3 +322,17 @@ def test_held_requests_keep_their_order_with_constants_and_a_bad_request():
     assert [r.status for r in responses[-3:]] == [200, 200, 400]
     assert responses[-3].body == b"Hello, World!" and responses[-2].body == b"dblast"
     assert proto.closing and not proto.held
+
+
+def test_100_continue_owed_behind_a_held_batch_is_sent_on_resume():
+    """A request that expects 100-continue, pipelined behind a held batch,
+    gets its 100 once the batch is sent (resume), as behind a pooled request."""
+    proto, driver, _ = proto_with({b"/db": lambda request: Response(200, b"x"),
+                                   b"/up": lambda request: Response(200, request.body)})
+    expecting = (b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    out = proto.data_received(get(b"/db") * (http_mod.BURST + 1) + expecting)
+    assert proto.held and b"100 Continue" not in out
+    out = proto.resume()
+    assert out.endswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert parse_responses(proto.data_received(b"hello"))[-1].body == b"hello"

@@ -839,6 +839,14 @@ class HttpProtocol:
             log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
             response = None
         self._answer(request, response, 500)
+        self._run_pending()
+        out = self._take()
+        if self.driver is not None:
+            self.driver.deliver(out)
+
+    def _run_pending(self) -> None:
+        """Answer the requests queued behind a pooled or held one, up to the
+        next wait; then the next request's head or body may come."""
         pending = self._pending
         while pending and self.state == IDLE:
             item = pending.popleft()
@@ -866,9 +874,6 @@ class HttpProtocol:
             else:
                 self._set_state(HEAD)  # the next request is already arriving
                 self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
-        out = self._take()
-        if self.driver is not None:
-            self.driver.deliver(out)
 
     def _hold(self) -> None:
         """Enough output for one go: queue what follows until it is sent."""
@@ -889,24 +894,7 @@ class HttpProtocol:
         self.state = IDLE
         self.deadline = self.ctx.clock() + self.ctx.keepalive_timeout
         self._out = []
-        pending = self._pending
-        while pending and self.state == IDLE:  # as in _on_result
-            item = pending.popleft()
-            if type(item) is int:
-                if item:
-                    self._fail(item, now=True)
-                else:
-                    self.connection_lost()
-            else:
-                self._dispatch(item)
-        if not pending:
-            self._pending = None
-            if self._paused and self.state != WAITING:
-                self._paused = False
-                self.driver.resume_reading()
-        if self.state == IDLE and self._p is not None and self._p.in_message:
-            self._set_state(HEAD)
-            self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
+        self._run_pending()
         return self._take()
 
     def _answer(self, request: Request, response: Response | None, status: int = 0) -> None:
