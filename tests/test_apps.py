@@ -237,6 +237,17 @@ def test_static_ranges(start_server, docroot):
         assert (status, body) == (206, f.read(10))
 
 
+def test_static_invalid_range_is_ignored(start_server, docroot):
+    """An invalid range is ignored (RFC 9110 14.2): 200 with the whole file,
+    never a 416 nor a part; positions are 1*DIGIT, not what int() accepts."""
+    srv = start(start_server, docroot)
+    for value in (b"bytes=--5", b"bytes=-+5", b"bytes=+5-", b"bytes=1_0-", b"bytes=1-1_0", b"bytes= 5-", b"bytes=5- 9"):
+        status, h, body = get(srv.port, b"/files/small.txt", b"Range: " + value + b"\r\n")
+        assert (status, "content-range" in h, body) == (200, False, b"0123456789" * 10), value
+        status, h, _ = get(srv.port, b"/files/big.bin", b"Range: " + value + b"\r\n", method=b"HEAD")
+        assert (status, "content-range" in h, h["content-length"]) == (200, False, str(50 << 20)), value
+
+
 def test_static_directories(start_server, docroot):
     srv = start(start_server, docroot)
     status, h, _ = get(srv.port, b"/files/sub")
@@ -245,6 +256,24 @@ def test_static_directories(start_server, docroot):
     assert get(srv.port, b"/files/noindex/")[0] == 403  # no listings
     status, h, _ = get(srv.port, b"/files")
     assert status == 301 and h["location"] == "/files/"
+
+
+def test_static_directory_redirect_is_percent_encoded(start_server, docroot):
+    (docroot / "a b%?").mkdir()
+    (docroot / "a b%?" / "index.html").write_text("spaced index")
+    srv = start(start_server, docroot)
+    status, h, _ = get(srv.port, b"/files/a%20b%25%3F")
+    assert status == 301 and h["location"] == "/files/a%20b%25%3F/"
+    assert get(srv.port, h["location"].encode())[2] == b"spaced index"
+
+
+@pytest.mark.parametrize("path", [b"/files/small.txt/", b"/files/big.bin/", b"/files/inside-link.txt/",
+                                  b"/files/sub/index.html/"])
+def test_static_trailing_slash_on_a_file_is_404(start_server, docroot, path):
+    srv = start(start_server, docroot)
+    for _ in range(2):  # the second time with the file (without the slash) in the cache
+        assert get(srv.port, path)[0] == 404
+        assert get(srv.port, path.rstrip(b"/"))[0] == 200
 
 
 @pytest.mark.parametrize("path", [
@@ -307,6 +336,11 @@ def test_parse_range_unit():
     assert _parse_range(b"items=0-1", 10) is None
     assert _parse_range(b"bytes=x-1", 10) is None
     assert _parse_range(b"bytes=5-2", 10) is None
+    for invalid in (b"bytes=--5", b"bytes=-+5", b"bytes=+5-", b"bytes=1_0-", b"bytes=1-1_0", b"bytes= 5-",
+                    b"bytes=5- 9", b"bytes=-", b"bytes=5", b"bytes=\xd9\xa1-", b"bytes=-5-"):
+        assert _parse_range(invalid, 10) is None, invalid
+    assert _parse_range(b"BYTES=-0", 10) == "unsatisfiable"  # the unit is case-insensitive
+    assert _parse_range(b"bytes=0-" + b"9" * 5000, 10) is None  # past int()'s digit limit: ignored
 
 
 # --- status ---------------------------------------------------------------------------------
