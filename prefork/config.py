@@ -260,10 +260,14 @@ def _addresses(path: str, key: str, value: Any) -> tuple[str, ...]:
     out = []
     for i, item in enumerate(value):
         text = _check_str(path, f"{key}[{i}]", item)
+        if text == "unix":  # every client of a unix-socket listener (a proxy's clients too)
+            out.append(text)
+            continue
         try:
             ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise ConfigError(path, f"{key}[{i}]", f"expected an IP address or network, got {text!r}") from None
+            raise ConfigError(path, f"{key}[{i}]",
+                              f'expected an IP address or network, or "unix", got {text!r}') from None
         out.append(text)
     return tuple(out)
 

@@ -412,3 +412,27 @@ def test_status_refused_to_other_addresses(start_server, docroot):
             status, _, body = c.response()
             assert status == 403 and b"Active" not in body
     assert get(srv.port, b"/status")[0] == 200
+
+
+def _unix_get(path, target):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        c = Client(s)
+        c.send(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return c.response()
+
+
+@pytest.mark.parametrize("allow,unix_status", [(None, 403), ('["127.0.0.1", "unix"]', 200)])
+def test_status_unix_socket_clients_only_when_allowed(start_server, docroot, tmp_path, allow, unix_status):
+    """A unix-socket peer may be a reverse proxy relaying anyone: refused unless
+    ``[status] allow`` lists "unix"; the default allows loopback TCP only."""
+    sock = tmp_path / "s.sock"
+    srv = start(start_server, docroot, status_allow=allow,
+                routes=ROUTES + f'\n[[listen]]\naddress = "unix:{sock}"\nprotocol = "http"\nname = "unix"\n')
+    wait_until(lambda: sock.exists(), what="the unix socket")
+    assert _unix_get(sock, b"/plaintext")[0] == 200  # the listener serves
+    for target in (b"/status", b"/metrics"):
+        status, _, body = _unix_get(sock, target)
+        assert status == unix_status and (b"Active" in body or b"prefork_" in body) == (unix_status == 200)
+        assert get(srv.port, target)[0] == 200  # loopback TCP: allowed either way
