@@ -123,3 +123,37 @@ def _uid(pid: int) -> int:
             if line.startswith("Uid:"):
                 return int(line.split()[2])  # effective
     raise AssertionError("no Uid line")
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_usr1_after_rotation_with_user_set(tmp_path, mode):
+    """logrotate moves the logs, USR1: the master (root) makes the new files and
+    gives them to the workers' user, as nginx does, so the unprivileged workers
+    can reopen them; the next access line lands in the new file."""
+    port = free_port()
+    error_log, access_log = tmp_path / "error.log", tmp_path / "access.log"
+    config = make_config({"http": port}, f'workers = 2\nmode = "{mode}"\nuser = "nobody"') + (
+        f'\n[log]\nerror_log = "{error_log}"\naccess_log = "{access_log}"\n')
+    from conftest import Server
+    srv = Server(tmp_path, config, {"http": port}).start()
+    try:
+        srv.wait_workers(1 if mode == "thread" else 2)
+        assert http_get(port, "/plaintext?before")[0] == 200
+        wait_until(lambda: b"/plaintext?before" in access_log.read_bytes(), what="the first access line")
+        os.rename(access_log, tmp_path / "access.log.1")
+        os.rename(error_log, tmp_path / "error.log.1")
+        os.kill(srv.proc.pid, signal.SIGUSR1)
+        wait_until(lambda: access_log.exists() and error_log.exists(), what="the new log files")
+
+        def logged():
+            http_get(port, "/plaintext?after")  # until the worker that reopened answers it
+            return access_log.exists() and b"/plaintext?after" in access_log.read_bytes()
+
+        wait_until(logged, timeout=10, interval=0.3, what="the access line in the new file")
+        for path in (access_log, error_log):
+            assert os.stat(path).st_uid == NOBODY.pw_uid
+        errors = (tmp_path / "error.log.1").read_text() + error_log.read_text()
+        assert "PermissionError" not in errors and "cannot" not in errors and "Traceback" not in errors
+    finally:
+        srv.stop()
