@@ -4,6 +4,7 @@ read or write is a start-up error naming the key, the path and the user."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import signal
@@ -157,3 +158,28 @@ def test_usr1_after_rotation_with_user_set(tmp_path, mode):
         assert "PermissionError" not in errors and "cannot" not in errors and "Traceback" not in errors
     finally:
         srv.stop()
+
+
+def test_failed_log_reopen_keeps_the_old_file(tmp_path, caplog):
+    """A reopen that cannot open the new file (here: its directory is gone)
+    keeps writing to the old one and says so, instead of raising."""
+    from types import SimpleNamespace
+
+    from prefork.logs import AccessLog, ReopenableHandler
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    access = AccessLog(str(logs / "access.log"))
+    handler = ReopenableHandler(str(logs / "error.log"))
+    os.rename(logs, tmp_path / "moved")
+    access.reopen()
+    handler.reopen()
+    assert "cannot reopen access log" in caplog.text
+    request = SimpleNamespace(peer=("127.0.0.1", 1), method=b"GET", target=b"/kept", version="1.1",
+                              header=lambda name: None)
+    access.log(request, 200, 1)
+    access.close()
+    handler.emit(logging.makeLogRecord({"msg": "still here"}))
+    handler.close()
+    assert b"/kept" in (tmp_path / "moved" / "access.log").read_bytes()
+    error_text = (tmp_path / "moved" / "error.log").read_text()
+    assert "cannot reopen" in error_text and "still here" in error_text
