@@ -67,10 +67,13 @@ def hand_to_workers(config: LogConfig, uid: int, gid: int) -> None:
         if path in ("", "-"):
             continue
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # no symlink, no second hard link: where the workers' user can write in
+            # the log directory, it must not get root's chown onto another file
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
             try:
                 st = os.fstat(fd)
-                if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_uid != uid:
+                if (stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == os.getuid()
+                        and st.st_uid != uid):
                     os.fchown(fd, uid, gid)  # the fd, not the path: no race with a renamed file
             finally:
                 os.close(fd)

@@ -183,3 +183,21 @@ def test_failed_log_reopen_keeps_the_old_file(tmp_path, caplog):
     assert b"/kept" in (tmp_path / "moved" / "access.log").read_bytes()
     error_text = (tmp_path / "moved" / "error.log").read_text()
     assert "cannot reopen" in error_text and "still here" in error_text
+
+
+@ROOT_ONLY
+def test_log_hand_over_never_follows_a_link(tmp_path):
+    """Where the workers' user can write in the log directory, a symlink or a
+    hard link planted as the log must not get root's chown onto another file."""
+    from prefork.config import LogConfig
+    from prefork.logs import hand_to_workers
+    victim = tmp_path / "victim"
+    victim.write_text("root's\n")
+    os.symlink(victim, tmp_path / "error.log")
+    os.link(victim, tmp_path / "access.log")
+    hand_to_workers(LogConfig(error_log=str(tmp_path / "error.log"), access_log=str(tmp_path / "access.log")),
+                    NOBODY.pw_uid, NOBODY.pw_gid)
+    assert os.stat(victim).st_uid == 0
+    fresh = tmp_path / "fresh.log"
+    hand_to_workers(LogConfig(error_log="-", access_log=str(fresh)), NOBODY.pw_uid, NOBODY.pw_gid)
+    assert os.stat(fresh).st_uid == NOBODY.pw_uid
