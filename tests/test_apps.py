@@ -430,8 +430,14 @@ def test_status_unix_socket_clients_only_when_allowed(start_server, docroot, tmp
     sock = tmp_path / "s.sock"
     srv = start(start_server, docroot, status_allow=allow,
                 routes=ROUTES + f'\n[[listen]]\naddress = "unix:{sock}"\nprotocol = "http"\nname = "unix"\n')
-    wait_until(lambda: sock.exists(), what="the unix socket")
-    assert _unix_get(sock, b"/plaintext")[0] == 200  # the listener serves
+
+    def serves():
+        try:
+            return _unix_get(sock, b"/plaintext")[0] == 200  # bound after the TCP port: poll until it listens
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+
+    wait_until(serves, what="the unix socket to serve")
     for target in (b"/status", b"/metrics"):
         status, _, body = _unix_get(sock, target)
         assert status == unix_status and (b"Active" in body or b"prefork_" in body) == (unix_status == 200)
