@@ -47,12 +47,15 @@ def _check_limits(args: argparse.Namespace) -> int:
     """``--check-limits``: print the limits doctor's table; 0 when the target can be met."""
     from .config import ServerConfig
     from .limits import check, render
+    from .worker import FD_RESERVE, fd_reserve
 
     if args.config is None:
         server, source = ServerConfig(), "server: the built-in defaults (no -c)"
+        reserve = FD_RESERVE
     else:
         try:
-            server = load(args.config).server
+            config = load(args.config, check_fds=False)  # the doctor says what to fix instead
+            server, reserve = config.server, fd_reserve(config)
         except ConfigError as exc:
             print(f"prefork-server: {exc}", file=sys.stderr)
             return 1
@@ -60,7 +63,7 @@ def _check_limits(args: argparse.Namespace) -> int:
     source += f": workers = {server.workers}, worker_connections = {server.worker_connections}"
     if args.connections is None:
         source += " (the target is their product)"
-    report = check(server, args.connections, root=args.root, source=source)
+    report = check(server, args.connections, root=args.root, source=source, reserve=reserve)
     sys.stdout.write(render(report))
     return 0 if report.ok else 1
 
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return _check_limits(args)
     args.config = args.config or DEFAULT_CONFIG
     try:
-        config = load(args.config)
+        config = load(args.config, check_fds=not args.signal)  # -s: the shell's limits are not the server's
     except ConfigError as exc:
         print(f"prefork-server: {exc}", file=sys.stderr)
         if args.test:

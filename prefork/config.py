@@ -260,10 +260,14 @@ def _addresses(path: str, key: str, value: Any) -> tuple[str, ...]:
     out = []
     for i, item in enumerate(value):
         text = _check_str(path, f"{key}[{i}]", item)
+        if text == "unix":  # every client of a unix-socket listener (a proxy's clients too)
+            out.append(text)
+            continue
         try:
             ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise ConfigError(path, f"{key}[{i}]", f"expected an IP address or network, got {text!r}") from None
+            raise ConfigError(path, f"{key}[{i}]",
+                              f'expected an IP address or network, or "unix", got {text!r}') from None
         out.append(text)
     return tuple(out)
 
@@ -452,6 +456,40 @@ def from_dict(data: dict, path: str = "<config>") -> Config:
     return config
 
 
+def _check_fds(config: Config) -> tuple[str, ...]:
+    """Can a worker hold worker_connections plus what the static cache and the
+    database keep open? A note (-t prints it, the master logs it as a warning)
+    when that is above the hard open-file limit, or above worker_rlimit_nofile:
+    the worker then runs out of fds before it reaches worker_connections, and
+    sheds new connections (as nginx, which warns that worker_connections
+    exceed the open file resource limit). Below the soft limit alone is fine:
+    the workers raise it themselves."""
+    import resource
+
+    from .worker import fd_reserve_parts, fds_needed
+
+    server = config.server
+    need = fds_needed(config)
+    reserve = fd_reserve_parts(config)
+    per = " + ".join([f"worker_connections {server.worker_connections}"]
+                     + [f"{n} {what}" for what, n in reserve if n] + [f"{len(config.listen)} listener(s)"])
+    keys = ["server.worker_connections"] + [key for key in ("static.cache_entries", "server.threads")
+                                            if any(key in what for what, n in reserve if n)]
+    if server.mode == "thread":
+        keys.append("server.workers")
+        per = f"{server.workers} reactors x ({per})"
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and need > hard:
+        return (f"server.worker_connections: a worker needs {need} open files ({per}), above the hard "
+                f"open-file limit {hard} (ulimit -Hn): it will shed new connections (and fail static files) "
+                f"when it runs out; lower {' or '.join(keys)}, or raise the limit (LimitNOFILE= in the systemd "
+                f"unit, ulimit -Hn as root)",)
+    if server.worker_rlimit_nofile and server.worker_rlimit_nofile < need:
+        return (f"server.worker_rlimit_nofile: {server.worker_rlimit_nofile} is below the {need} open files a "
+                f"worker needs ({per}): it will shed new connections (and fail static files) when it runs out",)
+    return ()
+
+
 def _backend_notes(config: Config) -> tuple[str, ...]:
     """Where an asyncio loop cannot do what the epoll reactor does, say so."""
     backend = config.server.backend
@@ -489,8 +527,10 @@ def _check_privileges(config: Config) -> None:
         raise ConfigError(config.path, *problem)
 
 
-def load(path: str) -> Config:
-    """Read and validate a config file; raise ConfigError naming what is wrong."""
+def load(path: str, check_fds: bool = True) -> Config:
+    """Read and validate a config file; raise ConfigError naming what is wrong.
+    ``check_fds``: also note when a worker's open files do not fit under this
+    process's limits (the limits doctor reads the file without it: it has its own table)."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -500,4 +540,7 @@ def load(path: str) -> Config:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
-    return from_dict(data, path)
+    config = from_dict(data, path)
+    if check_fds:
+        config = dataclasses.replace(config, notes=config.notes + _check_fds(config))
+    return config

@@ -184,15 +184,16 @@ def _bytes(value: float | None) -> str:
 
 
 def evaluate(system: System, server: ServerConfig, connections: int | None = None,
-             source: str = "") -> Report:
+             source: str = "", reserve: int = FD_RESERVE) -> Report:
     """Compare ``system`` with what ``connections`` (default: workers ×
-    worker_connections of ``server``) need on this host."""
+    worker_connections of ``server``) need on this host; ``reserve``: a
+    worker's fds besides connections (worker.fd_reserve of the config)."""
     n = connections or server.workers * server.worker_connections
     report = Report(n, source)
     rows, fixes = report.rows, report.fixes
     hard = system.hard_nofile
     wc = server.worker_connections
-    per_worker_fds = wc + FD_RESERVE        # the per-process hard limit a worker wants
+    per_worker_fds = wc + reserve           # the per-process hard limit a worker wants
 
     # -- the server: each worker process holds worker_connections + reserve fds
     if server.mode == "thread":
@@ -201,14 +202,14 @@ def evaluate(system: System, server: ServerConfig, connections: int | None = Non
     have_fds = UNKNOWN if hard is None else f"hard {_n(hard)} (soft {_n(system.soft_nofile)})"
     fds_short = hard is not None and per_worker_fds > hard
     rows.append(Row("server: fds per worker", have_fds,
-                    f"{_n(per_worker_fds)} (worker_connections + {FD_RESERVE})",
+                    f"{_n(per_worker_fds)} (worker_connections + {_n(reserve)})",
                     NOTE if hard is None else FIX if fds_short else OK))
     # connections one worker can hold under the hard limit
-    at_limit = None if hard is None else max(0, hard - FD_RESERVE)
+    at_limit = None if hard is None else max(0, hard - reserve)
     per_worker = wc if at_limit is None else min(wc, at_limit)
     workers_needed = math.ceil(n / per_worker) if per_worker > 0 else None
     rows.append(Row("server: connections per worker", _n(per_worker) if hard is not None else UNKNOWN,
-                    f"min(worker_connections {_n(wc)}, hard - {FD_RESERVE})", NOTE))
+                    f"min(worker_connections {_n(wc)}, hard - {_n(reserve)})", NOTE))
     if workers_needed is None:
         rows.append(Row("server: workers", _n(server.workers), "none fit: the hard limit is below the reserve", FIX))
     else:
@@ -338,9 +339,10 @@ def evaluate(system: System, server: ServerConfig, connections: int | None = Non
     return report
 
 
-def check(server: ServerConfig, connections: int | None = None, root: str = "/", source: str = "") -> Report:
+def check(server: ServerConfig, connections: int | None = None, root: str = "/", source: str = "",
+          reserve: int = FD_RESERVE) -> Report:
     """Read the limits below ``root`` and evaluate them for ``connections``."""
-    return evaluate(read_system(root), server, connections, source)
+    return evaluate(read_system(root), server, connections, source, reserve)
 
 
 def render(report: Report) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
 import time
 
@@ -27,8 +29,12 @@ class ReopenableHandler(logging.StreamHandler):
     def reopen(self) -> None:
         self.acquire()
         try:
-            old = self.stream
-            self.stream = self._open()
+            try:
+                new = self._open()
+            except OSError as exc:  # keep the old file rather than lose the log
+                self.stream.write(f"cannot reopen {self.path}: {exc}; still writing here\n")
+                return
+            old, self.stream = self.stream, new
             if old is not sys.stderr:
                 old.close()
         finally:
@@ -50,6 +56,29 @@ def reopen_error_log() -> None:
     for h in logging.getLogger().handlers:
         if isinstance(h, ReopenableHandler):
             h.reopen()
+
+
+def hand_to_workers(config: LogConfig, uid: int, gid: int) -> None:
+    """As nginx's master does on USR1 when it runs as root: create the log
+    files (logrotate has just moved them) and give them to the workers' user,
+    so the unprivileged workers can reopen them. Only files the master owns
+    change hands."""
+    for path in (config.error_log, config.access_log):
+        if path in ("", "-"):
+            continue
+        try:
+            # no symlink, no second hard link: where the workers' user can write in
+            # the log directory, it must not get root's chown onto another file
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            try:
+                st = os.fstat(fd)
+                if (stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == os.getuid()
+                        and st.st_uid != uid):
+                    os.fchown(fd, uid, gid)  # the fd, not the path: no race with a renamed file
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            logging.getLogger("prefork.master").error("cannot hand log %s to the workers' user: %s", path, exc)
 
 
 class AccessLog:
@@ -96,12 +125,17 @@ class AccessLog:
 
     def reopen(self) -> None:
         self.flush()
+        try:
+            new = self._open()
+        except OSError as exc:  # keep writing to the old file, and say so
+            logging.getLogger("prefork.worker").error("cannot reopen access log %s: %s", self.path, exc)
+            return
         if self.file is not sys.stderr:
             try:
                 self.file.close()
             except OSError:
                 pass
-        self.file = self._open()
+        self.file = new
         self.failed = False
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ import traceback
 from . import __version__
 from .config import Config, ConfigError, ListenConfig, load
 from .listeners import BindError, bind, bound_address, check_free
-from .logs import reopen_error_log
+from .logs import hand_to_workers, reopen_error_log
 from .reactor import READABLE, Reactor
 from .scoreboard import GENERATION, PID, READY, Scoreboard
 from .systemd import Notifier, listen_fds
@@ -521,6 +521,13 @@ class Master:
 
     def handle_usr1(self) -> None:
         reopen_error_log()
+        server = self.config.server
+        if server.user and os.getuid() == 0:
+            # the workers reopen as server.user: make the new files theirs first
+            from . import privileges
+
+            ident = privileges.resolve(server.user, server.group)
+            hand_to_workers(self.config.log, ident.uid, ident.gid)
         for wp in self.workers.values():
             self._kill(wp.pid, signal.SIGUSR1)
 

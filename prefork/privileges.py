@@ -1,7 +1,8 @@
 """Least privilege: ``[server] user`` / ``group``, as nginx's ``user`` directive.
 
 The master keeps the privileges it started with (it binds the sockets, port 80
-included, opens the logs and creates the database); each worker drops to the
+included, opens the logs and creates the database, and on USR1 gives the
+reopened log files to the user); each worker drops to the
 configured user and group right after it is built and before it serves
 anything. Whether that user can read the static root and use the SQLite
 database is checked when the config is loaded, so a mistake is a clear

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 
-from .apps import AppContext, build_router
+from .apps import AppContext, build_router, default_routes
 from .config import Config
 from .connection import Acceptor, Connection
 from .logs import AccessLog, reopen_error_log
@@ -28,9 +28,39 @@ from .scoreboard import (ACCEPTED, ACTIVE, HANDLED, READING, READY, REQUESTS, SL
 log = logging.getLogger("prefork.worker")
 
 # fds a worker needs besides connections: epoll, eventfd, the signal wakeup
-# pair, the spare fd, stdio, log files, and headroom.
+# pair, the spare fd, stdio, log files, and headroom. fd_reserve adds what the
+# config asks for on top.
 FD_RESERVE = 32
 
+
+def fd_reserve(config: Config) -> int:
+    """The fds one worker (one reactor, with mode = "thread") holds besides its
+    connections: FD_RESERVE, each static route's open-file cache (up to
+    ``cache_entries`` files kept open for sendfile), and the database
+    connections (one per pool thread plus the reactor's own; SQLite holds the
+    database, its -wal and its -shm file each, PostgreSQL a socket)."""
+    return sum(n for _, n in fd_reserve_parts(config))
+
+
+def fd_reserve_parts(config: Config) -> list[tuple[str, int]]:
+    """fd_reserve, part by part, each named as a config key for messages."""
+    static_routes = sum(route.handler == "static" for route in config.routes or default_routes(config))
+    database = 0
+    if config.database.url:
+        per_connection = 3 if config.database.url.startswith("sqlite:") else 1
+        database = per_connection * (config.server.threads + 1)
+    return [("for static.cache_entries" + (f" x {static_routes} static routes" if static_routes > 1 else ""),
+             config.static.cache_entries * static_routes),
+            ("for the database (server.threads + 1 connections)", database),
+            ("reserved", FD_RESERVE)]
+
+
+def fds_needed(config: Config) -> int:
+    """Open files one worker process needs: its connections, its reserve and its
+    listening sockets (mode = "thread": all the reactors of the one process)."""
+    server = config.server
+    reactors = server.workers if server.mode == "thread" else 1
+    return reactors * (server.worker_connections + fd_reserve(config) + len(config.listen))
 
 
 def _unblock_signals(_=None) -> None:
@@ -327,7 +357,7 @@ def _drop_privileges(config: Config) -> None:
 
 def run_worker(config: Config, sockets: list, index: int = 0, supervisor: Supervisor | None = None) -> int:
     """Entry point after fork: serve ``sockets`` until told to stop."""
-    _fd_limit(config, config.server.worker_connections + FD_RESERVE + len(sockets), index)
+    _fd_limit(config, config.server.worker_connections + fd_reserve(config) + len(sockets), index)
     try:
         worker = Worker(config, sockets, index, supervisor)
         _drop_privileges(config)
@@ -342,7 +372,7 @@ def run_worker_threads(config: Config, sockets: list, supervisor: Supervisor | N
     reactor *i* on slot *i*'s sockets (``sockets`` holds each slot's in turn)."""
     n = config.server.workers
     per = len(config.listen)
-    _fd_limit(config, n * (config.server.worker_connections + FD_RESERVE) + len(sockets), 0)
+    _fd_limit(config, n * (config.server.worker_connections + fd_reserve(config)) + len(sockets), 0)
     try:
         workers = [Worker(config, sockets[i * per:(i + 1) * per], i, supervisor, main_thread=(i == 0))
                    for i in range(n)]

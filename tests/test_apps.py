@@ -237,6 +237,17 @@ def test_static_ranges(start_server, docroot):
         assert (status, body) == (206, f.read(10))
 
 
+def test_static_invalid_range_is_ignored(start_server, docroot):
+    """An invalid range is ignored (RFC 9110 14.2): 200 with the whole file,
+    never a 416 nor a part; positions are 1*DIGIT, not what int() accepts."""
+    srv = start(start_server, docroot)
+    for value in (b"bytes=--5", b"bytes=-+5", b"bytes=+5-", b"bytes=1_0-", b"bytes=1-1_0", b"bytes= 5-", b"bytes=5- 9"):
+        status, h, body = get(srv.port, b"/files/small.txt", b"Range: " + value + b"\r\n")
+        assert (status, "content-range" in h, body) == (200, False, b"0123456789" * 10), value
+        status, h, _ = get(srv.port, b"/files/big.bin", b"Range: " + value + b"\r\n", method=b"HEAD")
+        assert (status, "content-range" in h, h["content-length"]) == (200, False, str(50 << 20)), value
+
+
 def test_static_directories(start_server, docroot):
     srv = start(start_server, docroot)
     status, h, _ = get(srv.port, b"/files/sub")
@@ -245,6 +256,24 @@ def test_static_directories(start_server, docroot):
     assert get(srv.port, b"/files/noindex/")[0] == 403  # no listings
     status, h, _ = get(srv.port, b"/files")
     assert status == 301 and h["location"] == "/files/"
+
+
+def test_static_directory_redirect_is_percent_encoded(start_server, docroot):
+    (docroot / "a b%?").mkdir()
+    (docroot / "a b%?" / "index.html").write_text("spaced index")
+    srv = start(start_server, docroot)
+    status, h, _ = get(srv.port, b"/files/a%20b%25%3F")
+    assert status == 301 and h["location"] == "/files/a%20b%25%3F/"
+    assert get(srv.port, h["location"].encode())[2] == b"spaced index"
+
+
+@pytest.mark.parametrize("path", [b"/files/small.txt/", b"/files/big.bin/", b"/files/inside-link.txt/",
+                                  b"/files/sub/index.html/"])
+def test_static_trailing_slash_on_a_file_is_404(start_server, docroot, path):
+    srv = start(start_server, docroot)
+    for _ in range(2):  # the second time with the file (without the slash) in the cache
+        assert get(srv.port, path)[0] == 404
+        assert get(srv.port, path.rstrip(b"/"))[0] == 200
 
 
 @pytest.mark.parametrize("path", [
@@ -307,6 +336,11 @@ def test_parse_range_unit():
     assert _parse_range(b"items=0-1", 10) is None
     assert _parse_range(b"bytes=x-1", 10) is None
     assert _parse_range(b"bytes=5-2", 10) is None
+    for invalid in (b"bytes=--5", b"bytes=-+5", b"bytes=+5-", b"bytes=1_0-", b"bytes=1-1_0", b"bytes= 5-",
+                    b"bytes=5- 9", b"bytes=-", b"bytes=5", b"bytes=\xd9\xa1-", b"bytes=-5-"):
+        assert _parse_range(invalid, 10) is None, invalid
+    assert _parse_range(b"BYTES=-0", 10) == "unsatisfiable"  # the unit is case-insensitive
+    assert _parse_range(b"bytes=0-" + b"9" * 5000, 10) is None  # past int()'s digit limit: ignored
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -378,3 +412,33 @@ def test_status_refused_to_other_addresses(start_server, docroot):
             status, _, body = c.response()
             assert status == 403 and b"Active" not in body
     assert get(srv.port, b"/status")[0] == 200
+
+
+def _unix_get(path, target):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        c = Client(s)
+        c.send(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return c.response()
+
+
+@pytest.mark.parametrize("allow,unix_status", [(None, 403), ('["127.0.0.1", "unix"]', 200)])
+def test_status_unix_socket_clients_only_when_allowed(start_server, docroot, tmp_path, allow, unix_status):
+    """A unix-socket peer may be a reverse proxy relaying anyone: refused unless
+    ``[status] allow`` lists "unix"; the default allows loopback TCP only."""
+    sock = tmp_path / "s.sock"
+    srv = start(start_server, docroot, status_allow=allow,
+                routes=ROUTES + f'\n[[listen]]\naddress = "unix:{sock}"\nprotocol = "http"\nname = "unix"\n')
+
+    def serves():
+        try:
+            return _unix_get(sock, b"/plaintext")[0] == 200  # bound after the TCP port: poll until it listens
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+
+    wait_until(serves, what="the unix socket to serve")
+    for target in (b"/status", b"/metrics"):
+        status, _, body = _unix_get(sock, target)
+        assert status == unix_status and (b"Active" in body or b"prefork_" in body) == (unix_status == 200)
+        assert get(srv.port, target)[0] == 200  # loopback TCP: allowed either way

@@ -68,6 +68,7 @@ def test_addresses(tmp_path, addr, family, host, port):
     ('[[listen]]\nprotocol = "http"\n', "listen[0].address", "missing"),
     ('[[listen]]\naddress = "127.0.0.1:1"\nprotocol = "ftp"\n', "listen[0].protocol", "'http'"),
     ('[[listen]]\naddress = "127.0.0.1:1"\n[[listen]]\naddress = "127.0.0.1:1"\n', "listen[1].address", "twice"),
+    ('[status]\nallow = ["127.0.0.1", "unix:"]\n', "status.allow[1]", '"unix"'),
 ])
 def test_errors_name_file_and_key(tmp_path, text, key, fragment):
     if "[[listen]]" not in text:
@@ -80,6 +81,12 @@ def test_errors_name_file_and_key(tmp_path, text, key, fragment):
     assert info.value.key == key
     assert key in msg
     assert fragment in msg
+
+
+def test_status_allow_unix_entry(tmp_path):
+    assert "unix" not in load(write(tmp_path, '[[listen]]\naddress = "127.0.0.1:1"\n')).status.allow
+    text = '[status]\nallow = ["unix", "10.0.0.0/8"]\n[[listen]]\naddress = "127.0.0.1:1"\n'
+    assert load(write(tmp_path, text)).status.allow == ("unix", "10.0.0.0/8")
 
 
 @pytest.mark.parametrize("backend", ["epoll", "uvloop", "asyncio"])

@@ -3,6 +3,7 @@
 import os
 import resource
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,89 @@ def test_thread_mode_is_flagged(tmp_path):
     report = check(ServerConfig(mode="thread"), 1000, root=fake_proc(tmp_path))
     assert row(report, "server: mode").have == "thread"
     assert check(ServerConfig(), 1000, root=fake_proc(tmp_path)).rows[0].what != "server: mode"
+
+
+def test_doctor_counts_the_static_cache_and_database_in_the_reserve(tmp_path, capsys):
+    """The open-file cache keeps up to cache_entries files open, SQLite three
+    files per connection: a worker's fds are worker_connections + all of that."""
+    root = fake_proc(tmp_path, limits=limits_line(20000, 20000))
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\nworker_connections = 19000\nthreads = 4\n[[listen]]\naddress = "127.0.0.1:0"\n'
+                      f'[static]\nroot = "{tmp_path}"\ncache_entries = 2000\n'
+                      f'[database]\nurl = "sqlite:///{tmp_path}/x.db"\n')
+    # 19,000 + 2,000 (cache) + 5 x 3 (SQLite) + 32 = 21,047 > 20,000: the doctor reads the file anyway
+    assert main(["--check-limits", "-c", str(config), "--connections", "1000", "--root", root]) == 1
+    out = capsys.readouterr().out
+    fds = next(line for line in out.splitlines() if line.startswith("server: fds per worker"))
+    assert "21,047 (worker_connections + 2,047)" in fds and fds.rstrip().endswith("FIX")
+    assert "ulimit -n 21047" in out
+
+
+def _check(tmp_path, text, hard=4096):
+    """``prefork-server -t`` under a hard open-file limit of ``hard``."""
+    path = tmp_path / "t.toml"
+    path.write_text(text + '\n[[listen]]\naddress = "127.0.0.1:0"\n')
+    return subprocess.run([sys.executable, "-m", "prefork.cli", "-t", "-c", str(path)], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
+
+
+def test_check_says_when_the_static_cache_does_not_fit_under_the_hard_limit(tmp_path):
+    """-t warns (as nginx does) naming the keys: the worker would run out of
+    fds, and shed connections, before it reaches worker_connections."""
+    (tmp_path / "www").mkdir()
+    warning = "note: server.worker_connections: a worker needs"
+    # 4,000 connections + 32 + 1 listener fit under 4,096; with the 1,024-entry file cache they do not
+    fits = _check(tmp_path, "[server]\nworker_connections = 4000\n")
+    assert fits.returncode == 0 and "note" not in fits.stderr, fits.stderr
+    done = _check(tmp_path, f'[server]\nworker_connections = 4000\n[static]\nroot = "{tmp_path}/www"\n')
+    assert done.returncode == 0, done.stderr
+    assert f"{warning} 5057 open files (worker_connections 4000 + 1024 for static.cache_entries" in done.stderr
+    assert "above the hard open-file limit 4096" in done.stderr
+    assert "lower server.worker_connections or static.cache_entries" in done.stderr
+    fits = _check(tmp_path, f'[server]\nworker_connections = 3000\n[static]\nroot = "{tmp_path}/www"\n')
+    assert fits.returncode == 0 and "note" not in fits.stderr, fits.stderr
+    # the database: 3 fds (SQLite: the file, -wal, -shm) per pool thread and the reactor's own
+    db = f'[database]\nurl = "sqlite:///{tmp_path}/x.db"\n'
+    assert warning in _check(tmp_path, "[server]\nworker_connections = 4055\nthreads = 4\n" + db).stderr
+    assert "note" not in _check(tmp_path, "[server]\nworker_connections = 4055\nthreads = 0\n" + db).stderr
+    # threads share one process: all the reactors count
+    many = _check(tmp_path, f'[server]\nworkers = 2\nmode = "thread"\nworker_connections = 1600\n'
+                            f'[static]\nroot = "{tmp_path}/www"\n')
+    assert warning in many.stderr and "2 reactors x (" in many.stderr and "server.workers" in many.stderr
+
+
+def test_check_notes_a_worker_rlimit_nofile_below_the_need(tmp_path):
+    (tmp_path / "www").mkdir()
+    done = _check(tmp_path, f'[server]\nworker_connections = 2000\nworker_rlimit_nofile = 2100\n'
+                            f'[static]\nroot = "{tmp_path}/www"\n')
+    assert done.returncode == 0, done.stderr
+    assert "note: server.worker_rlimit_nofile: 2100 is below the 3057 open files a worker needs" in done.stderr
+
+
+def test_worker_raises_its_soft_limit_for_the_static_cache_too(tmp_path):
+    """A worker started under a low soft limit raises it to worker_connections
+    + the open-file cache + the reserve, not worker_connections + 32 alone."""
+    from conftest import Server, free_port, make_config, wait_until
+    (tmp_path / "www").mkdir()
+    port = free_port()
+    config = make_config({"http": port}, "worker_connections = 1000") + (
+        f'\n[static]\nroot = "{tmp_path}/www"\ncache_entries = 500\n')
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # what the server inherits
+    try:
+        srv = Server(tmp_path, config, {"http": port}).start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        [worker] = srv.wait_workers(1)
+
+        def worker_soft():
+            with open(f"/proc/{worker}/limits") as f:
+                line = next(line for line in f if line.startswith("Max open files"))
+            return int(line.split()[3])
+
+        # 1,000 connections + 500 cached files + 32 + 1 listener
+        assert wait_until(lambda: worker_soft() if worker_soft() > 1024 else None, what="the raised limit") == 1533
+    finally:
+        srv.stop()

@@ -4,6 +4,7 @@ read or write is a start-up error naming the key, the path and the user."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import signal
@@ -123,3 +124,80 @@ def _uid(pid: int) -> int:
             if line.startswith("Uid:"):
                 return int(line.split()[2])  # effective
     raise AssertionError("no Uid line")
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_usr1_after_rotation_with_user_set(tmp_path, mode):
+    """logrotate moves the logs, USR1: the master (root) makes the new files and
+    gives them to the workers' user, as nginx does, so the unprivileged workers
+    can reopen them; the next access line lands in the new file."""
+    port = free_port()
+    error_log, access_log = tmp_path / "error.log", tmp_path / "access.log"
+    config = make_config({"http": port}, f'workers = 2\nmode = "{mode}"\nuser = "nobody"') + (
+        f'\n[log]\nerror_log = "{error_log}"\naccess_log = "{access_log}"\n')
+    from conftest import Server
+    srv = Server(tmp_path, config, {"http": port}).start()
+    try:
+        srv.wait_workers(1 if mode == "thread" else 2)
+        assert http_get(port, "/plaintext?before")[0] == 200
+        wait_until(lambda: b"/plaintext?before" in access_log.read_bytes(), what="the first access line")
+        os.rename(access_log, tmp_path / "access.log.1")
+        os.rename(error_log, tmp_path / "error.log.1")
+        os.kill(srv.proc.pid, signal.SIGUSR1)
+        wait_until(lambda: access_log.exists() and error_log.exists(), what="the new log files")
+
+        def logged():
+            http_get(port, "/plaintext?after")  # until the worker that reopened answers it
+            return access_log.exists() and b"/plaintext?after" in access_log.read_bytes()
+
+        wait_until(logged, timeout=10, interval=0.3, what="the access line in the new file")
+        for path in (access_log, error_log):
+            assert os.stat(path).st_uid == NOBODY.pw_uid
+        errors = (tmp_path / "error.log.1").read_text() + error_log.read_text()
+        assert "PermissionError" not in errors and "cannot" not in errors and "Traceback" not in errors
+    finally:
+        srv.stop()
+
+
+def test_failed_log_reopen_keeps_the_old_file(tmp_path, caplog):
+    """A reopen that cannot open the new file (here: its directory is gone)
+    keeps writing to the old one and says so, instead of raising."""
+    from types import SimpleNamespace
+
+    from prefork.logs import AccessLog, ReopenableHandler
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    access = AccessLog(str(logs / "access.log"))
+    handler = ReopenableHandler(str(logs / "error.log"))
+    os.rename(logs, tmp_path / "moved")
+    access.reopen()
+    handler.reopen()
+    assert "cannot reopen access log" in caplog.text
+    request = SimpleNamespace(peer=("127.0.0.1", 1), method=b"GET", target=b"/kept", version="1.1",
+                              header=lambda name: None)
+    access.log(request, 200, 1)
+    access.close()
+    handler.emit(logging.makeLogRecord({"msg": "still here"}))
+    handler.close()
+    assert b"/kept" in (tmp_path / "moved" / "access.log").read_bytes()
+    error_text = (tmp_path / "moved" / "error.log").read_text()
+    assert "cannot reopen" in error_text and "still here" in error_text
+
+
+@ROOT_ONLY
+def test_log_hand_over_never_follows_a_link(tmp_path):
+    """Where the workers' user can write in the log directory, a symlink or a
+    hard link planted as the log must not get root's chown onto another file."""
+    from prefork.config import LogConfig
+    from prefork.logs import hand_to_workers
+    victim = tmp_path / "victim"
+    victim.write_text("root's\n")
+    os.symlink(victim, tmp_path / "error.log")
+    os.link(victim, tmp_path / "access.log")
+    hand_to_workers(LogConfig(error_log=str(tmp_path / "error.log"), access_log=str(tmp_path / "access.log")),
+                    NOBODY.pw_uid, NOBODY.pw_gid)
+    assert os.stat(victim).st_uid == 0
+    fresh = tmp_path / "fresh.log"
+    hand_to_workers(LogConfig(error_log="-", access_log=str(fresh)), NOBODY.pw_uid, NOBODY.pw_gid)
+    assert os.stat(fresh).st_uid == NOBODY.pw_uid

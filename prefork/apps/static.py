@@ -26,6 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from email.utils import formatdate, parsedate_to_datetime
+from urllib.parse import quote_from_bytes
 
 from ..protocols.http import FileChunk, Offload, Request, Response
 
@@ -127,10 +128,14 @@ class StaticFiles:
             st = os.stat(real)
             if stat.S_ISDIR(st.st_mode):
                 if name and not name.endswith("/"):
-                    return Response(301, b"", b"text/html", [(b"Location", request.path + b"/")])
+                    # the path is decoded: percent-encode it again (a space, "%", "?", CR LF, ...)
+                    location = quote_from_bytes(request.path + b"/", safe="/!$&'()*+,;=:@")
+                    return Response(301, b"", b"text/html", [(b"Location", location.encode())])
                 real = os.path.join(real, self.index)
                 if not os.path.isfile(real):
                     return _plain(403, "403 Forbidden")  # no directory listings
+            elif name.endswith("/"):
+                return _plain(404, "404 Not Found")  # "file.txt/": realpath dropped the slash
             entry = self._load(name, real)
         except (FileNotFoundError, NotADirectoryError):
             self._forget(name)
@@ -263,10 +268,12 @@ def _parse_range(value: bytes, size: int):
     """One ``bytes=`` range as (start, end) inclusive, "unsatisfiable", or None
     to ignore the header (a syntax we do not serve, such as several ranges)."""
     unit, _, spec = value.partition(b"=")
-    if unit.strip().lower() != b"bytes" or b"," in spec:
+    if unit.lower() != b"bytes" or b"," in spec:
         return None
-    first, dash, last = spec.strip().partition(b"-")
-    if not dash:
+    first, dash, last = spec.partition(b"-")
+    # positions are 1*DIGIT (RFC 9110 14.1.1): int() would also take "+5", "1_0",
+    # " 5" and (for "--5") "-5"; an invalid range is ignored (14.2), never a 416
+    if not dash or (first and not first.isdigit()) or (last and not last.isdigit()):  # bytes: ASCII only
         return None
     try:
         if first:
@@ -281,7 +288,7 @@ def _parse_range(value: bytes, size: int):
             if suffix == 0:
                 return "unsatisfiable"
             start, end = max(0, size - suffix), size - 1
-    except ValueError:
+    except ValueError:  # more digits than int() converts
         return None
     if start >= size:
         return "unsatisfiable"

@@ -4,7 +4,7 @@
 Each worker writes its counters into its scoreboard record once a second (and
 right before it answers a status request); the answer adds up every live
 record, so it covers all workers whichever one serves it. Only addresses in
-``[status] allow`` may ask; others get 403.
+``[status] allow`` may ask (``"unix"`` for unix-socket clients); others get 403.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ _NAMES = {ACTIVE: "active", ACCEPTED: "accepted", HANDLED: "handled", REQUESTS: 
 
 class _Access:
     def __init__(self, allow: tuple[str, ...]):
-        self.networks = [ipaddress.ip_network(a, strict=False) for a in allow]
+        self.unix = "unix" in allow
+        self.networks = [ipaddress.ip_network(a, strict=False) for a in allow if a != "unix"]
 
     def allowed(self, peer) -> bool:
         if not isinstance(peer, tuple):
-            return True  # a unix socket: local by construction
+            # a unix socket: maybe a reverse proxy's, relaying anyone, so only when listed
+            return self.unix
         try:
             address = ipaddress.ip_address(peer[0])
         except ValueError:
