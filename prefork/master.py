@@ -14,11 +14,9 @@ the USR2 upgrade in ``upgrade.py``, what runs in a forked worker in
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
-import sys
 import time
 
 from . import __version__
@@ -32,7 +30,7 @@ from .sockets import Sockets, enable_tcp_migrate_req
 from .systemd import Notifier
 from .upgrade import INHERIT_ENV, start_new_master
 from .worker import EXIT_BOOT_ERROR
-from .workerproc import MANAGED_SIGNALS, WorkerProc, set_proctitle, worker_main
+from .workerproc import MANAGED_SIGNALS, WorkerProc, fork_worker, set_proctitle
 
 log = logging.getLogger("prefork.master")
 
@@ -87,27 +85,13 @@ class Master:
         socks = self.sockets.for_worker(self.config, slot)
         keep = {s.fileno() for s, _ in socks}
         generation = self.generation
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Block our signals across fork: until the child has dropped the
-        # master's handlers, a signal to it would be written to the master's
-        # wakeup fd and read by the master as its own.
-        # What the master has allocated so far is the worker's too, shared
-        # copy-on-write: freeze it so the worker's garbage collector never
-        # walks (and so never writes to, and copies) those pages.
-        gc.freeze()
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGED_SIGNALS)
         try:
-            pid = os.fork()
+            pid = fork_worker(self.config, socks, slot, record, generation, self.scoreboard, self.ready_w, self.pid,
+                              lambda: self._in_child(keep))
         except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.scoreboard.release(record)
             log.error("fork failed: %s", exc)
             return None
-        if pid == 0:  # the worker (signals stay blocked until it has its own handlers)
-            worker_main(self.config, socks, slot, record, generation, self.scoreboard, self.ready_w, self.pid,
-                        lambda: self._in_child(keep))
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         wp = WorkerProc(pid, slot, generation, record, {id(s) for s, _ in socks})
         self.workers[pid] = wp
         log.info("started worker process %d (slot %d, generation %d)", pid, slot, generation)

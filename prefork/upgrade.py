@@ -58,7 +58,7 @@ def start_new_master(sockets: dict[str, dict[int, socket.socket]], argv: list[st
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         pid = os.fork()
-    except OSError:  # undo it all, as spawn() does
+    except OSError:  # undo it all, as fork_worker() does
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         _not_inheritable(sockets)
         raise

@@ -1,15 +1,17 @@
-"""A worker process as the master sees it: its ``WorkerProc`` record, and what
-runs in the child between ``fork()`` and ``run_worker()`` (dropping the
-master's signal handling, the parent-death signal, the exit code).
+"""A worker process as the master sees it: its ``WorkerProc`` record, the
+fork, and what runs in the child between ``fork()`` and ``run_worker()``
+(dropping the master's signal handling, the parent-death signal, the exit code).
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -65,7 +67,33 @@ class WorkerProc:
         return f"<worker pid={self.pid} slot={self.slot} gen={self.generation}>"
 
 
-def worker_main(config: Config, socks: list[tuple[socket.socket, ListenConfig]], slot: int, record: int,
+def fork_worker(config: Config, socks: list[tuple[socket.socket, ListenConfig]], slot: int, record: int,
+                generation: int, scoreboard: Scoreboard, ready_w: int, master_pid: int,
+                drop_master: Callable[[], None]) -> int:
+    """Fork the worker process of ``slot``; returns its pid (in the master: the
+    child never returns). Raises OSError if fork fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Block our signals across fork: until the child has dropped the
+    # master's handlers, a signal to it would be written to the master's
+    # wakeup fd and read by the master as its own.
+    # What the master has allocated so far is the worker's too, shared
+    # copy-on-write: freeze it so the worker's garbage collector never
+    # walks (and so never writes to, and copies) those pages.
+    gc.freeze()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGED_SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    if pid == 0:  # the worker (signals stay blocked until it has its own handlers)
+        _worker_main(config, socks, slot, record, generation, scoreboard, ready_w, master_pid, drop_master)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return pid
+
+
+def _worker_main(config: Config, socks: list[tuple[socket.socket, ListenConfig]], slot: int, record: int,
                 generation: int, scoreboard: Scoreboard, ready_w: int, master_pid: int,
                 drop_master: Callable[[], None]) -> NoReturn:
     """The child after fork (the master's signals still blocked): run the
