@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.test:
         print(f"prefork-server: configuration file {args.config} test is successful", file=sys.stderr)
         return 0
-    from .master import AlreadyRunning, Master, signal_master
+    from .master import Master
+    from .pidfile import AlreadyRunning, signal_master
 
     if args.signal:
         return signal_master(config, args.signal)

@@ -7,121 +7,37 @@ wakeup fd); the loop handles each signal, reaps with ``waitpid(WNOHANG)``,
 aborts workers whose heartbeat stopped, and starts the workers that are
 missing.
 
-Slots: worker *i* of a generation serves slot *i*. With ``accept =
-"reuseport"`` each slot has its own SO_REUSEPORT socket per ``[[listen]]``,
-created here; a replacement worker (after a crash, a reload or an upgrade)
-takes over the same socket, so no connection waiting in an accept queue is
-ever reset. With ``accept = "shared"`` every worker polls slot 0's socket with
-EPOLLEXCLUSIVE.
+The listening sockets are in ``sockets.py``, the pid file in ``pidfile.py``,
+the USR2 upgrade in ``upgrade.py``, what runs in a forked worker in
+``workerproc.py``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import dataclasses
-import errno
-import gc
 import logging
 import os
 import signal
-import socket
-import sys
 import time
-import traceback
 
 from . import __version__
-from .config import Config, ConfigError, ListenConfig, load
-from .listeners import BindError, bind, bound_address, check_free
+from .config import Config, ConfigError, load
+from .listeners import BindError
 from .logs import hand_to_workers, reopen_error_log
+from .pidfile import PidFile
 from .reactor import READABLE, Reactor
-from .scoreboard import GENERATION, PID, READY, Scoreboard
-from .systemd import Notifier, listen_fds
-from .worker import EXIT_BOOT_ERROR, EXIT_CRASH, Supervisor, run_worker, run_worker_threads
+from .scoreboard import READY, Scoreboard
+from .sockets import Sockets, enable_tcp_migrate_req
+from .systemd import Notifier
+from .upgrade import INHERIT_ENV, start_new_master
+from .worker import EXIT_BOOT_ERROR
+from .workerproc import MANAGED_SIGNALS, WorkerProc, fork_worker, set_proctitle
 
 log = logging.getLogger("prefork.master")
 
-INHERIT_ENV = "PREFORK_INHERIT"   # "address#slot=fd;..." handed to a new master on USR2
 MAX_RECORDS = 8192
 TICK = 0.25                       # how often the master checks heartbeats and missing workers
 KILL_GRACE = 3.0                  # SIGABRT, then SIGKILL this much later
 BACKOFF_MAX = 10.0
-
-MANAGED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
-                   signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
-# the master's signals that mean nothing to a worker
-WORKER_IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU)
-
-
-class AlreadyRunning(Exception):
-    """The pid file names a running prefork master."""
-
-
-def is_prefork_master(pid: int) -> bool:
-    """Is process ``pid`` a prefork master (by its title, or by its command
-    line before it has set one)? A pid reused by an unrelated process is not."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-    except OSError:
-        return False
-    if argv[0].startswith(b"prefork-server: master process"):
-        return True
-    # a master that has not set its title yet: "python -m prefork.cli ..." or ".../prefork-server ..."
-    return (b"prefork.cli" in argv or any(a.endswith(b"/prefork-server") or a == b"prefork-server" for a in argv)) \
-        and not ({b"-s", b"--signal", b"-t", b"--test"} & set(argv))
-
-
-def set_proctitle(title: str) -> None:
-    try:
-        import setproctitle
-        setproctitle.setproctitle(title)
-    except ImportError:  # pragma: no cover - a runtime dependency, but titles are cosmetic
-        pass
-
-
-def _set_pdeathsig(sig: int) -> None:
-    """Ask the kernel to send ``sig`` to this process when its parent dies."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def enable_tcp_migrate_req() -> bool:
-    """Turn on net.ipv4.tcp_migrate_req, so that closing one SO_REUSEPORT
-    socket moves its queued connections to another socket of the group."""
-    path = "/proc/sys/net/ipv4/tcp_migrate_req"
-    try:
-        with open(path) as f:
-            if f.read().strip() == "1":
-                return True
-        with open(path, "w") as f:
-            f.write("1")
-        return True
-    except OSError:
-        return False
-
-
-class WorkerProc:
-    __slots__ = ("pid", "slot", "generation", "record", "started", "ready", "retiring", "abort_sent", "fds",
-                 "quit_sent")
-
-    def __init__(self, pid: int, slot: int, generation: int, record: int, fds: set[int]):
-        self.pid = pid
-        self.slot = slot
-        self.generation = generation
-        self.record = record
-        self.started = time.monotonic()
-        self.ready = False
-        self.retiring = False
-        self.abort_sent = 0.0
-        self.quit_sent = 0.0
-        self.fds = fds
-
-    def __repr__(self) -> str:
-        return f"<worker pid={self.pid} slot={self.slot} gen={self.generation}>"
 
 
 class Master:
@@ -133,12 +49,12 @@ class Master:
         self.last_generation = 1              # generation numbers are never reused, even after a rollback
         self.slots = config.server.workers if config.server.mode == "process" else 1
         self.workers: dict[int, WorkerProc] = {}
-        self.sockets: dict[str, dict[int, socket.socket]] = {}   # address -> slot -> socket
+        self.sockets = Sockets()
         self.scoreboard = Scoreboard(MAX_RECORDS)
         self.notifier = Notifier()
         self.reactor = Reactor(setsize=256)
         self.ready_r, self.ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.pid_path = config.server.pid_file
+        self.pidfile = PidFile(config.server.pid_file, self.pid)
         self.stopping = ""                    # "", "fast" or "graceful"
         self.stop_deadline = 0.0
         self.winched = False
@@ -155,189 +71,38 @@ class Master:
         self.next_watchdog = 0.0
         self.migrate_req = False
 
-    # --- sockets --------------------------------------------------------------------
-
-    def adopt_inherited(self) -> None:
-        """Take sockets from a previous master (USR2) or from systemd."""
-        spec = os.environ.pop(INHERIT_ENV, "")
-        for item in filter(None, spec.split(";")):
-            key, _, fd = item.rpartition("=")
-            address, _, slot = key.rpartition("#")
-            try:
-                sock = socket.socket(fileno=int(fd))
-            except OSError as exc:
-                log.warning("inherited fd %s for %s is unusable: %s", fd, address, exc)
-                continue
-            os.set_inheritable(sock.fileno(), False)
-            self.sockets.setdefault(address, {})[int(slot)] = sock
-        for name, sock in listen_fds():
-            listen = self._match_activated(name, sock)
-            if listen is None:
-                log.warning("socket activation: no [[listen]] matches fd %d (name %r, %s); closing it",
-                            sock.fileno(), name, bound_address(sock))
-                sock.close()
-                continue
-            log.info("socket activation: %s from systemd (name %r)", listen.address, name)
-            self.sockets.setdefault(str(listen.address), {})[0] = sock
-
-    def _match_activated(self, name: str, sock: socket.socket) -> ListenConfig | None:
-        for listen in self.config.listen:
-            if name and listen.name == name:
-                return listen
-        address = bound_address(sock)
-        for listen in self.config.listen:
-            if str(listen.address) == address:
-                return listen
-        return None
-
-    def _listener_slots(self, config: Config, slots: int, listen: ListenConfig) -> int:
-        if listen.address.family == "unix" or config.server.accept == "shared":
-            return 1
-        existing = self.sockets.get(str(listen.address), {}).get(0)
-        if existing is not None and not existing.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
-            return 1  # an activated socket without ReusePort=yes: shared
-        return slots if config.server.mode == "process" else config.server.workers
-
-    def ensure_sockets(self, config: Config, slots: int) -> list[socket.socket]:
-        """Bind whatever (address, slot) sockets ``config`` needs and we lack.
-        Returns the new ones (so a failed reload can close them)."""
-        created = []
-        # ports our own sockets hold: a probe would find those in use
-        ours = {s.getsockname()[1] for per_slot in self.sockets.values() for s in per_slot.values()
-                if s.family != socket.AF_UNIX}
-        try:
-            for listen in config.listen:
-                per_slot = self.sockets.setdefault(str(listen.address), {})
-                if not per_slot and listen.address.port not in ours:
-                    # not inherited (USR2, systemd): SO_REUSEPORT would let us
-                    # listen beside another server; refuse instead
-                    check_free(listen)
-                target = listen
-                base = per_slot.get(0)
-                if base is not None and listen.address.family != "unix":
-                    # more slots beside an activated socket: bind where it is bound
-                    host, port = base.getsockname()[:2]
-                    target = dataclasses.replace(listen, address=dataclasses.replace(
-                        listen.address, host=host, port=port))
-                for slot in range(self._listener_slots(config, slots, listen)):
-                    if slot not in per_slot:
-                        reuseport = listen.address.family != "unix"
-                        sock = bind(target, reuseport=reuseport)
-                        per_slot[slot] = sock
-                        created.append((str(listen.address), slot, sock))
-        except BindError:
-            for address, slot, sock in created:
-                self.sockets[address].pop(slot, None)
-                sock.close()
-            raise
-        return [c[2] for c in created]
-
-    def sockets_for(self, config: Config, slot: int) -> list[tuple[socket.socket, ListenConfig]]:
-        out = []
-        for listen in config.listen:
-            per_slot = self.sockets[str(listen.address)]
-            out.append((per_slot[slot] if slot in per_slot else per_slot[0], listen))
-        return out
-
     def close_unused_sockets(self) -> None:
-        """Close sockets that neither the configuration nor a live worker uses.
-        With tcp_migrate_req on, their queued connections move to a sibling."""
-        needed = {id(s) for slot in range(self.slots) for s, _ in self._slot_sockets(slot)}
+        """Close sockets that neither the configuration nor a live worker uses."""
+        in_use: set[int] = set()
         for wp in self.workers.values():
-            needed |= wp.fds
-        for address in list(self.sockets):
-            per_slot = self.sockets[address]
-            for slot in list(per_slot):
-                sock = per_slot[slot]
-                if id(sock) not in needed:
-                    log.info("closing listener %s slot %d", address, slot)
-                    del per_slot[slot]
-                    sock.close()
-            if not per_slot:
-                del self.sockets[address]
-
-    def _slot_sockets(self, slot: int) -> list[tuple[socket.socket, ListenConfig]]:
-        if self.config.server.mode == "thread":
-            out = []
-            for thread_slot in range(self.config.server.workers):
-                out += self.sockets_for(self.config, thread_slot)
-            return out
-        return self.sockets_for(self.config, slot)
+            in_use |= wp.fds
+        self.sockets.close_unused(self.config, self.slots, in_use)
 
     # --- workers ------------------------------------------------------------------------
 
     def spawn(self, slot: int) -> WorkerProc | None:
-        config = self.config
         record = self.scoreboard.allocate()
-        socks = self._slot_sockets(slot)
+        socks = self.sockets.for_worker(self.config, slot)
         keep = {s.fileno() for s, _ in socks}
         generation = self.generation
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Block our signals across fork: until the child has dropped the
-        # master's handlers, a signal to it would be written to the master's
-        # wakeup fd and read by the master as its own.
-        # What the master has allocated so far is the worker's too, shared
-        # copy-on-write: freeze it so the worker's garbage collector never
-        # walks (and so never writes to, and copies) those pages.
-        gc.freeze()
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGED_SIGNALS)
         try:
-            pid = os.fork()
+            pid = fork_worker(self.config, socks, slot, record, generation, self.scoreboard, self.ready_w, self.pid,
+                              lambda: self._in_child(keep))
         except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.scoreboard.release(record)
             log.error("fork failed: %s", exc)
             return None
-        if pid != 0:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if pid == 0:  # the worker (signals stay blocked until it has its own handlers)
-            code = 1
-            try:
-                self._in_child(keep)
-                self.scoreboard.set(record, PID, os.getpid())
-                self.scoreboard.set(record, GENERATION, generation)
-                supervisor = Supervisor(self.scoreboard, record, self.ready_w, self.pid)
-                set_proctitle(f"prefork-server: worker process {slot}")
-                if config.server.mode == "thread":
-                    code = run_worker_threads(config, socks, supervisor)
-                else:
-                    code = run_worker(config, socks, slot, supervisor)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                # a failure before the worker first said ready is a boot
-                # failure; later, a crash, respawned like a kill -9
-                booted = self.scoreboard.get(record, READY)
-                try:
-                    log.critical("worker process %d (slot %d): unhandled exception%s", os.getpid(), slot,
-                                 "" if booted else " while starting", exc_info=True)
-                except BaseException:
-                    traceback.print_exc()
-                code = EXIT_CRASH if booted else EXIT_BOOT_ERROR
-            finally:
-                logging.shutdown()
-                os._exit(code)
         wp = WorkerProc(pid, slot, generation, record, {id(s) for s, _ in socks})
         self.workers[pid] = wp
         log.info("started worker process %d (slot %d, generation %d)", pid, slot, generation)
         return wp
 
     def _in_child(self, keep: set[int]) -> None:
-        """Right after fork: drop the master's signal handling, its reactor
-        and every listening socket this worker does not serve."""
-        _set_pdeathsig(signal.SIGTERM)
-        if os.getppid() != self.pid:  # the master died before prctl took effect
-            os._exit(0)
-        signal.set_wakeup_fd(-1)
-        for sig in MANAGED_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN if sig in WORKER_IGNORED_SIGNALS else signal.SIG_DFL)
+        """Right after fork, in the worker: drop the master's reactor, pipe,
+        notify socket and every listening socket this worker does not serve."""
         self.reactor.close_after_fork()
         os.close(self.ready_r)
-        for per_slot in self.sockets.values():
-            for sock in per_slot.values():
-                if sock.fileno() not in keep:
-                    sock.close()
+        self.sockets.close_all(keep)
         self.notifier.close()
 
     def live(self, slot: int) -> list[WorkerProc]:
@@ -545,7 +310,7 @@ class Master:
             log.warning("TTIN: mode = \"thread\" has one worker process; change workers and reload")
             return
         try:
-            self.ensure_sockets(self.config, self.slots + 1)
+            self.sockets.ensure(self.config, self.slots + 1)
         except BindError as exc:
             log.error("TTIN: %s", exc)
             return
@@ -588,7 +353,7 @@ class Master:
                 self._reload_refused(str(exc))
                 return
         try:
-            self.ensure_sockets(new, slots)
+            self.sockets.ensure(new, slots)
         except BindError as exc:
             log.error("reload failed, keeping the current configuration: %s", exc)
             self._reload_refused(str(exc))
@@ -632,48 +397,17 @@ class Master:
         if self.upgrade_pid:
             log.warning("USR2: an upgrade (pid %d) is already running", self.upgrade_pid)
             return
-        if self.pid_path:
-            try:
-                os.rename(self.pid_path, self.pid_path + ".oldbin")
-                self.pid_path = self.pid_path + ".oldbin"
-            except OSError as exc:
-                log.error("USR2: cannot rename the pid file: %s", exc)
-                return
-        spec = []
-        for address, per_slot in self.sockets.items():
-            for slot, sock in per_slot.items():
-                os.set_inheritable(sock.fileno(), True)
-                spec.append(f"{address}#{slot}={sock.fileno()}")
-        env = dict(os.environ, **{INHERIT_ENV: ";".join(spec)})
-        env.pop("LISTEN_PID", None)
-        env.pop("WATCHDOG_PID", None)  # systemd's watchdog is the new master's too (unset: its own pid)
-        args = [sys.executable, "-m", "prefork.cli", *self.argv]
-        sys.stdout.flush()
-        sys.stderr.flush()
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGED_SIGNALS)
         try:
-            pid = os.fork()
-        except OSError as exc:  # undo it all, as spawn() does
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            for per_slot in self.sockets.values():
-                for sock in per_slot.values():
-                    os.set_inheritable(sock.fileno(), False)
-            self._restore_pid_file()
+            self.pidfile.move_aside()
+        except OSError as exc:
+            log.error("USR2: cannot rename the pid file: %s", exc)
+            return
+        try:
+            pid = start_new_master(self.sockets.by_address, self.argv, MANAGED_SIGNALS)
+        except OSError as exc:
+            self.pidfile.restore()
             log.error("USR2: fork failed: %s; this master goes on serving", exc)
             return
-        if pid == 0:
-            try:
-                signal.set_wakeup_fd(-1)
-                for sig in MANAGED_SIGNALS:
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                os.execve(sys.executable, args, env)
-            finally:
-                os._exit(127)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for per_slot in self.sockets.values():
-            for sock in per_slot.values():
-                os.set_inheritable(sock.fileno(), False)
         self.upgrade_pid = pid
         log.info("USR2: started new master process %d; send QUIT to this master (%d) when it serves",
                  pid, self.pid)
@@ -682,19 +416,9 @@ class Master:
         log.error("new master process %d exited (%s); this master goes on serving", self.upgrade_pid,
                   f"code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else f"signal {os.WTERMSIG(status)}")
         self.upgrade_pid = 0
-        self._restore_pid_file()
+        self.pidfile.restore()
         if not self.stopping:  # main process again, if the new master had taken over (or died as main)
             self.notifier.notify(f"MAINPID={self.pid}", "READY=1", f"STATUS={self.status_line()}")
-
-    def _restore_pid_file(self) -> None:
-        """<pid_file>.oldbin back to <pid_file>: no upgrade is under way."""
-        if self.pid_path.endswith(".oldbin"):
-            original = self.pid_path[: -len(".oldbin")]
-            try:
-                os.rename(self.pid_path, original)
-                self.pid_path = original
-            except OSError as exc:
-                log.error("cannot restore the pid file: %s", exc)
 
     def stop(self, how: str) -> None:
         if self.stopping == "fast" or (self.stopping and how == "graceful"):
@@ -736,41 +460,6 @@ class Master:
 
     # --- main ----------------------------------------------------------------------------------------
 
-    def check_pid_file(self) -> None:
-        """Refuse to start while the pid file names a live prefork master
-        (a stale file, or one naming a reused pid, is no obstacle)."""
-        if not self.pid_path:
-            return
-        try:
-            with open(self.pid_path) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            return
-        if pid == self.pid or (pid == os.getppid() and INHERIT_ENV in os.environ):
-            return  # ours (a container's pid 1 again), or the master upgrading to us
-        if is_prefork_master(pid):
-            raise AlreadyRunning(f"pid file {self.pid_path} names pid {pid}, a running prefork master: not starting "
-                                 f"a second server (stop that one first, or signal it with -s)")
-
-    def write_pid_file(self) -> None:
-        if not self.pid_path:
-            return
-        tmp = f"{self.pid_path}.{self.pid}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{self.pid}\n")
-        os.replace(tmp, self.pid_path)
-
-    def remove_pid_file(self) -> None:
-        if not self.pid_path:
-            return
-        try:
-            with open(self.pid_path) as f:
-                if f.read().strip() != str(self.pid):
-                    return  # another master's file now
-            os.unlink(self.pid_path)
-        except OSError:
-            pass
-
     @staticmethod
     def setup_database(config: Config) -> None:
         """Create and seed the database before any worker uses it (raises DatabaseError)."""
@@ -789,7 +478,7 @@ class Master:
                                      privileges.resolve(config.server.user, config.server.group))
 
     def run(self) -> int:
-        self.check_pid_file()
+        self.pidfile.check(upgrading=INHERIT_ENV in os.environ)
         set_proctitle(f"prefork-server: master process {' '.join(self.argv)}".rstrip())
         # Handlers first: once a socket listens, clients (and systemd) may act
         # on the server, and a TERM from then on must be a clean stop, not
@@ -804,10 +493,10 @@ class Master:
             log.warning("server.user %r is ignored: the master does not run as root (as nginx's user "
                         "directive)", self.config.server.user)
         self.setup_database(self.config)
-        self.adopt_inherited()
-        self.ensure_sockets(self.config, self.slots)
+        self.sockets.adopt_inherited(self.config)
+        self.sockets.ensure(self.config, self.slots)
         self.close_unused_sockets()
-        for address, per_slot in sorted(self.sockets.items()):
+        for address, per_slot in sorted(self.sockets.by_address.items()):
             log.info("listening on %s (%d socket%s)", address, len(per_slot), "s" if len(per_slot) > 1 else "")
         if self.config.server.accept == "reuseport":
             self.migrate_req = enable_tcp_migrate_req()
@@ -815,7 +504,7 @@ class Master:
                 log.warning("net.ipv4.tcp_migrate_req is not available: connections queued on a slot's socket "
                             "are reset if that slot is removed (TTOU, fewer workers)")
         reactor.add(self.ready_r, READABLE, Master.on_ready_pipe, self)
-        self.write_pid_file()
+        self.pidfile.write()
         log.info("prefork-server %s: master process %d, %d workers (%s, accept = %s, backend = %s)",
                  __version__, self.pid, self.slots if self.config.server.mode == "process" else 1,
                  self.config.server.mode, self.config.server.accept, self.config.server.backend)
@@ -824,34 +513,11 @@ class Master:
         try:
             reactor.run()
         finally:
-            self.remove_pid_file()
-            for per_slot in self.sockets.values():
-                for sock in per_slot.values():
-                    sock.close()
+            self.pidfile.remove()
+            self.sockets.close_all()
             for wp in self.workers.values():
                 self._kill(wp.pid, signal.SIGKILL)
             reactor.close()
             self.notifier.close()
         log.info("master process %d exiting", self.pid)
         return self.exit_code
-
-
-def signal_master(config: Config, action: str) -> int:
-    """``-s stop|quit|reload|reopen``: signal the master named in pid_file."""
-    sig = {"stop": signal.SIGTERM, "quit": signal.SIGQUIT, "reload": signal.SIGHUP, "reopen": signal.SIGUSR1}[action]
-    path = config.server.pid_file
-    if not path:
-        print(f"prefork-server: {config.path}: server.pid_file is not set; cannot find the master", file=sys.stderr)
-        return 1
-    try:
-        with open(path) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError) as exc:
-        print(f"prefork-server: cannot read pid file {path}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        os.kill(pid, sig)
-    except OSError as exc:
-        print(f"prefork-server: kill({pid}, {sig.name}) failed: {errno.errorcode.get(exc.errno, exc)}", file=sys.stderr)
-        return 1
-    return 0
