@@ -30,7 +30,8 @@ import time
 import traceback
 
 from . import __version__
-from .config import Config, ConfigError, ListenConfig, load
+from .checks import load_checked
+from .config import Config, ConfigError, ListenConfig
 from .listeners import BindError, bind, bound_address, check_free
 from .logs import hand_to_workers, reopen_error_log
 from .reactor import READABLE, Reactor
@@ -567,7 +568,7 @@ class Master:
 
     def reload(self) -> None:
         try:
-            new = load(self.config.path)
+            new = load_checked(self.config.path)
         except ConfigError as exc:
             log.error("reload failed, keeping the current configuration: %s", exc)
             self._reload_refused(str(exc))
