@@ -25,7 +25,7 @@ import socket
 from collections import deque
 from typing import Any, Callable
 
-from .connection import LINGER_TIMEOUT
+from .driver import HELD, HIGH_WATER, LINGERING, PAUSED, BaseDriver, Host
 from .protocols.http import FileChunk
 
 FILE_PIECE = 256 * 1024
@@ -39,42 +39,37 @@ def new_loop(backend: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-class _NoExclusive:
-    """Stands in for ``EpollBackend.exclusive``: asyncio loops cannot register
-    with EPOLLEXCLUSIVE, so a shared socket wakes every worker (and one wins)."""
-
-    def add(self, fd: int) -> None:
-        pass
-
-
-class _Backend:
-    exclusive = _NoExclusive()
-
-
 class AsyncioReactor:
     def __init__(self, backend: str):
         self.loop = new_loop(backend)
-        self.backend = _Backend()
         self.clock: Callable[[], float] = self.loop.time
         self._signals: list[int] = []
         self._closing = False
 
-    # the subset of Reactor that Worker and Acceptor use
-    def add(self, fd: int, mask: int, callback: Callable[[Any], None], data: Any = None) -> None:
+    # the subset of Reactor that Worker, Acceptor and BaseDriver use
+    def add(self, fd: int, mask: int, callback: Callable[[Any], None], data: Any = None,
+            exclusive: bool = False) -> None:
+        # asyncio loops cannot register with EPOLLEXCLUSIVE: a shared socket
+        # wakes every worker (and one wins the accept)
         self.loop.add_reader(fd, callback, data)
 
     def remove(self, fd: int, mask: int = 3) -> None:
         self.loop.remove_reader(fd)
 
-    def call_later(self, delay: float, callback: Callable[[Any], None], arg: Any = None):
-        return self.loop.call_later(delay, callback, arg)
+    # A timer is [when, handle], as the epoll reactor's is [when, ...]: timer[WHEN] reads the same.
+    def call_later(self, delay: float, callback: Callable[[Any], None], arg: Any = None) -> list:
+        when = self.loop.time() + delay
+        return [when, self.loop.call_at(when, callback, arg)]
 
-    def call_at(self, when: float, callback: Callable[[Any], None], arg: Any = None):
-        return self.loop.call_at(when, callback, arg)
+    def call_at(self, when: float, callback: Callable[[Any], None], arg: Any = None) -> list:
+        return [when, self.loop.call_at(when, callback, arg)]
 
     @staticmethod
-    def cancel(timer) -> None:
-        timer.cancel()
+    def cancel(timer: list) -> None:
+        timer[1].cancel()
+
+    def call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        self.loop.call_soon(callback, *args)
 
     def call_soon_threadsafe(self, callback: Callable[..., None], *args: Any) -> None:
         try:
@@ -101,24 +96,29 @@ class AsyncioReactor:
         self.loop.close()
 
 
-class AioConnection(asyncio.Protocol):
+class AioConnection(BaseDriver, asyncio.Protocol):
     """Drives one sans-IO protocol over an asyncio transport (the epoll
-    backend's ``Connection``, for asyncio loops)."""
+    backend's ``Connection``, for asyncio loops). Deadlines, lingering close
+    and hold/resume are ``BaseDriver``'s (driver.py).
 
-    def __init__(self, worker, fd: int, proto):
-        self.worker = worker
+    ``wbuf`` is None, or the parts queued behind a file being sent; the
+    transport buffers the rest. ``fd`` is -1 once the connection is lost."""
+
+    conns: set  # this worker's open connections (for_worker gives each worker its own)
+
+    @classmethod
+    def for_worker(cls, worker: Host) -> type:
+        return type(cls.__name__, (cls,), {"worker": worker, "conns": set()})
+
+    def __init__(self, worker: Host, fd: int, proto):
+        self.fd = fd
         self.proto = proto
         self.transport: asyncio.Transport | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_when = 0.0
+        self.timer = None
         self.send_deadline = 0.0
-        self.queue: deque = deque()          # parts behind a file being sent
-        self.write_paused = False
-        self.proto_paused = False
-        self.holding = False                 # the protocol waits for its output to be sent
-        self.lingering = False
-        self.closed = False
-        worker.conns.add(self)
+        self.wbuf: deque | None = None
+        self.flags = 0
+        self.conns.add(self)
         loop = worker.reactor.loop
         sock = socket.socket(fileno=fd)
         task = loop.create_task(loop.connect_accepted_socket(lambda: self, sock))
@@ -128,18 +128,31 @@ class AioConnection(asyncio.Protocol):
         if task.cancelled() or task.exception() is not None:
             self.connection_lost(None)
 
+    # --- the worker's view ----------------------------------------------------------
+
+    @classmethod
+    def open_connections(cls) -> list:
+        return list(cls.conns)
+
+    @classmethod
+    def count_sending(cls) -> int:
+        return sum(1 for conn in cls.conns if conn.unsent())
+
+    def unsent(self) -> bool:
+        return self.wbuf is not None or bool(self.transport is not None and self.transport.get_write_buffer_size())
+
     # --- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(high=self.worker.high_water)
-        if self.closed:
+        if self.fd < 0:
             transport.abort()
             return
         self.arm()
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering or self.closed:
+        if self.flags & LINGERING or self.fd < 0:
             return
         out = self.proto.data_received(data)
         if out:
@@ -147,7 +160,7 @@ class AioConnection(asyncio.Protocol):
         self.after()
 
     def eof_received(self) -> bool:
-        if self.lingering:
+        if self.flags & LINGERING:
             self.close()
             return False
         out = self.proto.eof_received()
@@ -157,142 +170,72 @@ class AioConnection(asyncio.Protocol):
         return True  # the transport stays open until after() closes it
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self.closed and self not in self.worker.conns:
-            return
-        self.closed = True
+        if self not in self.conns:
+            return  # reported twice (a failed connect, then the transport)
+        self.fd = -1
         if self.timer is not None:
-            self.timer.cancel()
+            self.worker.reactor.cancel(self.timer)
             self.timer = None
-        for part in self.queue:
-            if type(part) is FileChunk:
-                part.close()
-        self.queue.clear()
-        lost = getattr(self.proto, "connection_lost", None)
-        if lost is not None:
-            lost()
-        self.worker.conns.discard(self)
+        if self.wbuf is not None:
+            for part in self.wbuf:
+                if type(part) is FileChunk:
+                    part.close()
+            self.wbuf = None
+        self.proto.connection_lost()
+        self.conns.discard(self)
         self.worker.connection_closed()
 
     def pause_writing(self) -> None:
-        self.write_paused = True
-        self.transport.pause_reading()
+        self._pause(HIGH_WATER)
         self.send_deadline = self.worker.reactor.clock() + self.worker.send_timeout
         self.arm()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
         self.send_deadline = 0.0
-        if not self.proto_paused and not self.holding and not self.closed:
-            self.transport.resume_reading()
+        self._resume(HIGH_WATER)
         self._pump()
-        if self.holding and not self.queue:
-            self.worker.reactor.loop.call_soon(self._continue)
+        if self.flags & HELD and self.wbuf is None:
+            self.worker.reactor.call_soon(BaseDriver._continue, self)
         self.after()
 
-    # --- the protocol's calls ---------------------------------------------------------
+    # --- BaseDriver's hooks -------------------------------------------------------------
 
-    def deliver(self, out) -> None:
-        if self.closed:
-            return
-        if out:
-            self.write(out)
-        self.after()
-
-    def pause_reading(self) -> None:
-        self.proto_paused = True
-        if self.transport is not None:
+    def _pause(self, reason: int) -> None:
+        if not self.flags & PAUSED and self.transport is not None and self.fd >= 0:
             self.transport.pause_reading()
+        self.flags |= reason
 
-    def resume_reading(self) -> None:
-        self.proto_paused = False
-        if self.transport is not None and not self.write_paused and not self.holding:
-            self.transport.resume_reading()
-
-    def hold(self) -> None:
-        """The protocol has said enough for now: once the file parts are
-        passed on and the transport is below high water, call its ``resume()``
-        (from the loop, so that other connections get their turn)."""
-        if not self.holding:
-            self.holding = True
-            if self.transport is not None:
-                self.transport.pause_reading()
-        self.worker.reactor.loop.call_soon(self._continue)
-
-    def _continue(self) -> None:
-        if self.closed or not self.holding or self.queue or self.write_paused:
-            return  # resume_writing calls again
-        out = self.proto.resume()
-        if out:
-            self.write(out)
-        if not self.proto.held:
-            self.holding = False
-            if not (self.proto_paused or self.write_paused or self.closed or self.lingering or self.proto.closing):
+    def _resume(self, reason: int) -> None:
+        if self.flags & reason:
+            self.flags &= ~reason
+            if not self.flags & PAUSED and self.transport is not None and self.fd >= 0:
                 self.transport.resume_reading()
-        self.after()
 
-    # --- the worker's view --------------------------------------------------------------
+    def _shutdown_write(self) -> bool:
+        if self.transport is None:
+            return False
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        return True
 
-    @property
-    def wbuf(self):
-        """None when everything is sent (as ``Connection.wbuf``)."""
-        if self.queue or (self.transport is not None and self.transport.get_write_buffer_size()):
-            return True
-        return None
-
-    def arm(self) -> None:
-        deadline = self.proto.deadline
-        if self.send_deadline and (not deadline or self.send_deadline < deadline):
-            deadline = self.send_deadline
-        if not deadline or self.closed:
-            return
-        if self.timer is not None:
-            if self.timer_when <= deadline:
-                return
-            self.timer.cancel()
-        self.timer = self.worker.reactor.loop.call_at(deadline, self.on_timer)
-        self.timer_when = deadline
-
-    def on_timer(self) -> None:
-        self.timer = None
-        if self.closed:
-            return
-        now = self.worker.reactor.clock()
-        if (self.send_deadline and self.send_deadline <= now) or self.lingering:
-            self.close()
-            return
-        proto = self.proto
-        if proto.deadline and proto.deadline <= now:
-            out = proto.timeout(now)
-            if out:
-                self.write(out)
-            self.after()
-            return
-        self.arm()
-
-    def after(self) -> None:
-        if self.closed:
-            return
-        proto = self.proto
-        if proto.closing:
-            if not self.queue:
-                self.finish()
-            return
-        deadline = proto.deadline
-        if deadline and (self.timer is None or deadline < self.timer_when):
-            self.arm()
+    def _end(self) -> None:
+        if self.transport is not None:
+            self.transport.close()  # after the buffered output is flushed
 
     def write(self, out) -> None:
-        if self.transport is None or self.closed:
+        if self.transport is None or self.fd < 0:
             return
         if type(out) is not list:
-            if self.queue:
-                self.queue.append(out)
+            if self.wbuf is not None:
+                self.wbuf.append(out)
             else:
                 self.transport.write(out)
             return
         for part in out:
-            if type(part) is FileChunk or self.queue:
-                self.queue.append(part)
+            if self.wbuf is not None:
+                self.wbuf.append(part)
+            elif type(part) is FileChunk:
+                self.wbuf = deque((part,))
             else:
                 self.transport.write(part)
         self._pump()
@@ -300,8 +243,8 @@ class AioConnection(asyncio.Protocol):
     def _pump(self) -> None:
         """Move queued parts (file pieces read with pread) into the transport
         until it asks us to pause."""
-        queue = self.queue
-        while queue and not self.write_paused and not self.closed:
+        queue = self.wbuf
+        while queue and not self.flags & HIGH_WATER and self.fd >= 0:
             part = queue[0]
             if type(part) is not FileChunk:
                 queue.popleft()
@@ -320,31 +263,13 @@ class AioConnection(asyncio.Protocol):
                 part.close()
                 queue.popleft()
             self.transport.write(piece)
-        if not queue and self.proto.closing:
-            self.finish()
-
-    def finish(self) -> None:
-        if self.lingering or self.closed or self.transport is None:
-            return
-        if not self.proto.linger:
-            self.transport.close()  # after the buffered output is flushed
-            return
-        # lingering close: FIN now, drop what the client still sends, close on EOF or after a while
-        self.lingering = True
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        if self.proto_paused or self.write_paused or self.holding:
-            self.proto_paused = self.write_paused = self.holding = False
-            self.transport.resume_reading()
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.worker.reactor.loop.call_later(LINGER_TIMEOUT, self.on_timer)
+        if not queue:
+            self.wbuf = None
+            if self.proto.closing:
+                self.finish()
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is None:
+            self.fd = -1  # connection_made aborts it
+        elif not self.transport.is_closing():
             self.transport.abort()
-        elif self.transport is None:
-            self.closed = True
-
-    abort = close
-

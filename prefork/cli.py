@@ -8,7 +8,8 @@ import os
 import sys
 
 from . import __version__
-from .config import ConfigError, load
+from .checks import load_checked
+from .config import ConfigError
 from .listeners import BindError
 from .logs import setup_error_log
 
@@ -54,7 +55,7 @@ def _check_limits(args: argparse.Namespace) -> int:
         reserve = FD_RESERVE
     else:
         try:
-            config = load(args.config, check_fds=False)  # the doctor says what to fix instead
+            config = load_checked(args.config, check_fds=False)  # the doctor says what to fix instead
             server, reserve = config.server, fd_reserve(config)
         except ConfigError as exc:
             print(f"prefork-server: {exc}", file=sys.stderr)
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return _check_limits(args)
     args.config = args.config or DEFAULT_CONFIG
     try:
-        config = load(args.config, check_fds=not args.signal)  # -s: the shell's limits are not the server's
+        config = load_checked(args.config, check_fds=not args.signal)  # -s: the shell's limits are not the server's
     except ConfigError as exc:
         print(f"prefork-server: {exc}", file=sys.stderr)
         if args.test:

@@ -8,9 +8,11 @@ reload with a bad file can keep the old configuration.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import unquote
 
 from .configcheck import (_DATABASE_CHECKS, _HTTP_CHECKS, _LOG_CHECKS, _SERVER_CHECKS, _STATIC_CHECKS, _STATUS_CHECKS,
                           PROTOCOLS, ConfigError, _check_int, _check_str, _check_table, _section, _unknown_keys)
@@ -223,45 +225,7 @@ def from_dict(data: dict, path: str = "<config>") -> Config:
     config = Config(path=path, server=server, listen=_listeners(path, data), http=http, log=log,
                     routes=_routes(path, data), static=static, status=status, database=database)
     _check_privileges(config)
-    config = dataclasses.replace(config, notes=_backend_notes(config))
-    from .apps import check_routes  # imports the handlers: errors name the route and the callable
-
-    check_routes(config)
-    return config
-
-
-def _check_fds(config: Config) -> tuple[str, ...]:
-    """Can a worker hold worker_connections plus what the static cache and the
-    database keep open? A note (-t prints it, the master logs it as a warning)
-    when that is above the hard open-file limit, or above worker_rlimit_nofile:
-    the worker then runs out of fds before it reaches worker_connections, and
-    sheds new connections (as nginx, which warns that worker_connections
-    exceed the open file resource limit). Below the soft limit alone is fine:
-    the workers raise it themselves."""
-    import resource
-
-    from .worker import fd_reserve_parts, fds_needed
-
-    server = config.server
-    need = fds_needed(config)
-    reserve = fd_reserve_parts(config)
-    per = " + ".join([f"worker_connections {server.worker_connections}"]
-                     + [f"{n} {what}" for what, n in reserve if n] + [f"{len(config.listen)} listener(s)"])
-    keys = ["server.worker_connections"] + [key for key in ("static.cache_entries", "server.threads")
-                                            if any(key in what for what, n in reserve if n)]
-    if server.mode == "thread":
-        keys.append("server.workers")
-        per = f"{server.workers} reactors x ({per})"
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and need > hard:
-        return (f"server.worker_connections: a worker needs {need} open files ({per}), above the hard "
-                f"open-file limit {hard} (ulimit -Hn): it will shed new connections (and fail static files) "
-                f"when it runs out; lower {' or '.join(keys)}, or raise the limit (LimitNOFILE= in the systemd "
-                f"unit, ulimit -Hn as root)",)
-    if server.worker_rlimit_nofile and server.worker_rlimit_nofile < need:
-        return (f"server.worker_rlimit_nofile: {server.worker_rlimit_nofile} is below the {need} open files a "
-                f"worker needs ({per}): it will shed new connections (and fail static files) when it runs out",)
-    return ()
+    return dataclasses.replace(config, notes=_backend_notes(config))
 
 
 def _backend_notes(config: Config) -> tuple[str, ...]:
@@ -280,6 +244,12 @@ def _backend_notes(config: Config) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def sqlite_path(url: str) -> str:
+    """sqlite:///relative.db -> relative.db (absolute from the start directory); sqlite:////abs -> /abs."""
+    rest = url[len("sqlite:///"):]
+    return os.path.abspath(unquote(rest))
+
+
 def _check_privileges(config: Config) -> None:
     """With ``server.user``: can that user use what the workers will open?"""
     server = config.server
@@ -293,18 +263,16 @@ def _check_privileges(config: Config) -> None:
     url = config.database.url
     sqlite_file = ""
     if url.startswith("sqlite:///"):
-        from .apps.db import sqlite_path
-
         sqlite_file = sqlite_path(url)
     problem = privileges.check(config.static.root, sqlite_file, ident)
     if problem:
         raise ConfigError(config.path, *problem)
 
 
-def load(path: str, check_fds: bool = True) -> Config:
+def load(path: str) -> Config:
     """Read and validate a config file; raise ConfigError naming what is wrong.
-    ``check_fds``: also note when a worker's open files do not fit under this
-    process's limits (the limits doctor reads the file without it: it has its own table)."""
+    The checks that need the apps and the worker (handlers resolve, open files
+    fit) are ``checks.load_checked``'s."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -314,7 +282,4 @@ def load(path: str, check_fds: bool = True) -> Config:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
-    config = from_dict(data, path)
-    if check_fds:
-        config = dataclasses.replace(config, notes=config.notes + _check_fds(config))
-    return config
+    return from_dict(data, path)

@@ -15,26 +15,12 @@ import logging
 import os
 import socket
 from collections import deque
-from typing import TYPE_CHECKING
 
+from .driver import HELD, HIGH_WATER, LINGERING, PAUSED, PAUSED_EOF, AcceptorHost, BaseDriver, Host
 from .protocols.http import FileChunk
 from .reactor import READABLE, WHEN, WRITABLE
 
-if TYPE_CHECKING:
-    from .worker import Worker
-
 log = logging.getLogger("prefork.worker")
-
-LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: drain input this long before closing after an error
-
-
-# Connection.flags
-_HIGH_WATER = 1   # reading paused: too much unsent output
-_PROTOCOL = 2     # reading paused: the protocol waits for the pool
-_PAUSED_EOF = 8   # reading stopped: the peer has half-closed (EPOLLIN would fire forever)
-_HELD = 16        # reading paused: the protocol waits for its output to be sent (then resume())
-_PAUSED = _HIGH_WATER | _PROTOCOL | _PAUSED_EOF | _HELD
-_LINGERING = 4    # lingering close: input is read and dropped until EOF or LINGER_TIMEOUT
 
 SENDFILE_CHUNK = 1 << 20
 READ_SIZE = 65536  # bytes per read: one read takes a whole pipelined burst
@@ -50,7 +36,7 @@ def _send_more(fd: int, data: bytes) -> int:
         sock.detach()
 
 
-class Connection:
+class Connection(BaseDriver):
     """An accepted socket driven by the reactor for one sans-IO protocol.
 
     ``wbuf`` is None while everything has been sent; otherwise a deque of what
@@ -58,17 +44,12 @@ class Connection:
 
     Six slots and nothing else: a million of these must fit in memory. The
     worker is a class attribute of the per-worker subclass that ``for_worker``
-    makes, not a slot."""
+    makes, not a slot. Deadlines, lingering close and hold/resume are
+    ``BaseDriver``'s (driver.py)."""
 
     __slots__ = ("fd", "proto", "wbuf", "timer", "send_deadline", "flags")
-    worker: "Worker"
 
-    @classmethod
-    def for_worker(cls, worker: "Worker") -> type:
-        """The connection class of ``worker``: this class with ``worker`` bound."""
-        return type(cls.__name__, (cls,), {"__slots__": (), "worker": worker})
-
-    def __init__(self, worker: "Worker", fd: int, proto):
+    def __init__(self, worker: Host, fd: int, proto):
         self.fd = fd
         self.proto = proto
         self.wbuf: deque | None = None
@@ -77,10 +58,18 @@ class Connection:
         self.flags = 0
         worker.reactor.add(fd, READABLE, Connection.on_readable, self)
         if proto.deadline:
-            self.timer = worker.reactor.call_at(proto.deadline, Connection.on_timer, self)
+            self.timer = worker.reactor.call_at(proto.deadline, BaseDriver.on_timer, self)
 
     def __repr__(self) -> str:
         return f"<Connection fd={self.fd}>"
+
+    @classmethod
+    def open_connections(cls) -> list:
+        return [d for d in cls.worker.reactor.watched() if isinstance(d, cls)]
+
+    @classmethod
+    def count_sending(cls) -> int:
+        return cls.worker.sending  # kept as buffers come and go: O(1)
 
     # --- events ---------------------------------------------------------------
 
@@ -92,7 +81,7 @@ class Connection:
         except OSError:
             self.close()  # ECONNRESET and friends: the peer is gone
             return
-        if self.flags & _LINGERING:
+        if self.flags & LINGERING:
             if not data:
                 self.close()
             return
@@ -102,7 +91,7 @@ class Connection:
         else:
             out = proto.eof_received()
             if not proto.closing:
-                self._pause(_PAUSED_EOF)  # nothing more will come; answer, then close
+                self._pause(PAUSED_EOF)  # nothing more will come; answer, then close
         if out:
             # write(), inlined for the common case: this is the path of every response
             if self.wbuf is None and type(out) is bytes:
@@ -158,118 +147,37 @@ class Connection:
         self.send_deadline = 0.0
         self.worker.sending -= 1
         self.worker.reactor.remove(fd, WRITABLE)
-        if self.flags & _HIGH_WATER:
-            self._resume(_HIGH_WATER)
-        if self.flags & _HELD:
-            self.worker.reactor.call_soon(Connection._continue, self)
+        if self.flags & HIGH_WATER:
+            self._resume(HIGH_WATER)
+        if self.flags & HELD:
+            self.worker.reactor.call_soon(BaseDriver._continue, self)
         self.after()
 
-    def on_timer(self) -> None:
-        self.timer = None
-        if self.fd < 0:
-            return
-        reactor = self.worker.reactor
-        now = reactor.clock()
-        send_deadline = self.send_deadline
-        if send_deadline and send_deadline <= now:
-            self.close()  # the client has read nothing for send_timeout
-            return
-        if self.flags & _LINGERING:
-            self.close()
-            return
-        proto = self.proto
-        deadline = proto.deadline
-        if deadline and deadline <= now:
-            out = proto.timeout(now)
-            if out:
-                self.write(out)
-            if self.fd >= 0:
-                self.after()
-            return
-        self.arm()
-
-    # --- the protocol's calls (a response from the thread pool, flow control) ----
-
-    def deliver(self, out) -> None:
-        if self.fd < 0:
-            return
-        if out:
-            self.write(out)
-        if self.fd >= 0:
-            self.after()
-
-    def pause_reading(self) -> None:
-        self._pause(_PROTOCOL)
-
-    def resume_reading(self) -> None:
-        self._resume(_PROTOCOL)
-
-    def hold(self) -> None:
-        """The protocol has said enough for now: once it is sent, call its
-        ``resume()`` -- from the loop, so other connections get their turn."""
-        self._pause(_HELD)
-        if self.wbuf is None:
-            self.worker.reactor.call_soon(Connection._continue, self)
-        # else on_writable calls it when the buffer is empty
-
-    def _continue(self) -> None:
-        if self.fd < 0 or not self.flags & _HELD or self.wbuf is not None:
-            return
-        proto = self.proto
-        out = proto.resume()
-        if out:
-            self.write(out)
-            if self.fd < 0:
-                return
-        if not proto.held:
-            self._resume(_HELD)
-        self.after()
+    # --- BaseDriver's hooks ------------------------------------------------------
 
     def _pause(self, reason: int) -> None:
-        if not self.flags & _PAUSED and self.fd >= 0:
+        if not self.flags & PAUSED and self.fd >= 0:
             self.worker.reactor.remove(self.fd, READABLE)
         self.flags |= reason
 
     def _resume(self, reason: int) -> None:
         if self.flags & reason:
             self.flags &= ~reason
-            if not self.flags & _PAUSED and self.fd >= 0:
+            if not self.flags & PAUSED and self.fd >= 0:
                 self.worker.reactor.add(self.fd, READABLE, Connection.on_readable, self)
 
+    def _shutdown_write(self) -> bool:
+        try:
+            sock = socket.socket(fileno=self.fd)
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            finally:
+                sock.detach()
+        except OSError:
+            return False
+        return True
+
     # --- helpers ---------------------------------------------------------------
-
-    def arm(self) -> None:
-        """Make sure a timer is pending for the earliest deadline. A timer that
-        is already pending and fires early re-arms itself (lazy), so moving a
-        deadline later costs nothing per request."""
-        deadline = self.proto.deadline
-        send_deadline = self.send_deadline
-        if send_deadline and (not deadline or send_deadline < deadline):
-            deadline = send_deadline
-        timer = self.timer
-        if not deadline:
-            return
-        if timer is not None:
-            if timer[WHEN] <= deadline:
-                return
-            self.worker.reactor.cancel(timer)
-        self.timer = self.worker.reactor.call_at(deadline, Connection.on_timer, self)
-
-    def after(self) -> None:
-        """After the protocol has spoken: close, linger or keep the timer."""
-        proto = self.proto
-        if proto.closing:
-            if self.wbuf is None:
-                self.finish()
-            return
-        # One pending timer per connection: a deadline that moved later is
-        # handled when the timer fires (lazily); one that moved earlier re-arms.
-        timer = self.timer
-        deadline = proto.deadline
-        if deadline and (timer is None or deadline < timer[WHEN]):
-            self.arm()
-        elif timer is None and self.send_deadline:
-            self.arm()
 
     def write(self, out) -> None:
         """Send ``out`` (bytes, or a list of bytes and FileChunks) or queue it."""
@@ -326,44 +234,13 @@ class Connection:
 
     def _check_high_water(self) -> None:
         wbuf = self.wbuf
-        if wbuf is None or self.flags & _HIGH_WATER:
+        if wbuf is None or self.flags & HIGH_WATER:
             return
         buffered = 0
         for part in wbuf:
             buffered += part.count if type(part) is FileChunk else len(part)
         if buffered > self.worker.high_water:
-            self._pause(_HIGH_WATER)
-
-    def finish(self) -> None:
-        """The protocol is done and the output is flushed."""
-        if self.flags & _LINGERING or self.fd < 0:
-            return  # already finishing (reached again through a nested write)
-        if not self.proto.linger:
-            self.close()
-            return
-        # Lingering close (as nginx does after an error): send FIN, then read
-        # and drop what the client still sends, so unread input does not make
-        # the kernel reset the connection and destroy the response.
-        try:
-            sock = socket.socket(fileno=self.fd)
-            try:
-                sock.shutdown(socket.SHUT_WR)
-            finally:
-                sock.detach()
-        except OSError:
-            self.close()
-            return
-        paused = self.flags & _PAUSED
-        self.flags = _LINGERING | (_HIGH_WATER if paused else 0)
-        if paused:
-            self._resume(_HIGH_WATER)  # read again, to drop what arrives
-        if self.timer is not None:
-            self.worker.reactor.cancel(self.timer)
-        self.timer = self.worker.reactor.call_later(LINGER_TIMEOUT, Connection.on_timer, self)
-
-    def abort(self) -> None:
-        """Called by the reactor when a callback for this connection raised."""
-        self.close()
+            self._pause(HIGH_WATER)
 
     def close(self) -> None:
         fd = self.fd
@@ -385,9 +262,7 @@ class Connection:
             os.close(fd)
         except OSError:
             pass
-        lost = getattr(self.proto, "connection_lost", None)
-        if lost is not None:
-            lost()
+        self.proto.connection_lost()
         worker.connection_closed()
 
 
@@ -395,10 +270,12 @@ class Acceptor:
     """A listening socket in the reactor: accepts up to ``accept_batch``
     connections per readiness event."""
 
-    __slots__ = ("sock", "fd", "factory", "ctx", "worker", "listening", "name")
+    __slots__ = ("sock", "fd", "factory", "ctx", "worker", "listening", "name", "exclusive")
 
-    def __init__(self, worker: "Worker", sock: socket.socket, factory, ctx, name: str = ""):
+    def __init__(self, worker: AcceptorHost, sock: socket.socket, factory, ctx, name: str = "",
+                 exclusive: bool = False):
         self.sock = sock
+        self.exclusive = exclusive  # polled by every worker: wake only one of them
         self.fd = sock.fileno()
         self.factory = factory
         self.ctx = ctx
@@ -410,7 +287,7 @@ class Acceptor:
     def start(self) -> None:
         if not self.listening:
             self.listening = True
-            self.worker.reactor.add(self.fd, READABLE, Acceptor.on_readable, self)
+            self.worker.reactor.add(self.fd, READABLE, Acceptor.on_readable, self, exclusive=self.exclusive)
 
     def stop(self) -> None:
         if self.listening:

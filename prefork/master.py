@@ -20,7 +20,8 @@ import signal
 import time
 
 from . import __version__
-from .config import Config, ConfigError, load
+from .checks import load_checked
+from .config import Config, ConfigError
 from .listeners import BindError
 from .logs import hand_to_workers, reopen_error_log
 from .pidfile import PidFile
@@ -332,7 +333,7 @@ class Master:
 
     def reload(self) -> None:
         try:
-            new = load(self.config.path)
+            new = load_checked(self.config.path)
         except ConfigError as exc:
             log.error("reload failed, keeping the current configuration: %s", exc)
             self._reload_refused(str(exc))

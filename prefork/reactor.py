@@ -49,12 +49,10 @@ log = logging.getLogger("prefork.reactor")
 class EpollBackend:
     """The thin layer over epoll: add, modify, delete, poll."""
 
-    __slots__ = ("_ep", "exclusive")
+    __slots__ = ("_ep",)
 
     def __init__(self, sizehint: int):
         self._ep = select.epoll(sizehint)
-        # fds whose registration must carry EPOLLEXCLUSIVE (shared listeners)
-        self.exclusive: set[int] = set()
 
     @staticmethod
     def _events(mask: int) -> int:
@@ -65,9 +63,9 @@ class EpollBackend:
             ev |= select.EPOLLOUT
         return ev
 
-    def add(self, fd: int, mask: int) -> None:
+    def add(self, fd: int, mask: int, exclusive: bool = False) -> None:
         ev = self._events(mask)
-        if fd in self.exclusive:
+        if exclusive:  # a shared listener: one event wakes one of the processes polling it
             ev |= select.EPOLLEXCLUSIVE
         self._ep.register(fd, ev)
 
@@ -146,14 +144,17 @@ class Reactor:
         self._wcb.extend([None] * extra)
         self._data.extend([None] * extra)
 
-    def add(self, fd: int, mask: int, callback: Callable[[Any], None], data: Any = None) -> None:
-        """Watch ``fd`` for ``mask`` (READABLE, WRITABLE or both): ``callback(data)``."""
+    def add(self, fd: int, mask: int, callback: Callable[[Any], None], data: Any = None,
+            exclusive: bool = False) -> None:
+        """Watch ``fd`` for ``mask`` (READABLE, WRITABLE or both): ``callback(data)``.
+        ``exclusive`` (a listener every worker polls): EPOLLEXCLUSIVE, so one
+        connection wakes one worker; it applies when ``fd`` enters epoll."""
         if fd >= len(self._mask):
             self._grow(fd)
         old = self._mask[fd]
         new = old | mask
         if old == 0:
-            self.backend.add(fd, new)
+            self.backend.add(fd, new, exclusive)
         elif new != old:
             self.backend.modify(fd, new)
         self._mask[fd] = new
@@ -184,6 +185,10 @@ class Reactor:
 
     def mask(self, fd: int) -> int:
         return self._mask[fd] if fd < len(self._mask) else 0
+
+    def watched(self) -> list:
+        """The data of every watched fd (an O(table) scan: for shutdown and status)."""
+        return [d for d, m in zip(self._data, self._mask) if m]
 
     def registered(self) -> int:
         """How many fds are in the table (an O(n) count: for tests and status)."""

@@ -124,8 +124,7 @@ class Worker:
             from .aio import AioConnection, AsyncioReactor
 
             self.reactor = AsyncioReactor(server.backend)
-            self.connection_class = AioConnection
-        self.conns: set = set()  # open connections, on the asyncio backends (epoll has its fd table)
+            self.connection_class = AioConnection.for_worker(self)
         self.active = 0
         self.sending = 0  # epoll connections with output the kernel has not taken yet
         self.accepted = 0
@@ -145,14 +144,14 @@ class Worker:
         self.acceptors = []
         shared = config.server.accept == "shared"
         for sock, listen in sockets:
-            if shared or listen.address.family == "unix":
-                # one socket polled by every worker: wake only one of them
-                self.reactor.backend.exclusive.add(sock.fileno())
+            # one socket polled by every worker: wake only one of them
+            exclusive = shared or listen.address.family == "unix"
             if listen.protocol == "http":
                 factory, ctx = HttpProtocol, self.http
             else:
                 factory, ctx = EchoProtocol, None
-            self.acceptors.append(Acceptor(self, sock, factory, ctx, listen.name or str(listen.address)))
+            self.acceptors.append(Acceptor(self, sock, factory, ctx, listen.name or str(listen.address),
+                                           exclusive))
         self._spare_fd = self._open_spare()
         self._stop_deadline = 0.0
 
@@ -221,10 +220,7 @@ class Worker:
             ctx = worker.http
             reading += ctx.reading
             writing += ctx.pooled
-            if issubclass(worker.connection_class, Connection):
-                writing += worker.sending
-            else:
-                writing += sum(1 for conn in worker.conns if conn.wbuf is not None)
+            writing += worker.connection_class.count_sending()
         active = sum(w.active for w in workers)
         # a connection both sending and waiting for the pool is counted once
         writing = min(writing, active - reading)
@@ -234,9 +230,7 @@ class Worker:
 
     def connections(self) -> list:
         """Every open connection (an O(table) scan: for shutdown and status, not hot paths)."""
-        if not issubclass(self.connection_class, Connection):
-            return list(self.conns)
-        return [d for d in self.reactor._data if isinstance(d, Connection)]
+        return self.connection_class.open_connections()
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -283,10 +277,7 @@ class Worker:
         # it now would reset that request.
         grace = now + min(DRAIN_GRACE, self.config.http.keepalive_timeout)
         for conn in self.connections():
-            proto = conn.proto
-            if proto.state == 0 and conn.wbuf is None and (not proto.deadline or proto.deadline > grace):
-                proto.deadline = grace
-                conn.arm()
+            conn.drain(grace)
         if self.active == 0:
             self.reactor.stop()
 

@@ -164,3 +164,35 @@ def test_cli_version():
     res = run_cli("--version")
     assert res.returncode == 0
     assert res.stdout.startswith("prefork-server ")
+
+
+def test_loading_a_config_imports_nothing_above_config(tmp_path):
+    """config.load reads and validates on its own: no apps, protocols or worker
+    are imported (the handler and open-file checks are checks.load_checked's)."""
+    path = write(tmp_path, GOOD + '\n[[route]]\npath = "/x"\nhandler = "examples.nope:handler"\n')
+    code = ("import sys; from prefork.config import load; load(sys.argv[1]); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('prefork'))))")
+    res = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=30)
+    assert res.returncode == 0, res.stderr
+    loaded = set(res.stdout.split())
+    assert "prefork.config" in loaded
+    assert not loaded & {"prefork.apps", "prefork.protocols", "prefork.worker", "prefork.checks"}, loaded
+
+
+def test_load_checked_rejects_a_bad_handler_naming_the_key(tmp_path):
+    from prefork.checks import load_checked
+
+    path = write(tmp_path, GOOD + '\n[[route]]\npath = "/x"\nhandler = "examples.nope:handler"\n')
+    assert load(path).routes[0].handler == "examples.nope:handler"  # parsed, not resolved
+    with pytest.raises(ConfigError, match=r"route\[0\]\.handler.*examples\.nope:handler"):
+        load_checked(path)
+
+
+def test_import_contracts_hold():
+    """The layers in pyproject.toml (.ci/run runs lint-imports too)."""
+    lint = Path(sys.executable).parent / "lint-imports"
+    if not lint.exists():
+        pytest.skip("import-linter is not installed (pip install -e '.[test]')")
+    res = subprocess.run([str(lint)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:]

@@ -1224,7 +1224,7 @@ def test_echo_returns_what_it_gets():
     big = bytes(range(256)) * 1000
     assert proto.data_received(big) == big
     assert proto.closing is False and proto.linger is False
-    assert proto.state == 0
+    assert proto.idle is True
     assert proto.deadline == 0.0
 
 

@@ -32,10 +32,11 @@ import random
 import sqlite3
 import threading
 from operator import itemgetter
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 
+from ..config import sqlite_path  # noqa: F401  (its home is config: the privileges check reads it)
 from ..protocols.http import Offload, Request, Response
 
 log = logging.getLogger("prefork.worker")
@@ -84,12 +85,6 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
     return parts._replace(netloc=netloc).geturl()
-
-
-def sqlite_path(url: str) -> str:
-    """sqlite:///relative.db -> relative.db (absolute from the start directory); sqlite:////abs -> /abs."""
-    rest = url[len("sqlite:///"):]
-    return os.path.abspath(unquote(rest))
 
 
 class Backend:

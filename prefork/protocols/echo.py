@@ -5,7 +5,7 @@ from __future__ import annotations
 
 class EchoProtocol:
     __slots__ = ("closing", "linger", "deadline", "driver")
-    state = 0  # always idle: nothing is ever half-received
+    idle = True  # nothing is ever half-received
 
     def __init__(self, ctx=None, peer=None):
         self.closing = False
@@ -23,3 +23,10 @@ class EchoProtocol:
     def timeout(self, now: float) -> bytes:
         self.closing = True
         return b""
+
+    def connection_lost(self) -> None:
+        pass
+
+    def grace(self, until: float) -> None:
+        if not self.deadline or self.deadline > until:
+            self.deadline = until

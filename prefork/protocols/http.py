@@ -1047,6 +1047,18 @@ class HttpProtocol:
             ctx.pooled += 1
         self.state = new
 
+    # --- what the driver reads at a graceful stop (driver.DrivenProtocol) ------------
+
+    @property
+    def idle(self) -> bool:
+        """Between requests: nothing half-received, nothing owed."""
+        return self.state == IDLE
+
+    def grace(self, until: float) -> None:
+        """Graceful stop: idle, give up by ``until`` (a request may still be on its way)."""
+        if not self.deadline or self.deadline > until:
+            self.deadline = until
+
     def _finish(self) -> None:
         self._set_state(CLOSED)
         self.closing = True
