@@ -26,7 +26,7 @@ from collections import deque
 from typing import Any, Callable
 
 from .connection import LINGER_TIMEOUT
-from .protocols.http import FileChunk
+from .messages import FileChunk
 
 FILE_PIECE = 256 * 1024
 

@@ -17,7 +17,7 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .protocols.http import FileChunk
+from .messages import FileChunk
 from .reactor import READABLE, WHEN, WRITABLE
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from ..protocols.http import Offload, Request, Response
+from ..messages import Offload, Request, Response
 
 log = logging.getLogger("prefork.worker")
 

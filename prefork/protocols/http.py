@@ -1,22 +1,25 @@
-"""HTTP/1.1 server protocol, sans-IO: bytes in, bytes out.
+"""HTTP/1.1 server protocol, sans-IO: bytes in, requests out; responses in, bytes out.
 
-``HttpProtocol.data_received(data)`` parses with httptools (llhttp), runs the
-handlers inline and returns the bytes to send. The driver (the epoll
-``Connection``, or the asyncio adapter later) reads ``closing``, ``linger`` and
-``deadline`` after each call and calls ``timeout(now)`` when the deadline has
-passed. No socket call happens here, so the same code runs on every backend
-and is tested fed whole, byte by byte and pipelined.
+``HttpProtocol.data_received(data)`` parses with httptools (llhttp) and hands
+each complete request to ``on_request``, which a subclass implements (the
+dispatcher, ``prefork.dispatch.HttpServerProtocol``: routes, handlers, the
+access log); the responses it writes with ``write_response`` come back as the
+bytes to send. This module holds the state machine, the limits and timeouts,
+the framing (lengths, chunked bodies, trailers, 100-continue, pipelining in
+order) and the serialization of response heads and error pages. The driver
+(the epoll ``Connection``, or the asyncio adapter) reads ``closing``,
+``linger`` and ``deadline`` after each call and calls ``timeout(now)`` when
+the deadline has passed. No socket call happens here, so the same code runs on
+every backend and is tested fed whole, byte by byte and pipelined.
 
-Memory: an idle keep-alive connection holds only its ``HttpProtocol`` (a
-slotted object). The httptools parser and the per-request state live in a
+Memory: an idle keep-alive connection holds only its protocol (a slotted
+object). The httptools parser and the per-request state live in a
 ``_Parser`` that is borrowed from the worker's pool when a request starts and
 returned when it ends on a message boundary.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import re
 import socket
 import time
@@ -24,20 +27,18 @@ from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable
-from urllib.parse import unquote_to_bytes
 
 import httptools
 
 from ..config import HttpConfig
-
-log = logging.getLogger("prefork.worker")
+from ..messages import FileChunk, Request, Response, pack_peer
 
 # Connection states, for timeouts.
 IDLE = 0      # between requests (or before the first): keepalive/header timeout
 HEAD = 1      # request line and headers arriving: header timeout -> 408
 BODY = 2      # body arriving: body timeout between reads -> 408
 CLOSED = 3    # closing: nothing more is parsed
-WAITING = 4   # a handler runs in the thread pool; its response is not out yet
+WAITING = 4   # a handler runs elsewhere (the thread pool); its response is not out yet
 
 _STATUS_LINES = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
@@ -101,206 +102,38 @@ def status_line(status: int) -> bytes:
     return line
 
 
-def pack_peer(addr):
-    """An IPv4 peer address (host, port) as one int, ``ip << 16 | port``: an
-    idle connection keeps 32 bytes for it instead of a tuple, a string and an
-    int (about 180). Any other address is kept as it is."""
-    if type(addr) is tuple and len(addr) == 2:
-        try:
-            return int.from_bytes(socket.inet_aton(addr[0]), "big") << 16 | addr[1]
-        except (OSError, TypeError):
-            pass
-    return addr
-
-
-def unpack_peer(peer):
-    """The (host, port) that ``pack_peer`` packed."""
-    if type(peer) is int:
-        return socket.inet_ntoa((peer >> 16).to_bytes(4, "big")), peer & 0xFFFF
-    return peer
-
-
-class Request:
-    """One parsed request, as handlers see it."""
-
-    __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive", "_peer",
-                 "trailers")
-
-    def __init__(self, method: bytes, target: bytes, path: bytes, query: bytes, version: str,
-                 headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool, peer=None,
-                 trailers: "list[tuple[bytes, bytes]] | tuple" = ()):
-        self.method = method
-        self.target = target
-        self.path = path
-        self.query = query
-        self.version = version
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-        self._peer = peer  # packed (pack_peer) or as given
-        self.trailers = trailers  # a chunked body's trailer fields, apart from the headers
-
-    @property
-    def peer(self):
-        """The client's address, (host, port) for TCP."""
-        return unpack_peer(self._peer)
-
-    def header(self, name: bytes, default: bytes | None = None) -> bytes | None:
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return default
-
-
-class FileChunk:
-    """``count`` bytes of the open file ``fd`` from ``offset``: the driver sends
-    them with sendfile and closes ``fd`` when done (or when the connection goes)."""
-
-    __slots__ = ("fd", "offset", "count")
-
-    def __init__(self, fd: int, offset: int, count: int):
-        self.fd = fd
-        self.offset = offset
-        self.count = count
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = -1
-
-
-class Response:
-    """What a handler returns. ``file``, when set, is sent after ``body``
-    (which is then empty) and its length is ``length``. A 1xx, 204 or 304
-    response has no content (RFC 9110 6.4.1): its body is dropped."""
-
-    __slots__ = ("status", "body", "content_type", "headers", "file", "length")
-
-    def __init__(self, status: int = 200, body: bytes = b"", content_type: bytes = b"text/plain",
-                 headers: list[tuple[bytes, bytes]] | None = None, file: FileChunk | None = None):
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.headers = headers or ()
-        if status != 200 and (status < 200 or status == 204 or status == 304):
-            self.body = b""
-            if file is not None:
-                file.close()
-                file = None
-            self.file = None
-            self.length = 0
-            return
-        self.file = file
-        self.length = file.count if file is not None else len(body)
-
-
-class Offload:
-    """Returned by a handler: run ``fn(request)`` in the thread pool and send
-    the ``Response`` it returns."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[["Request"], Response]):
-        self.fn = fn
-
-
-Handler = Callable[[Request], "Response | Offload"]
-
-
-def constant(response: "Response") -> Handler:
-    """A handler that always answers ``response`` (as nginx's ``return``): the
-    router knows, and answers it without building a Request for it."""
-    def handler(request: Request) -> Response:
-        return response
-    handler.constant = response
-    return handler
-
-
-class Router:
-    """Exact paths in a dict; prefixes (paths ending in "/") longest first.
-    ``constants`` holds the exact paths whose handler is a ``constant``."""
-
-    def __init__(self, routes: dict[bytes, Handler] | None = None):
-        self.exact: dict[bytes, tuple[Handler, bool]] = {}
-        self.constants: dict[bytes, Response] = {}
-        self.prefixes: list[tuple[bytes, Handler, bool]] = []
-        for path, handler in (routes or {}).items():
-            self.add(path, handler)
-
-    def add(self, path: bytes | str, handler: Handler, blocking: bool = False) -> None:
-        if isinstance(path, str):
-            path = path.encode()
-        if path.endswith(b"/") and len(path) > 1:
-            self.prefixes.append((path, handler, blocking))
-            self.prefixes.sort(key=lambda item: -len(item[0]))
-            self.exact.setdefault(path[:-1], (_redirect_to(path), False))  # /static -> /static/
-        else:
-            self.exact[path] = (handler, blocking)
-            response = getattr(handler, "constant", None)
-            # only a plain path: a request target equal to it is then routed to it
-            # as is (HttpProtocol._complete looks the raw target up first)
-            plain = path[:1] == b"/" and b"?" not in path and b"%" not in path
-            if type(response) is Response and response.file is None and not blocking and plain:
-                self.constants[path] = response
-            else:
-                self.constants.pop(path, None)
-
-    def resolve(self, path: bytes) -> tuple[Handler, bool] | None:
-        found = self.exact.get(path)
-        if found is not None:
-            return found
-        for prefix, handler, blocking in self.prefixes:
-            if path.startswith(prefix):
-                return handler, blocking
-        return None
-
-
-def _redirect_to(location: bytes) -> Handler:
-    def redirect(request: Request) -> Response:
-        return Response(301, b"", b"text/html", [(b"Location", location)])
-    return redirect
-
-
 class HttpContext:
-    """Per-worker shared state for every HTTP connection: limits, routes, the
-    cached Date header and the pool of idle parsers."""
+    """Per-worker state shared by every HTTP connection: limits, the clock,
+    the cached Date header and response heads, and the pool of idle parsers.
+    ``reading`` and ``pooled`` count the connections in those states (for
+    /status): they change with the state, which only the protocol sees."""
 
-    def __init__(self, config: HttpConfig, routes: "dict[bytes, Handler] | Router | None" = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: HttpConfig, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.keepalive_requests = config.keepalive_requests
         self.keepalive_timeout = config.keepalive_timeout
-        self.router = routes if isinstance(routes, Router) else Router(routes)
-        # submit(fn, arg, done) -> bool: the worker's thread pool; None runs offloaded work inline
-        self.submit: Callable | None = None
         self.retry_after = b"1"
         self.clock = clock
         self.server_line = b"Server: " + config.server_header.encode("latin-1") + b"\r\n"
         self.date_line = b""
         self._date_second = -1
         self._heads: dict[tuple, bytes] = {}  # response heads of this second, by shape
-        self._constant_out: dict[Response, bytes] = {}  # constant responses of this second, kept alive
         self.parser_pool: list[_Parser] = []
         self.parser_pool_max = 256
-        self.requests = 0  # counter, for status
         self.reading = 0   # connections reading a request (HEAD or BODY), for status
         self.pooled = 0    # connections whose response is being computed in the pool (WAITING)
-        self.access_log = None  # an AccessLog, or None when off
-        self.draining = False   # graceful stop: no more keep-alive
         self.refresh_date()
 
-    def refresh_date(self, now: float | None = None) -> None:
-        """Recompute the Date header; the worker calls this once a second."""
+    def refresh_date(self, now: float | None = None) -> bool:
+        """Recompute the Date header; the worker calls this once a second.
+        True when the second has changed (and the cached heads are gone)."""
         second = int(time.time() if now is None else now)
-        if second != self._date_second:
-            self._date_second = second
-            self.date_line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
-            self._heads.clear()
-            self._constant_out.clear()
+        if second == self._date_second:
+            return False
+        self._date_second = second
+        self.date_line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
+        self._heads.clear()
+        return True
 
     def head(self, status: int, content_type: bytes, length: int, extra: list[tuple[bytes, bytes]],
              keep_alive: bool, http10: bool) -> bytes:
@@ -514,21 +347,18 @@ class _Parser:
             trailers = self.trailers
             if trailers is not None:
                 self.trailers = None
-                self.proto._complete(self.method, self.url, self.version, self.headers, body, keep_alive, trailers)
+                self.proto.on_request(self.method, self.url, self.version, self.headers, body, keep_alive, trailers)
                 return
         else:
             body = b""
-        self.proto._complete(self.method, self.url, self.version, self.headers, body, keep_alive)
+        self.proto.on_request(self.method, self.url, self.version, self.headers, body, keep_alive)
 
-
-_OPTIONS_ANY = Response(200, b"", b"text/plain", ((b"Allow", b"GET, HEAD, POST, OPTIONS"),))
 
 PENDING_MAX = 64  # pipelined requests queued behind one in the pool before reading pauses
 # Responses one call may produce before the requests that follow wait, held,
 # for them to be sent (``resume``); a call also holds after ``high_water`` bytes
 # of larger responses, and after a file body (one open file per connection).
 BURST = 32
-
 
 class HttpProtocol:
     """One HTTP/1.1 connection's protocol state.
@@ -542,7 +372,7 @@ class HttpProtocol:
     ``held`` (it calls ``driver.hold()``): the requests that follow are queued
     until the driver has sent the output and calls ``resume()``."""
 
-    __slots__ = ("ctx", "closing", "linger", "deadline", "state", "_p", "_out", "_requests", "peer",
+    __slots__ = ("ctx", "closing", "linger", "deadline", "state", "_p", "_out", "peer",
                  "driver", "_pending", "_stopped", "_paused", "held")
 
     def __init__(self, ctx: HttpContext, peer=None, driver=None):
@@ -555,7 +385,6 @@ class HttpProtocol:
         self.deadline = ctx.clock() + ctx.config.header_timeout
         self._p: _Parser | None = None
         self._out: list | None = None
-        self._requests = 0
         self._pending: deque | None = None     # requests (or an error status) waiting their turn
         self._stopped = False                   # nothing more is parsed (an error is queued)
         self._paused = False
@@ -676,82 +505,20 @@ class HttpProtocol:
 
     # --- requests and responses -----------------------------------------------------
 
-    def _complete(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
-                  keep_alive: bool, trailers=()) -> None:
-        """A whole request has arrived: route it, or queue it behind one in the pool.
+    # --- the subclass's part: what to do with a request -------------------------------
 
-        The hot path of every request: a handler that answers at once with an
-        in-memory body is answered here, the rest goes through ``_dispatch``."""
-        ctx = self.ctx
-        requests = self._requests = self._requests + 1
-        ctx.requests += 1
-        if requests >= ctx.keepalive_requests or ctx.draining:
-            keep_alive = False
-        elif keep_alive and version == "1.1":
-            # the commonest answer of all: a constant, kept alive, for a target
-            # that is its path exactly (no query, no escapes to decode). The
-            # whole response (head and body) is built once per second.
-            response = ctx.router.constants.get(target)
-            if (response is not None and ctx.access_log is None and method != b"HEAD"
-                    and self.state != WAITING and not self._pending):
-                whole = ctx._constant_out.get(response)
-                if whole is None:
-                    whole = ctx._constant_out[response] = ctx.head(
-                        response.status, response.content_type, response.length, response.headers,
-                        True, False) + response.body
-                self._out.append(whole)
-                if self.state != IDLE:
-                    self._set_state(IDLE)
-                self.deadline = ctx.clock() + ctx.keepalive_timeout
-                return
-        path, _, query = target.partition(b"?")
-        if path[:1] != b"/" and b"://" in path:
-            # absolute-form (RFC 9112 3.2.2): route by its path
-            authority_and_path = path.partition(b"://")[2]
-            slash = authority_and_path.find(b"/")
-            path = authority_and_path[slash:] if slash >= 0 else b"/"
-        if 37 in path:  # b"%" (an int is found with memchr, much faster than a bytes needle)
-            path = unquote_to_bytes(path)
-        fast = not (self.state == WAITING or self._pending or ctx.access_log is not None or method == b"HEAD")
-        router = ctx.router
-        response = router.constants.get(path) if fast else None
-        if response is None:
-            request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer, trailers)
-            if self.state == WAITING or self._pending:
-                self._queue(request)
-                return
-            if self.state != IDLE:  # the request has been read, whether in one piece or several
-                self._set_state(IDLE)
-            found = router.exact.get(path)
-            if found is None or found[1] or not fast:
-                self._dispatch(request)
-                return
-            try:
-                response = found[0](request)
-            except Exception:
-                log.exception("handler for %s failed", path.decode("latin-1"))
-                response = None
-            if type(response) is not Response or response.file is not None or not response.length:
-                self._handled(request, response)
-                return
-        extra = response.headers
-        if extra and type(extra) is not tuple:
-            self._handled(request, response)
-            return
-        http10 = version == "1.0"
-        key = (response.status, response.content_type, response.length, keep_alive, http10, extra)
-        head = ctx._heads.get(key)
-        if head is None:
-            head = ctx.head(response.status, response.content_type, response.length, extra, keep_alive, http10)
-        self._out.append(head + response.body)
-        if keep_alive:
-            if self.state != IDLE:
-                self._set_state(IDLE)
-            self.deadline = ctx.clock() + ctx.keepalive_timeout
-            if len(self._out) >= BURST:
-                self._hold()
-        else:
-            self._finish()
+    def on_request(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
+                   keep_alive: bool, trailers=()) -> None:
+        """A whole request has arrived (called by the parser, mid-``data_received``):
+        answer it with ``write_response``, or ``wait()`` for its answer, or
+        ``_queue`` a ``Request`` while an earlier one is still ``WAITING``."""
+        raise NotImplementedError
+
+    def dispatch(self, request: Request) -> None:
+        """A queued request's turn has come (the one before it is answered)."""
+        raise NotImplementedError
+
+    # --- flow control: requests in order, output in bounded bursts ----------------------
 
     def _queue(self, item) -> None:
         if self._pending is None:
@@ -761,88 +528,15 @@ class HttpProtocol:
             self._paused = True
             self.driver.pause_reading()
 
-    def _dispatch(self, request: Request) -> None:
-        router = self.ctx.router
-        if request.path[:1] != b"/":  # llhttp lets only "*" (asterisk-form) through here
-            self._asterisk(request)
-            return
-        found = router.exact.get(request.path) or router.resolve(request.path)
-        if found is None:
-            self._answer(request, None, 404)
-            return
-        handler, blocking = found
-        if blocking:
-            self._offload(request, handler)
-            return
-        self._handled(request, self._call(request, handler))
-
-    def _asterisk(self, request: Request) -> None:
-        """``OPTIONS *`` asks about the server itself (RFC 9110 9.3.7): 200 and
-        the methods it serves. Asterisk-form with any other method is a bad
-        request (RFC 9112 3.2.4): 400 and close."""
-        if request.method == b"OPTIONS" and request.target == b"*":
-            self._answer(request, _OPTIONS_ANY)
-            return
-        request.keep_alive = False
-        self.linger = True
-        self._answer(request, None, 400)
-
-    def _handled(self, request: Request, response) -> None:
-        """What an inline handler returned: answer it, or hand it to the pool."""
-        if type(response) is Offload:
-            self._offload(request, response.fn)
-        else:
-            self._answer(request, response, 500)
-
-    @staticmethod
-    def _call(request: Request, fn):
-        """``fn(request)`` here and now: a Response or an Offload, or None
-        (logged) when it raised or returned something else."""
-        try:
-            response = fn(request)
-        except Exception:
-            log.exception("handler for %s failed", request.path.decode("latin-1"))
-            return None
-        if isinstance(response, (Response, Offload)):
-            return response
-        log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
-        return None
-
-    def _offload(self, request: Request, fn) -> None:
-        submit = self.ctx.submit
-        if submit is None:  # no pool (threads = 0, or a test): run it here
-            response = self._call(request, fn)
-            self._answer(request, response if type(response) is Response else None, 500)
-            return
-        if not submit(fn, request, lambda response, exc: self._on_result(request, response, exc)):
-            self._answer(request, None, 503)  # the pool's queue is full
-            return
+    def wait(self) -> None:
+        """The answer to the current request is computed elsewhere (the thread
+        pool): requests that follow queue, and reading stops meanwhile."""
         self._set_state(WAITING)
         self.deadline = 0.0
         if not self._paused and self.driver is not None:
             # read no more meanwhile: what the client sends waits in the kernel's buffer
             self._paused = True
             self.driver.pause_reading()
-
-    def _on_result(self, request: Request, response, exc) -> None:
-        """The pool's answer to ``request``, on the reactor thread."""
-        if self.state != WAITING:  # the connection went away meanwhile
-            if isinstance(response, Response) and response.file is not None:
-                response.file.close()
-            return
-        self._out = []
-        self._set_state(IDLE)
-        if exc is not None:
-            log.error("handler for %s failed in the thread pool", request.path.decode("latin-1"), exc_info=exc)
-            response = None
-        elif not isinstance(response, Response):
-            log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
-            response = None
-        self._answer(request, response, 500)
-        self._run_pending()
-        out = self._take()
-        if self.driver is not None:
-            self.driver.deliver(out)
 
     def _run_pending(self) -> None:
         """Answer the requests queued behind a pooled or held one, up to the
@@ -856,7 +550,7 @@ class HttpProtocol:
                 else:
                     self.connection_lost()
             else:
-                self._dispatch(item)
+                self.dispatch(item)
         if not pending:
             self._pending = None
             if self._paused and self.state != WAITING:
@@ -897,8 +591,10 @@ class HttpProtocol:
         self._run_pending()
         return self._take()
 
-    def _answer(self, request: Request, response: Response | None, status: int = 0) -> None:
-        """Queue ``response`` (or, when it is None, an error page for ``status``) and move on."""
+    def write_response(self, request: Request, response: Response | None, status: int = 0) -> tuple[int, int]:
+        """Queue ``response`` (or, when it is None, an error page for ``status``)
+        and move on: keep alive, close, or hold. Returns the status and the
+        length of the content sent (for the access log)."""
         ctx = self.ctx
         head_only = request.method == b"HEAD"
         http10 = request.version == "1.0"
@@ -928,8 +624,6 @@ class HttpProtocol:
                 hold = True  # after it: one file body at a time per connection
             else:
                 self._out.append(head + response.body)
-        if ctx.access_log is not None:
-            ctx.access_log.log(request, status, length)
         if not request.keep_alive:
             self._finish()
         elif self.state != WAITING:
@@ -937,6 +631,7 @@ class HttpProtocol:
             self.deadline = ctx.clock() + ctx.keepalive_timeout
             if hold or len(self._out) >= BURST or (length > 4096 and self._out_bytes() > ctx.config.high_water):
                 self._hold()
+        return status, length
 
     # --- helpers ---------------------------------------------------------------
 
@@ -1052,3 +747,4 @@ class HttpProtocol:
         self.closing = True
         self.deadline = 0.0
         self._pending = None
+
