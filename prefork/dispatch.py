@@ -87,9 +87,20 @@ class HttpServerContext(HttpContext):
         self.submit: Callable | None = None
         self._constant_out: dict[Response, bytes] = {}  # constant responses of this second, kept alive
         self.requests = 0  # counter, for status
-        self.access_log = None  # an AccessLog, or None when off
+        self._access_log = None
         self.draining = False   # graceful stop: no more keep-alive
         super().__init__(config, clock)
+
+    @property
+    def access_log(self):
+        """An AccessLog, or None when off. Set, it is told of every response
+        written (``on_response``), and constant routes leave their fast path."""
+        return self._access_log
+
+    @access_log.setter
+    def access_log(self, access_log) -> None:
+        self._access_log = access_log
+        self.on_response = None if access_log is None else access_log.log
 
     def refresh_date(self, now: float | None = None) -> bool:
         if not super().refresh_date(now):
@@ -123,7 +134,7 @@ class HttpServerProtocol(HttpProtocol):
             # that is its path exactly (no query, no escapes to decode). The
             # whole response (head and body) is built once per second.
             response = ctx.router.constants.get(target)
-            if (response is not None and ctx.access_log is None and method != b"HEAD"
+            if (response is not None and ctx.on_response is None and method != b"HEAD"
                     and self.state != WAITING and not self._pending):
                 whole = ctx._constant_out.get(response)
                 if whole is None:
@@ -143,7 +154,7 @@ class HttpServerProtocol(HttpProtocol):
             path = authority_and_path[slash:] if slash >= 0 else b"/"
         if 37 in path:  # b"%" (an int is found with memchr, much faster than a bytes needle)
             path = unquote_to_bytes(path)
-        fast = not (self.state == WAITING or self._pending or ctx.access_log is not None or method == b"HEAD")
+        fast = not (self.state == WAITING or self._pending or ctx.on_response is not None or method == b"HEAD")
         router = ctx.router
         response = router.constants.get(path) if fast else None
         if response is None:
@@ -191,7 +202,7 @@ class HttpServerProtocol(HttpProtocol):
             return
         found = router.exact.get(request.path) or router.resolve(request.path)
         if found is None:
-            self._answer(request, None, 404)
+            self.write_response(request, None, 404)
             return
         handler, blocking = found
         if blocking:
@@ -204,18 +215,18 @@ class HttpServerProtocol(HttpProtocol):
         the methods it serves. Asterisk-form with any other method is a bad
         request (RFC 9112 3.2.4): 400 and close."""
         if request.method == b"OPTIONS" and request.target == b"*":
-            self._answer(request, _OPTIONS_ANY)
+            self.write_response(request, _OPTIONS_ANY)
             return
         request.keep_alive = False
         self.linger = True
-        self._answer(request, None, 400)
+        self.write_response(request, None, 400)
 
     def _handled(self, request: Request, response) -> None:
         """What an inline handler returned: answer it, or hand it to the pool."""
         if type(response) is Offload:
             self._offload(request, response.fn)
         else:
-            self._answer(request, response, 500)
+            self.write_response(request, response, 500)
 
     @staticmethod
     def _call(request: Request, fn):
@@ -235,10 +246,10 @@ class HttpServerProtocol(HttpProtocol):
         submit = self.ctx.submit
         if submit is None:  # no pool (threads = 0, or a test): run it here
             response = self._call(request, fn)
-            self._answer(request, response if type(response) is Response else None, 500)
+            self.write_response(request, response if type(response) is Response else None, 500)
             return
         if not submit(fn, request, lambda response, exc: self._on_result(request, response, exc)):
-            self._answer(request, None, 503)  # the pool's queue is full
+            self.write_response(request, None, 503)  # the pool's queue is full
             return
         self.wait()
 
@@ -256,15 +267,8 @@ class HttpServerProtocol(HttpProtocol):
         elif not isinstance(response, Response):
             log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
             response = None
-        self._answer(request, response, 500)
+        self.write_response(request, response, 500)
         self._run_pending()
         out = self._take()
         if self.driver is not None:
             self.driver.deliver(out)
-
-    def _answer(self, request: Request, response: Response | None, status: int = 0) -> None:
-        """Write ``response`` (or an error page for ``status``) and log it."""
-        status, length = self.write_response(request, response, status)
-        access_log = self.ctx.access_log
-        if access_log is not None:
-            access_log.log(request, status, length)

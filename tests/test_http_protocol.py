@@ -1206,6 +1206,36 @@ def test_requests_counter():
     assert ctx.requests == 3
 
 
+def test_access_log_is_told_of_every_response_written():
+    """The dispatcher wires its access log to the protocol's ``on_response``:
+    constant routes, inline handlers, 404s, HEADs and pooled answers are all
+    logged (a constant route leaves its fast path for it); a bad request's
+    400, which ends the connection unparsed, is not."""
+    class Log:
+        def __init__(self):
+            self.lines = []
+
+        def log(self, request, status, length):
+            self.lines.append((request.method, request.target, status, length))
+
+    ctx = make_ctx(routes={**default_routes(), b"/pooled": lambda r: Offload(lambda r: Response(201, b"made"))})
+    ctx.access_log = access = Log()
+    assert ctx.on_response == access.log
+    proto = HttpServerProtocol(ctx)
+    out = proto.data_received(get() + get(b"/json") + get(b"/nope") + get(method=b"HEAD") + get(b"/pooled"))
+    assert statuses(parse_responses(out, head_only={3})) == [200, 200, 404, 200, 201]
+    assert access.lines == [(b"GET", b"/plaintext", 200, len(PLAINTEXT_BODY)),
+                            (b"GET", b"/json", 200, len(JSON_BODY)),
+                            (b"GET", b"/nope", 404, access.lines[2][3]),
+                            (b"HEAD", b"/plaintext", 200, 0),
+                            (b"GET", b"/pooled", 201, 4)]
+    assert access.lines[2][3] > 0
+    proto.data_received(b"BAD\r\n\r\n")
+    assert len(access.lines) == 5 and proto.closing
+    ctx.access_log = None
+    assert ctx.on_response is None
+
+
 def test_memoryview_and_bytearray_input():
     proto = make_proto()
     data = get() + post(b"abc")

@@ -59,6 +59,9 @@ class HttpContext:
         self.keepalive_requests = config.keepalive_requests
         self.keepalive_timeout = config.keepalive_timeout
         self.retry_after = b"1"
+        # on_response(request, status, length), called for each response written
+        # (not for the error that ends a bad request): the dispatcher's access log
+        self.on_response: Callable | None = None
         self.clock = clock
         self.server_line = b"Server: " + config.server_header.encode("latin-1") + b"\r\n"
         self.date_line = b""
@@ -361,10 +364,10 @@ class HttpProtocol:
         self._run_pending()
         return self._take()
 
-    def write_response(self, request: Request, response: Response | None, status: int = 0) -> tuple[int, int]:
+    def write_response(self, request: Request, response: Response | None, status: int = 0) -> None:
         """Queue ``response`` (or, when it is None, an error page for ``status``)
-        and move on: keep alive, close, or hold. Returns the status and the
-        length of the content sent (for the access log)."""
+        and move on: keep alive, close, or hold. ``ctx.on_response``, when set,
+        is told the request, the status and the length of the content sent."""
         ctx = self.ctx
         head_only = request.method == b"HEAD"
         http10 = request.version == "1.0"
@@ -394,6 +397,8 @@ class HttpProtocol:
                 hold = True  # after it: one file body at a time per connection
             else:
                 self._out.append(head + response.body)
+        if ctx.on_response is not None:
+            ctx.on_response(request, status, length)
         if not request.keep_alive:
             self._finish()
         elif self.state != WAITING:
@@ -401,7 +406,6 @@ class HttpProtocol:
             self.deadline = ctx.clock() + ctx.keepalive_timeout
             if hold or len(self._out) >= BURST or (length > 4096 and self._out_bytes() > ctx.config.high_water):
                 self._hold()
-        return status, length
 
     # --- helpers ---------------------------------------------------------------
 
