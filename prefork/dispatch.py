@@ -112,11 +112,7 @@ class HttpServerContext(HttpContext):
 class HttpServerProtocol(HttpProtocol):
     """One HTTP/1.1 connection, serving the worker's routes."""
 
-    __slots__ = ("_requests",)
-
-    def __init__(self, ctx: HttpServerContext, peer=None, driver=None):
-        super().__init__(ctx, peer, driver)
-        self._requests = 0
+    __slots__ = ()  # an idle connection costs what the protocol's slots do, no more
 
     def on_request(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
                   keep_alive: bool, trailers=()) -> None:

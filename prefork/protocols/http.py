@@ -145,7 +145,7 @@ class HttpProtocol:
     What a request gets for an answer is a subclass's business: it implements
     ``on_request`` and ``dispatch`` (``prefork.dispatch.HttpServerProtocol``)."""
 
-    __slots__ = ("ctx", "closing", "linger", "deadline", "state", "_p", "_out", "peer",
+    __slots__ = ("ctx", "closing", "linger", "deadline", "state", "_p", "_out", "_requests", "peer",
                  "driver", "_pending", "_stopped", "_paused", "held")
 
     def __init__(self, ctx: HttpContext, peer=None, driver=None):
@@ -158,6 +158,7 @@ class HttpProtocol:
         self.deadline = ctx.clock() + ctx.config.header_timeout
         self._p: Parser | None = None
         self._out: list | None = None
+        self._requests = 0   # requests on this connection (keepalive_requests)
         self._pending: deque | None = None     # requests (or an error status) waiting their turn
         self._stopped = False                   # nothing more is parsed (an error is queued)
         self._paused = False
