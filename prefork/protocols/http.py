@@ -277,8 +277,6 @@ class HttpProtocol:
         self.connection_lost()
         return b""
 
-    # --- requests and responses -----------------------------------------------------
-
     # --- the subclass's part: what to do with a request -------------------------------
 
     def on_request(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
