@@ -72,7 +72,7 @@ def run(case: str, requests: int, batch: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="prefork-bench proto", description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=16, help="pipelined requests per read (1 = keep-alive)")
     parser.add_argument("--rounds", type=int, default=5)
