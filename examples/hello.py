@@ -11,7 +11,7 @@ Route it in the config::
     handler = "examples.hello:slow"
     blocking = true          # runs in the worker's thread pool
 
-A handler takes a ``prefork.protocols.http.Request`` (method, path, query,
+A handler takes a ``prefork.messages.Request`` (method, path, query,
 headers, body) and returns a ``Response`` (status, body, content type,
 headers).
 """
@@ -20,7 +20,7 @@ import json
 import time
 from urllib.parse import parse_qs
 
-from prefork.protocols.http import Request, Response
+from prefork.messages import Request, Response
 
 
 def hello(request: Request) -> Response:

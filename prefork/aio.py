@@ -26,7 +26,7 @@ from collections import deque
 from typing import Any, Callable
 
 from .driver import HELD, HIGH_WATER, LINGERING, PAUSED, BaseDriver, Host
-from .protocols.http import FileChunk
+from .messages import FileChunk
 
 FILE_PIECE = 256 * 1024
 

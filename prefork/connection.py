@@ -17,7 +17,7 @@ import socket
 from collections import deque
 
 from .driver import HELD, HIGH_WATER, LINGERING, PAUSED, PAUSED_EOF, AcceptorHost, BaseDriver, Host
-from .protocols.http import FileChunk
+from .messages import FileChunk
 from .reactor import READABLE, WHEN, WRITABLE
 
 log = logging.getLogger("prefork.worker")

@@ -20,7 +20,7 @@ from .connection import Acceptor, Connection
 from .logs import AccessLog, reopen_error_log
 from .pool import ThreadPool
 from .protocols.echo import EchoProtocol
-from .protocols.http import HttpContext, HttpProtocol
+from .dispatch import HttpServerContext, HttpServerProtocol
 from .reactor import Reactor
 from .scoreboard import (ACCEPTED, ACTIVE, HANDLED, READING, READY, REQUESTS, SLOT, WAITING, WRITING,
                          Scoreboard)
@@ -136,7 +136,7 @@ class Worker:
             self.pool = ThreadPool(self.reactor.call_soon_threadsafe, server.threads, server.queue,
                                    name=f"worker{index}-pool")
         app = AppContext(config, supervisor.scoreboard if supervisor else None, self)
-        self.http = HttpContext(config.http, build_router(config, app), clock=self.reactor.clock)
+        self.http = HttpServerContext(config.http, build_router(config, app), clock=self.reactor.clock)
         if self.pool is not None:
             self.http.submit = self.pool.submit
         if config.log.access_log:
@@ -147,7 +147,7 @@ class Worker:
             # one socket polled by every worker: wake only one of them
             exclusive = shared or listen.address.family == "unix"
             if listen.protocol == "http":
-                factory, ctx = HttpProtocol, self.http
+                factory, ctx = HttpServerProtocol, self.http
             else:
                 factory, ctx = EchoProtocol, None
             self.acceptors.append(Acceptor(self, sock, factory, ctx, listen.name or str(listen.address),

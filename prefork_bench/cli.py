@@ -43,6 +43,7 @@ PROGRAMS = {
     "tfb": ("tfb.cli", "TechEmpower test types: prefork against uvicorn (bench/tfb.py)"),
     "backends": ("backends.cli", "prefork's epoll, uvloop and asyncio backends (bench/backends.py)"),
     "reload": ("reload.cli", "errors under reloads and kills, connection spread (bench/reload.py)"),
+    "proto": ("protobench", "microseconds per request through the HTTP protocol alone, no sockets"),
 }
 
 

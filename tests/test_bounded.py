@@ -15,7 +15,9 @@ import pytest
 
 from conftest import Client
 from prefork.protocols import http as http_mod
-from prefork.protocols.http import WAITING, FileChunk, HttpProtocol, Offload, Response
+from prefork.dispatch import HttpServerProtocol
+from prefork.messages import FileChunk, Offload, Response
+from prefork.protocols.http import WAITING
 from prefork.apps.builtin import default_routes
 from test_http_protocol import get, make_ctx, parse_responses
 
@@ -47,7 +49,7 @@ def proto_with(routes, **limits):
     jobs = []
     ctx.submit = lambda fn, arg, done: jobs.append((fn, arg, done)) or True
     driver = Driver()
-    proto = HttpProtocol(ctx, peer=("127.0.0.1", 1), driver=driver)
+    proto = HttpServerProtocol(ctx, peer=("127.0.0.1", 1), driver=driver)
     return proto, driver, jobs
 
 

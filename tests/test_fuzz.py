@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from prefork.apps.builtin import default_routes
 from prefork.config import HttpConfig
-from prefork.protocols.http import HttpContext, HttpProtocol, Offload, Response
+from prefork.dispatch import HttpServerContext, HttpServerProtocol
+from prefork.messages import Offload, Response
 
 VALID = [
     b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -29,13 +30,13 @@ SEPARATORS = [b"\r\n", b"\n", b"\r", b" ", b":", b"\x00", b"\t", b",", b";", b"0
               b"\xff", b"%", b"%zz"]
 
 
-def make_protocol() -> HttpProtocol:
+def make_protocol() -> HttpServerProtocol:
     routes = dict(default_routes())
     routes[b"/echo"] = lambda req: Response(200, req.body)
     routes[b"/slow"] = lambda req: Offload(lambda r: Response(200, b"later"))
     routes[b"/boom"] = lambda req: 1 / 0
-    ctx = HttpContext(HttpConfig(max_body=64, max_request_line=128, max_header_bytes=256, max_headers=8), routes)
-    return HttpProtocol(ctx, peer=("127.0.0.1", 1))
+    ctx = HttpServerContext(HttpConfig(max_body=64, max_request_line=128, max_header_bytes=256, max_headers=8), routes)
+    return HttpServerProtocol(ctx, peer=("127.0.0.1", 1))
 
 
 def check_responses(out: bytes) -> None:
@@ -66,7 +67,7 @@ def check_responses(out: bytes) -> None:
             out = rest
 
 
-def run(proto: HttpProtocol, pieces: list[bytes]) -> None:
+def run(proto: HttpServerProtocol, pieces: list[bytes]) -> None:
     said = b""
     for piece in pieces:
         closed_before = proto.closing

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from prefork.protocols.http import BODY, HttpProtocol, Offload, Response
+from prefork.dispatch import HttpServerProtocol
+from prefork.messages import Offload, Response
+from prefork.protocols.http import BODY
 from test_http_protocol import (FEEDERS, Clock, assert_json, assert_plaintext, echo_routes, get, make_ctx,
                                 make_proto, parse_responses, statuses)
 
@@ -229,7 +231,7 @@ def pooled(routes=None):
     ctx = make_ctx(routes=routes)
     ctx.submit = lambda fn, arg, done: jobs.append((fn, arg, done)) or True
     driver = Driver()
-    proto = HttpProtocol(ctx, peer=("127.0.0.1", 1), driver=driver)
+    proto = HttpServerProtocol(ctx, peer=("127.0.0.1", 1), driver=driver)
 
     def run():
         fn, arg, done = jobs.pop(0)

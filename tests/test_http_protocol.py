@@ -1,4 +1,5 @@
-"""Unit tests for the sans-IO HTTP/1.1 protocol (prefork/protocols/http.py)
+"""Unit tests for the sans-IO HTTP/1.1 protocol (prefork/protocols/http.py, with
+the dispatcher of prefork/dispatch.py over it)
 and the echo protocol: bytes in, bytes out, no sockets.
 
 Every request is fed whole, byte by byte and pipelined (split at every
@@ -17,10 +18,12 @@ import pytest
 
 from prefork.apps.builtin import default_routes
 from prefork.config import HttpConfig
+from prefork import dispatch
+from prefork.dispatch import HttpServerContext, HttpServerProtocol
+from prefork.messages import Offload, Request, Response, constant
 from prefork.protocols import http as http_mod
 from prefork.protocols.echo import EchoProtocol
-from prefork.protocols.http import (BODY, CLOSED, HEAD, IDLE, HttpContext, HttpProtocol, Offload, Request,
-                                    Response)
+from prefork.protocols.http import BODY, CLOSED, HEAD, IDLE
 
 PLAINTEXT_BODY = b"Hello, World!"
 JSON_BODY = b'{"message":"Hello, World!"}'
@@ -97,17 +100,17 @@ def statuses(responses: list[Resp]) -> list[int]:
     return [r.status for r in responses]
 
 
-def make_ctx(clock=None, routes=None, **limits) -> HttpContext:
+def make_ctx(clock=None, routes=None, **limits) -> HttpServerContext:
     config = dataclasses.replace(HttpConfig(), **limits)
     if routes is None:
         routes = default_routes()
     if clock is None:
-        return HttpContext(config, routes)
-    return HttpContext(config, routes, clock=clock)
+        return HttpServerContext(config, routes)
+    return HttpServerContext(config, routes, clock=clock)
 
 
-def make_proto(clock=None, routes=None, **limits) -> HttpProtocol:
-    return HttpProtocol(make_ctx(clock, routes, **limits), peer=("127.0.0.1", 12345))
+def make_proto(clock=None, routes=None, **limits) -> HttpServerProtocol:
+    return HttpServerProtocol(make_ctx(clock, routes, **limits), peer=("127.0.0.1", 12345))
 
 
 def feed_whole(proto, data: bytes) -> bytes:
@@ -293,7 +296,7 @@ PIPELINE = (
 )
 
 
-def check_pipeline(out: bytes, proto: HttpProtocol, seen: list[Request]):
+def check_pipeline(out: bytes, proto: HttpServerProtocol, seen: list[Request]):
     rs = parse_responses(out, head_only={5})
     assert statuses(rs) == [200, 200, 200, 200, 404, 200, 200]
     assert_plaintext(rs[0])
@@ -454,7 +457,7 @@ def test_version_and_connection_header_decide_keep_alive(version, header, keep, 
 
 def test_whole_request_is_never_reading_a_split_one_is():
     ctx = make_ctx()
-    whole, split = HttpProtocol(ctx), HttpProtocol(ctx)
+    whole, split = HttpServerProtocol(ctx), HttpServerProtocol(ctx)
     whole.data_received(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
     assert whole.state == IDLE and ctx.reading == 0
     split.data_received(b"GET /plaintext HTTP/1.1\r\n")
@@ -1098,7 +1101,7 @@ def test_eof_mid_request_drops_it():
 
 def test_parser_returned_to_pool_after_request():
     ctx = make_ctx()
-    proto = HttpProtocol(ctx)
+    proto = HttpServerProtocol(ctx)
     assert proto._p is None and ctx.parser_pool == []
     proto.data_received(get()[:10])
     assert proto._p is not None
@@ -1114,7 +1117,7 @@ def test_parser_reused_across_sequential_connections():
     ctx = make_ctx()
     first = None
     for i in range(50):
-        proto = HttpProtocol(ctx)
+        proto = HttpServerProtocol(ctx)
         [r] = parse_responses(proto.data_received(get(b"/json" if i % 2 else b"/plaintext")))
         assert r.status == 200
         assert len(ctx.parser_pool) == 1
@@ -1126,7 +1129,7 @@ def test_parser_reused_across_sequential_connections():
 def test_parser_pool_is_bounded():
     ctx = make_ctx()
     n = ctx.parser_pool_max + 50
-    protos = [HttpProtocol(ctx) for _ in range(n)]
+    protos = [HttpServerProtocol(ctx) for _ in range(n)]
     for proto in protos:
         proto.data_received(get()[:5])   # every connection holds a parser
     assert ctx.parser_pool == []
@@ -1139,28 +1142,28 @@ def test_parser_pool_is_bounded():
 
 def test_parser_not_pooled_after_error_or_close():
     ctx = make_ctx()
-    HttpProtocol(ctx).data_received(b"GARBAGE\r\n\r\n")
+    HttpServerProtocol(ctx).data_received(b"GARBAGE\r\n\r\n")
     assert ctx.parser_pool == []
-    HttpProtocol(ctx).data_received(get(headers=b"Connection: close\r\n"))
+    HttpServerProtocol(ctx).data_received(get(headers=b"Connection: close\r\n"))
     assert ctx.parser_pool == []
-    HttpProtocol(ctx).data_received(get(version=b"1.0", host=False))
+    HttpServerProtocol(ctx).data_received(get(version=b"1.0", host=False))
     assert ctx.parser_pool == []
 
 
 def test_pooled_parser_state_does_not_leak_between_connections():
     routes, seen = echo_routes()
     ctx = make_ctx(routes=routes)
-    a = HttpProtocol(ctx)
+    a = HttpServerProtocol(ctx)
     a.data_received(get(version=b"1.0", host=False, headers=b"Connection: keep-alive\r\n"))
     assert len(ctx.parser_pool) == 1
     # an HTTP/1.0 request without keep-alive on another connection must close
-    b = HttpProtocol(ctx)
+    b = HttpServerProtocol(ctx)
     [r] = parse_responses(b.data_received(get(version=b"1.0", host=False)))
     assert r.headers["connection"] == "close" and b.closing
     # a body on one connection does not show up on the next
-    c = HttpProtocol(ctx)
+    c = HttpServerProtocol(ctx)
     c.data_received(post(b"secret", path=b"/echo"))
-    d = HttpProtocol(ctx)
+    d = HttpServerProtocol(ctx)
     [r] = parse_responses(d.data_received(get(b"/echo?q")))
     assert r.body == b"" and r.headers["x-method"] == "GET" and r.headers["x-query"] == "q"
     assert seen[-1].headers == [(b"Host", b"example.com")]
@@ -1169,7 +1172,7 @@ def test_pooled_parser_state_does_not_leak_between_connections():
 
 def test_idle_connection_holds_no_parser_between_pipelined_calls():
     ctx = make_ctx()
-    proto = HttpProtocol(ctx)
+    proto = HttpServerProtocol(ctx)
     out = proto.data_received(get() * 3)
     assert len(parse_responses(out)) == 3
     assert proto._p is None
@@ -1191,16 +1194,46 @@ def test_refresh_date():
     assert ctx.date_line == b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
     ctx.refresh_date(784111777.9)
     assert ctx.date_line == b"Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
-    proto = HttpProtocol(ctx)
+    proto = HttpServerProtocol(ctx)
     [r] = parse_responses(proto.data_received(get()))
     assert r.headers["date"] == "Sun, 06 Nov 1994 08:49:37 GMT"
 
 
 def test_requests_counter():
     ctx = make_ctx()
-    HttpProtocol(ctx).data_received(get() + get(b"/nope"))
-    HttpProtocol(ctx).data_received(get(b"/json"))
+    HttpServerProtocol(ctx).data_received(get() + get(b"/nope"))
+    HttpServerProtocol(ctx).data_received(get(b"/json"))
     assert ctx.requests == 3
+
+
+def test_access_log_is_told_of_every_response_written():
+    """The dispatcher wires its access log to the protocol's ``on_response``:
+    constant routes, inline handlers, 404s, HEADs and pooled answers are all
+    logged (a constant route leaves its fast path for it); a bad request's
+    400, which ends the connection unparsed, is not."""
+    class Log:
+        def __init__(self):
+            self.lines = []
+
+        def log(self, request, status, length):
+            self.lines.append((request.method, request.target, status, length))
+
+    ctx = make_ctx(routes={**default_routes(), b"/pooled": lambda r: Offload(lambda r: Response(201, b"made"))})
+    ctx.access_log = access = Log()
+    assert ctx.on_response == access.log
+    proto = HttpServerProtocol(ctx)
+    out = proto.data_received(get() + get(b"/json") + get(b"/nope") + get(method=b"HEAD") + get(b"/pooled"))
+    assert statuses(parse_responses(out, head_only={3})) == [200, 200, 404, 200, 201]
+    assert access.lines == [(b"GET", b"/plaintext", 200, len(PLAINTEXT_BODY)),
+                            (b"GET", b"/json", 200, len(JSON_BODY)),
+                            (b"GET", b"/nope", 404, access.lines[2][3]),
+                            (b"HEAD", b"/plaintext", 200, 0),
+                            (b"GET", b"/pooled", 201, 4)]
+    assert access.lines[2][3] > 0
+    proto.data_received(b"BAD\r\n\r\n")
+    assert len(access.lines) == 5 and proto.closing
+    ctx.access_log = None
+    assert ctx.on_response is None
 
 
 def test_memoryview_and_bytearray_input():
@@ -1247,7 +1280,7 @@ def test_echo_timeout_closes_quietly():
 
 def test_reading_count_follows_requests_through_every_ending():
     ctx = make_ctx()
-    protos = [HttpProtocol(ctx) for _ in range(6)]
+    protos = [HttpServerProtocol(ctx) for _ in range(6)]
     head = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n"
     for p in protos:
         p.data_received(head)
@@ -1257,7 +1290,7 @@ def test_reading_count_follows_requests_through_every_ending():
     protos[2].timeout(protos[2].deadline + 1)               # 408
     protos[3].connection_lost()                             # the client went away
     assert ctx.reading == 2
-    body = HttpProtocol(ctx)
+    body = HttpServerProtocol(ctx)
     body.data_received(b"POST /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
     assert body.state == BODY and ctx.reading == 3
     body.data_received(b"cd")
@@ -1273,7 +1306,7 @@ def test_pooled_count_follows_offloaded_requests():
     jobs = []
     ctx = make_ctx(routes={b"/slow": lambda req: Offload(lambda r: Response(200, b"ok"))})
     ctx.submit = lambda fn, arg, done: jobs.append((fn, arg, done)) or True
-    a, b = HttpProtocol(ctx), HttpProtocol(ctx)
+    a, b = HttpServerProtocol(ctx), HttpServerProtocol(ctx)
     for p in (a, b):
         p.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
     assert ctx.pooled == 2 and ctx.reading == 0
@@ -1291,9 +1324,9 @@ def test_pooled_count_follows_offloaded_requests():
 
 
 def test_constant_routes_only_plain_paths_and_every_spelling_of_the_target():
-    ok = http_mod.Response(200, b"Hello, World!", b"text/plain")
-    router = http_mod.Router({b"/plaintext": http_mod.constant(ok),
-                              b"/a%41": http_mod.constant(http_mod.Response(200, b"escaped key")),
+    ok = Response(200, b"Hello, World!", b"text/plain")
+    router = dispatch.Router({b"/plaintext": constant(ok),
+                              b"/a%41": constant(Response(200, b"escaped key")),
                               b"/called": lambda req: ok})
     assert set(router.constants) == {b"/plaintext"}  # "/a%41" would shadow the decoded path "/aA"
     proto = make_proto(routes=router)
@@ -1310,7 +1343,7 @@ def test_constant_response_follows_the_date_and_the_request():
     now = [1_000_000.0]
     ctx = make_ctx()
     ctx.refresh_date(now[0])
-    proto = HttpProtocol(ctx)
+    proto = HttpServerProtocol(ctx)
     [r1] = parse_responses(proto.data_received(get()))
     ctx.refresh_date(now[0] + 1)
     [r2] = parse_responses(proto.data_received(get()))

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..config import Config, ConfigError, RouteConfig
-from ..protocols.http import Handler, Router
+from ..dispatch import Router
+from ..messages import Handler
 
 
 @dataclass

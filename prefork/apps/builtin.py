@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from ..protocols.http import Handler, Request, Response, constant
+from ..messages import Handler, Request, Response, constant
 
 # The same response every time (the protocol never mutates a Response), which
 # TechEmpower's plaintext rules allow: the router answers it without a Request.

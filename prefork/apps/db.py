@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..config import sqlite_path  # noqa: F401  (its home is config: the privileges check reads it)
-from ..protocols.http import Offload, Request, Response
+from ..messages import Offload, Request, Response
 
 log = logging.getLogger("prefork.worker")
 

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote_from_bytes
 
-from ..protocols.http import FileChunk, Offload, Request, Response
+from ..messages import FileChunk, Offload, Request, Response
 
 CACHE_BYTES = 8 << 20  # memory for cached small bodies, per worker
 _CONDITIONAL_LENGTHS = frozenset((5, 8, 13, 17))  # range, if-range, if-none-match, if-modified-since

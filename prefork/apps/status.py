@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from ..protocols.http import Request, Response
+from ..messages import Request, Response
 from ..scoreboard import (ACCEPTED, ACTIVE, FIELDS, GENERATION, HANDLED, PID, READING, REQUESTS, SLOT, WAITING,
                           WRITING)
 

@@ -1,97 +1,44 @@
-"""HTTP/1.1 server protocol, sans-IO: bytes in, bytes out.
+"""HTTP/1.1 server protocol, sans-IO: bytes in, requests out; responses in, bytes out.
 
-``HttpProtocol.data_received(data)`` parses with httptools (llhttp), runs the
-handlers inline and returns the bytes to send. The driver (the epoll
-``Connection``, or the asyncio adapter later) reads ``closing``, ``linger`` and
-``deadline`` after each call and calls ``timeout(now)`` when the deadline has
-passed. No socket call happens here, so the same code runs on every backend
-and is tested fed whole, byte by byte and pipelined.
+``HttpProtocol.data_received(data)`` parses with httptools (llhttp) and hands
+each complete request to ``on_request``, which a subclass implements (the
+dispatcher, ``prefork.dispatch.HttpServerProtocol``: routes, handlers, the
+access log); the responses it writes with ``write_response`` come back as the
+bytes to send. This module holds the state machine, the limits and timeouts,
+the framing (lengths, chunked bodies, trailers, 100-continue, pipelining in
+order) and the serialization of response heads and error pages. The driver
+(the epoll ``Connection``, or the asyncio adapter) reads ``closing``,
+``linger`` and ``deadline`` after each call and calls ``timeout(now)`` when
+the deadline has passed. No socket call happens here, so the same code runs on
+every backend and is tested fed whole, byte by byte and pipelined.
 
-Memory: an idle keep-alive connection holds only its ``HttpProtocol`` (a
-slotted object). The httptools parser and the per-request state live in a
-``_Parser`` that is borrowed from the worker's pool when a request starts and
+Memory: an idle keep-alive connection holds only its protocol (a slotted
+object). The httptools parser and the per-request state live in a
+``Parser`` that is borrowed from the worker's pool when a request starts and
 returned when it ends on a message boundary.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import re
-import socket
 import time
 from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable
-from urllib.parse import unquote_to_bytes
 
 import httptools
 
 from ..config import HttpConfig
-
-log = logging.getLogger("prefork.worker")
-
-# Connection states, for timeouts.
-IDLE = 0      # between requests (or before the first): keepalive/header timeout
-HEAD = 1      # request line and headers arriving: header timeout -> 408
-BODY = 2      # body arriving: body timeout between reads -> 408
-CLOSED = 3    # closing: nothing more is parsed
-WAITING = 4   # a handler runs in the thread pool; its response is not out yet
+from ..messages import FileChunk, Request, Response, pack_peer
+from .http_parser import BODY, CLOSED, HEAD, IDLE, WAITING, Parser, ParseError, Stop
 
 _STATUS_LINES = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
 }
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# lengths of the header names the parser looks at: host, expect, connection, content-length,
-# transfer-encoding
-_INTERESTING_LENGTHS = frozenset((4, 6, 10, 14, 17))
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
-
-# Host: uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): an IP-literal in
-# brackets, or a reg-name (an IPv4 address is one) of unreserved, sub-delims
-# and %XX; the port is digits.
-_HOST_RE = re.compile(rb"(?:\[([^\]]*)\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::([0-9]*))?")
-_IPVFUTURE_RE = re.compile(rb"[vV][0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+")
-
-# Fields a request may not carry in its trailer section (RFC 9110 6.5.1: those
-# needed before the content is processed): framing, routing, authentication,
-# request modifiers, connection controls and the content's format. A trailer
-# with one of them is answered 400; the others go to ``Request.trailers``.
-FORBIDDEN_TRAILERS = frozenset((
-    b"content-length", b"transfer-encoding", b"trailer", b"te",           # framing
-    b"host", b"forwarded", b"x-forwarded-for", b"x-forwarded-host",       # routing
-    b"x-forwarded-proto", b"x-real-ip",
-    b"authorization", b"proxy-authorization", b"cookie", b"set-cookie",   # authentication
-    b"www-authenticate", b"proxy-authenticate",
-    b"expect", b"max-forwards", b"range", b"if-match", b"if-none-match",  # request modifiers
-    b"if-modified-since", b"if-unmodified-since", b"if-range", b"cache-control", b"pragma",
-    b"connection", b"keep-alive", b"upgrade", b"proxy-connection",        # connection controls
-    b"content-type", b"content-encoding", b"content-range", b"content-location",  # content format
-))
-
-
-def valid_host(value: bytes) -> bool:
-    """Is ``value`` a valid Host field value (uri-host [":" port])? Empty is
-    valid (RFC 9112 3.2: a target without an authority)."""
-    m = _HOST_RE.fullmatch(value.strip(b" \t"))
-    if m is None:
-        return False
-    literal, port = m.groups()
-    if port:
-        port = port.lstrip(b"0")
-        if len(port) > 5 or (port and int(port) > 65535):
-            return False
-    if literal is not None:
-        if literal[:1] in (b"v", b"V"):
-            return _IPVFUTURE_RE.fullmatch(literal) is not None
-        try:
-            socket.inet_pton(socket.AF_INET6, literal.decode("ascii"))
-        except (OSError, UnicodeDecodeError, ValueError):
-            return False
-    return True
 
 
 def status_line(status: int) -> bytes:
@@ -101,206 +48,41 @@ def status_line(status: int) -> bytes:
     return line
 
 
-def pack_peer(addr):
-    """An IPv4 peer address (host, port) as one int, ``ip << 16 | port``: an
-    idle connection keeps 32 bytes for it instead of a tuple, a string and an
-    int (about 180). Any other address is kept as it is."""
-    if type(addr) is tuple and len(addr) == 2:
-        try:
-            return int.from_bytes(socket.inet_aton(addr[0]), "big") << 16 | addr[1]
-        except (OSError, TypeError):
-            pass
-    return addr
-
-
-def unpack_peer(peer):
-    """The (host, port) that ``pack_peer`` packed."""
-    if type(peer) is int:
-        return socket.inet_ntoa((peer >> 16).to_bytes(4, "big")), peer & 0xFFFF
-    return peer
-
-
-class Request:
-    """One parsed request, as handlers see it."""
-
-    __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive", "_peer",
-                 "trailers")
-
-    def __init__(self, method: bytes, target: bytes, path: bytes, query: bytes, version: str,
-                 headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool, peer=None,
-                 trailers: "list[tuple[bytes, bytes]] | tuple" = ()):
-        self.method = method
-        self.target = target
-        self.path = path
-        self.query = query
-        self.version = version
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-        self._peer = peer  # packed (pack_peer) or as given
-        self.trailers = trailers  # a chunked body's trailer fields, apart from the headers
-
-    @property
-    def peer(self):
-        """The client's address, (host, port) for TCP."""
-        return unpack_peer(self._peer)
-
-    def header(self, name: bytes, default: bytes | None = None) -> bytes | None:
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return default
-
-
-class FileChunk:
-    """``count`` bytes of the open file ``fd`` from ``offset``: the driver sends
-    them with sendfile and closes ``fd`` when done (or when the connection goes)."""
-
-    __slots__ = ("fd", "offset", "count")
-
-    def __init__(self, fd: int, offset: int, count: int):
-        self.fd = fd
-        self.offset = offset
-        self.count = count
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = -1
-
-
-class Response:
-    """What a handler returns. ``file``, when set, is sent after ``body``
-    (which is then empty) and its length is ``length``. A 1xx, 204 or 304
-    response has no content (RFC 9110 6.4.1): its body is dropped."""
-
-    __slots__ = ("status", "body", "content_type", "headers", "file", "length")
-
-    def __init__(self, status: int = 200, body: bytes = b"", content_type: bytes = b"text/plain",
-                 headers: list[tuple[bytes, bytes]] | None = None, file: FileChunk | None = None):
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.headers = headers or ()
-        if status != 200 and (status < 200 or status == 204 or status == 304):
-            self.body = b""
-            if file is not None:
-                file.close()
-                file = None
-            self.file = None
-            self.length = 0
-            return
-        self.file = file
-        self.length = file.count if file is not None else len(body)
-
-
-class Offload:
-    """Returned by a handler: run ``fn(request)`` in the thread pool and send
-    the ``Response`` it returns."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[["Request"], Response]):
-        self.fn = fn
-
-
-Handler = Callable[[Request], "Response | Offload"]
-
-
-def constant(response: "Response") -> Handler:
-    """A handler that always answers ``response`` (as nginx's ``return``): the
-    router knows, and answers it without building a Request for it."""
-    def handler(request: Request) -> Response:
-        return response
-    handler.constant = response
-    return handler
-
-
-class Router:
-    """Exact paths in a dict; prefixes (paths ending in "/") longest first.
-    ``constants`` holds the exact paths whose handler is a ``constant``."""
-
-    def __init__(self, routes: dict[bytes, Handler] | None = None):
-        self.exact: dict[bytes, tuple[Handler, bool]] = {}
-        self.constants: dict[bytes, Response] = {}
-        self.prefixes: list[tuple[bytes, Handler, bool]] = []
-        for path, handler in (routes or {}).items():
-            self.add(path, handler)
-
-    def add(self, path: bytes | str, handler: Handler, blocking: bool = False) -> None:
-        if isinstance(path, str):
-            path = path.encode()
-        if path.endswith(b"/") and len(path) > 1:
-            self.prefixes.append((path, handler, blocking))
-            self.prefixes.sort(key=lambda item: -len(item[0]))
-            self.exact.setdefault(path[:-1], (_redirect_to(path), False))  # /static -> /static/
-        else:
-            self.exact[path] = (handler, blocking)
-            response = getattr(handler, "constant", None)
-            # only a plain path: a request target equal to it is then routed to it
-            # as is (HttpProtocol._complete looks the raw target up first)
-            plain = path[:1] == b"/" and b"?" not in path and b"%" not in path
-            if type(response) is Response and response.file is None and not blocking and plain:
-                self.constants[path] = response
-            else:
-                self.constants.pop(path, None)
-
-    def resolve(self, path: bytes) -> tuple[Handler, bool] | None:
-        found = self.exact.get(path)
-        if found is not None:
-            return found
-        for prefix, handler, blocking in self.prefixes:
-            if path.startswith(prefix):
-                return handler, blocking
-        return None
-
-
-def _redirect_to(location: bytes) -> Handler:
-    def redirect(request: Request) -> Response:
-        return Response(301, b"", b"text/html", [(b"Location", location)])
-    return redirect
-
-
 class HttpContext:
-    """Per-worker shared state for every HTTP connection: limits, routes, the
-    cached Date header and the pool of idle parsers."""
+    """Per-worker state shared by every HTTP connection: limits, the clock,
+    the cached Date header and response heads, and the pool of idle parsers.
+    ``reading`` and ``pooled`` count the connections in those states (for
+    /status): they change with the state, which only the protocol sees."""
 
-    def __init__(self, config: HttpConfig, routes: "dict[bytes, Handler] | Router | None" = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: HttpConfig, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.keepalive_requests = config.keepalive_requests
         self.keepalive_timeout = config.keepalive_timeout
-        self.router = routes if isinstance(routes, Router) else Router(routes)
-        # submit(fn, arg, done) -> bool: the worker's thread pool; None runs offloaded work inline
-        self.submit: Callable | None = None
         self.retry_after = b"1"
+        # on_response(request, status, length), called for each response written
+        # (not for the error that ends a bad request): the dispatcher's access log
+        self.on_response: Callable | None = None
         self.clock = clock
         self.server_line = b"Server: " + config.server_header.encode("latin-1") + b"\r\n"
         self.date_line = b""
         self._date_second = -1
         self._heads: dict[tuple, bytes] = {}  # response heads of this second, by shape
-        self._constant_out: dict[Response, bytes] = {}  # constant responses of this second, kept alive
-        self.parser_pool: list[_Parser] = []
+        self.parser_pool: list[Parser] = []
         self.parser_pool_max = 256
-        self.requests = 0  # counter, for status
         self.reading = 0   # connections reading a request (HEAD or BODY), for status
         self.pooled = 0    # connections whose response is being computed in the pool (WAITING)
-        self.access_log = None  # an AccessLog, or None when off
-        self.draining = False   # graceful stop: no more keep-alive
         self.refresh_date()
 
-    def refresh_date(self, now: float | None = None) -> None:
-        """Recompute the Date header; the worker calls this once a second."""
+    def refresh_date(self, now: float | None = None) -> bool:
+        """Recompute the Date header; the worker calls this once a second.
+        True when the second has changed (and the cached heads are gone)."""
         second = int(time.time() if now is None else now)
-        if second != self._date_second:
-            self._date_second = second
-            self.date_line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
-            self._heads.clear()
-            self._constant_out.clear()
+        if second == self._date_second:
+            return False
+        self._date_second = second
+        self.date_line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
+        self._heads.clear()
+        return True
 
     def head(self, status: int, content_type: bytes, length: int, extra: list[tuple[bytes, bytes]],
              keep_alive: bool, http10: bool) -> bytes:
@@ -341,188 +123,6 @@ class HttpContext:
                 b"</body>\r\n</html>\r\n" % (status, phrase, status, phrase))
 
 
-class _Stop(Exception):
-    """Raised from a callback to stop parsing: the connection is closing."""
-
-
-class _ParseError(Exception):
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-
-
-class _Parser:
-    """An httptools parser and the request being built; pooled per worker.
-
-    This is the hot path: the limits are copied in at creation, and the
-    per-request fields are reset where a message begins."""
-
-    __slots__ = ("parser", "proto", "url", "headers", "header_bytes", "body", "body_len",
-                 "content_length", "chunked", "host_count", "connection", "expect", "in_message", "head_done", "version",
-                 "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout", "reusable", "method",
-                 "special", "head_bytes", "trailers", "good_host", "continue_due")
-
-    def __init__(self, config: HttpConfig) -> None:
-        self.parser = httptools.HttpRequestParser(self)
-        self.proto: HttpProtocol | None = None
-        self.in_message = False
-        self.max_url = config.max_request_line
-        self.max_headers = config.max_headers
-        self.max_header_bytes = config.max_header_bytes
-        self.max_body = config.max_body
-        self.header_timeout = config.header_timeout
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] | None = None
-        self.head_done = False
-        self.version = "1.1"
-        self.method = b""
-        self.reusable = True
-        self.special = False      # a body or an Expect: the fields below are in use
-        self.content_length = -1
-        self.chunked = False
-        self.expect = b""
-        self.body_len = 0
-        self.head_bytes = 0       # bytes received since the request began (for _check_head_size)
-        self.trailers: list[tuple[bytes, bytes]] | None = None  # a chunked body's trailer fields
-        self.good_host = b""      # the last Host value found valid: most requests repeat it
-        self.continue_due = False  # a 100 Continue owed once the requests before this one are answered
-
-    # httptools callbacks -----------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        proto = self.proto
-        state = proto.state
-        if state == CLOSED or proto._stopped:
-            raise _Stop  # pipelined data after the last request we answer
-        self.in_message = True
-        self.url = b""
-        self.headers = []
-        self.header_bytes = 0
-        self.host_count = 0
-        self.connection = False
-        self.head_done = False
-        # body, content_length, chunked and expect are at their defaults here:
-        # whatever sets one sets ``special``, and the message's end resets them.
-        # The state stays IDLE: a request that arrives whole in one read never
-        # needs HEAD and its header deadline; one that does not is moved to
-        # HEAD when the read ends (data_received).
-
-    def on_url(self, url: bytes) -> None:
-        url = self.url = self.url + url
-        if len(url) > self.max_url:
-            raise _ParseError(414, "request line too long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.head_done:  # llhttp reports a chunked body's trailer fields here too
-            self._trailer(name, value)
-            return
-        headers = self.headers
-        headers.append((name, value))
-        self.header_bytes += len(name) + len(value) + 4
-        if len(headers) > self.max_headers or self.header_bytes > self.max_header_bytes:
-            raise _ParseError(431, "request header fields too large")
-        if len(name) not in _INTERESTING_LENGTHS:
-            return
-        if name == b"Host":  # as nearly every client spells it: no lower() needed
-            self.host_count += 1
-            if value != self.good_host:
-                self._check_host(value)
-            return
-        lname = name.lower()
-        if lname == b"host":
-            self.host_count += 1
-            if value != self.good_host:
-                self._check_host(value)
-        elif lname == b"content-length":
-            self.special = True
-            self.content_length = int(value)  # llhttp has checked digits and duplicates
-        elif lname == b"transfer-encoding":
-            self.special = True
-            if value.strip().lower() != b"chunked":
-                raise _ParseError(501, "unsupported transfer coding")
-            self.chunked = True
-        elif lname == b"expect":
-            self.special = True
-            self.expect = value.strip().lower()
-        elif lname == b"connection":
-            self.connection = True
-
-    def _check_host(self, value: bytes) -> None:
-        if not valid_host(value):
-            raise _ParseError(400, "invalid Host")
-        self.good_host = value
-
-    def _trailer(self, name: bytes, value: bytes) -> None:
-        """A trailer field: kept apart from the headers (RFC 9110 6.5.1), under the same limits."""
-        trailers = self.trailers
-        if trailers is None:
-            trailers = self.trailers = []
-        trailers.append((name, value))
-        self.header_bytes += len(name) + len(value) + 4
-        if len(self.headers) + len(trailers) > self.max_headers or self.header_bytes > self.max_header_bytes:
-            raise _ParseError(431, "request header fields too large")
-        if name.lower() in FORBIDDEN_TRAILERS:
-            raise _ParseError(400, "field not allowed in a trailer")
-
-    def on_headers_complete(self) -> None:
-        self.head_done = True
-        parser = self.parser
-        if not self.connection and parser.should_keep_alive():
-            # llhttp accepts only 0.9, 1.0, 1.1 and 2.0, and keeps alive
-            # without a Connection header only an x.y with y > 0: 1.1. This
-            # skips get_http_version, which formats a new string every time.
-            version = self.version = "1.1"
-        else:
-            version = self.version = parser.get_http_version()
-            if version != "1.1" and version != "1.0":
-                # llhttp accepts "GET /" (0.9) and 2.0; this server speaks 1.x
-                raise _ParseError(400 if version == "0.9" else 505, "unsupported HTTP version")
-        method = self.method = parser.get_method()
-        if method == b"CONNECT":
-            raise _ParseError(405, "CONNECT is not supported")
-        if self.host_count != 1 and (self.host_count or version == "1.1"):
-            raise _ParseError(400, "missing or repeated Host")
-        if self.special:
-            self.proto._special_head(self)
-
-    def on_body(self, body: bytes) -> None:
-        self.body_len += len(body)
-        if self.body_len > self.max_body:
-            raise _ParseError(413, "request body too large")
-        if self.body is None:
-            self.body = [body]
-        else:
-            self.body.append(body)
-        self.proto._body_progress()
-
-    def on_message_complete(self) -> None:
-        self.in_message = False
-        self.head_bytes = 0
-        # after a message that ends the connection llhttp refuses more input:
-        # such a parser must not go back to the pool
-        keep_alive = self.reusable = self.parser.should_keep_alive()
-        if self.special:
-            body = self.body
-            body = b"" if body is None else body[0] if len(body) == 1 else b"".join(body)
-            self.special = False
-            self.body = None
-            self.content_length = -1
-            self.chunked = False
-            self.expect = b""
-            self.continue_due = False
-            trailers = self.trailers
-            if trailers is not None:
-                self.trailers = None
-                self.proto._complete(self.method, self.url, self.version, self.headers, body, keep_alive, trailers)
-                return
-        else:
-            body = b""
-        self.proto._complete(self.method, self.url, self.version, self.headers, body, keep_alive)
-
-
-_OPTIONS_ANY = Response(200, b"", b"text/plain", ((b"Allow", b"GET, HEAD, POST, OPTIONS"),))
-
 PENDING_MAX = 64  # pipelined requests queued behind one in the pool before reading pauses
 # Responses one call may produce before the requests that follow wait, held,
 # for them to be sent (``resume``); a call also holds after ``high_water`` bytes
@@ -540,7 +140,10 @@ class HttpProtocol:
     ``driver.resume_reading()`` stop reading while a request waits in the pool.
     After a file body, or ``BURST`` responses in one call, the protocol is
     ``held`` (it calls ``driver.hold()``): the requests that follow are queued
-    until the driver has sent the output and calls ``resume()``."""
+    until the driver has sent the output and calls ``resume()``.
+
+    What a request gets for an answer is a subclass's business: it implements
+    ``on_request`` and ``dispatch`` (``prefork.dispatch.HttpServerProtocol``)."""
 
     __slots__ = ("ctx", "closing", "linger", "deadline", "state", "_p", "_out", "_requests", "peer",
                  "driver", "_pending", "_stopped", "_paused", "held")
@@ -553,9 +156,9 @@ class HttpProtocol:
         self.linger = False      # ...and drain unread input first (error responses)
         self.state = IDLE
         self.deadline = ctx.clock() + ctx.config.header_timeout
-        self._p: _Parser | None = None
+        self._p: Parser | None = None
         self._out: list | None = None
-        self._requests = 0
+        self._requests = 0   # requests on this connection (keepalive_requests)
         self._pending: deque | None = None     # requests (or an error status) waiting their turn
         self._stopped = False                   # nothing more is parsed (an error is queued)
         self._paused = False
@@ -569,7 +172,7 @@ class HttpProtocol:
         p = self._p
         if p is None:
             pool = self.ctx.parser_pool
-            p = self._p = pool.pop() if pool else _Parser(self.ctx.config)
+            p = self._p = pool.pop() if pool else Parser(self.ctx.config)
             p.proto = self
         self._out = out = []
         if self.state != BODY:
@@ -592,7 +195,7 @@ class HttpProtocol:
                     if self.state == CLOSED or self._stopped or not len(data):
                         return self._take()
                     pool = self.ctx.parser_pool
-                    p = self._p = pool.pop() if pool else _Parser(self.ctx.config)
+                    p = self._p = pool.pop() if pool else Parser(self.ctx.config)
                     p.proto = self
                     if self.state != BODY:
                         p.head_bytes += len(data)
@@ -600,9 +203,9 @@ class HttpProtocol:
             # httptools re-raises an exception from a callback as
             # HttpParserCallbackError, with ours as the context.
             cause = exc.__context__
-            if isinstance(cause, _ParseError):
+            if isinstance(cause, ParseError):
                 self._fail(cause.status)
-            elif not isinstance(cause, _Stop):
+            elif not isinstance(cause, Stop):
                 self._fail(400)
         else:
             if p.in_message and not p.head_done:
@@ -674,84 +277,20 @@ class HttpProtocol:
         self.connection_lost()
         return b""
 
-    # --- requests and responses -----------------------------------------------------
+    # --- the subclass's part: what to do with a request -------------------------------
 
-    def _complete(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
-                  keep_alive: bool, trailers=()) -> None:
-        """A whole request has arrived: route it, or queue it behind one in the pool.
+    def on_request(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
+                   keep_alive: bool, trailers=()) -> None:
+        """A whole request has arrived (called by the parser, mid-``data_received``):
+        answer it with ``write_response``, or ``wait()`` for its answer, or
+        ``_queue`` a ``Request`` while an earlier one is still ``WAITING``."""
+        raise NotImplementedError
 
-        The hot path of every request: a handler that answers at once with an
-        in-memory body is answered here, the rest goes through ``_dispatch``."""
-        ctx = self.ctx
-        requests = self._requests = self._requests + 1
-        ctx.requests += 1
-        if requests >= ctx.keepalive_requests or ctx.draining:
-            keep_alive = False
-        elif keep_alive and version == "1.1":
-            # the commonest answer of all: a constant, kept alive, for a target
-            # that is its path exactly (no query, no escapes to decode). The
-            # whole response (head and body) is built once per second.
-            response = ctx.router.constants.get(target)
-            if (response is not None and ctx.access_log is None and method != b"HEAD"
-                    and self.state != WAITING and not self._pending):
-                whole = ctx._constant_out.get(response)
-                if whole is None:
-                    whole = ctx._constant_out[response] = ctx.head(
-                        response.status, response.content_type, response.length, response.headers,
-                        True, False) + response.body
-                self._out.append(whole)
-                if self.state != IDLE:
-                    self._set_state(IDLE)
-                self.deadline = ctx.clock() + ctx.keepalive_timeout
-                return
-        path, _, query = target.partition(b"?")
-        if path[:1] != b"/" and b"://" in path:
-            # absolute-form (RFC 9112 3.2.2): route by its path
-            authority_and_path = path.partition(b"://")[2]
-            slash = authority_and_path.find(b"/")
-            path = authority_and_path[slash:] if slash >= 0 else b"/"
-        if 37 in path:  # b"%" (an int is found with memchr, much faster than a bytes needle)
-            path = unquote_to_bytes(path)
-        fast = not (self.state == WAITING or self._pending or ctx.access_log is not None or method == b"HEAD")
-        router = ctx.router
-        response = router.constants.get(path) if fast else None
-        if response is None:
-            request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer, trailers)
-            if self.state == WAITING or self._pending:
-                self._queue(request)
-                return
-            if self.state != IDLE:  # the request has been read, whether in one piece or several
-                self._set_state(IDLE)
-            found = router.exact.get(path)
-            if found is None or found[1] or not fast:
-                self._dispatch(request)
-                return
-            try:
-                response = found[0](request)
-            except Exception:
-                log.exception("handler for %s failed", path.decode("latin-1"))
-                response = None
-            if type(response) is not Response or response.file is not None or not response.length:
-                self._handled(request, response)
-                return
-        extra = response.headers
-        if extra and type(extra) is not tuple:
-            self._handled(request, response)
-            return
-        http10 = version == "1.0"
-        key = (response.status, response.content_type, response.length, keep_alive, http10, extra)
-        head = ctx._heads.get(key)
-        if head is None:
-            head = ctx.head(response.status, response.content_type, response.length, extra, keep_alive, http10)
-        self._out.append(head + response.body)
-        if keep_alive:
-            if self.state != IDLE:
-                self._set_state(IDLE)
-            self.deadline = ctx.clock() + ctx.keepalive_timeout
-            if len(self._out) >= BURST:
-                self._hold()
-        else:
-            self._finish()
+    def dispatch(self, request: Request) -> None:
+        """A queued request's turn has come (the one before it is answered)."""
+        raise NotImplementedError
+
+    # --- flow control: requests in order, output in bounded bursts ----------------------
 
     def _queue(self, item) -> None:
         if self._pending is None:
@@ -761,88 +300,15 @@ class HttpProtocol:
             self._paused = True
             self.driver.pause_reading()
 
-    def _dispatch(self, request: Request) -> None:
-        router = self.ctx.router
-        if request.path[:1] != b"/":  # llhttp lets only "*" (asterisk-form) through here
-            self._asterisk(request)
-            return
-        found = router.exact.get(request.path) or router.resolve(request.path)
-        if found is None:
-            self._answer(request, None, 404)
-            return
-        handler, blocking = found
-        if blocking:
-            self._offload(request, handler)
-            return
-        self._handled(request, self._call(request, handler))
-
-    def _asterisk(self, request: Request) -> None:
-        """``OPTIONS *`` asks about the server itself (RFC 9110 9.3.7): 200 and
-        the methods it serves. Asterisk-form with any other method is a bad
-        request (RFC 9112 3.2.4): 400 and close."""
-        if request.method == b"OPTIONS" and request.target == b"*":
-            self._answer(request, _OPTIONS_ANY)
-            return
-        request.keep_alive = False
-        self.linger = True
-        self._answer(request, None, 400)
-
-    def _handled(self, request: Request, response) -> None:
-        """What an inline handler returned: answer it, or hand it to the pool."""
-        if type(response) is Offload:
-            self._offload(request, response.fn)
-        else:
-            self._answer(request, response, 500)
-
-    @staticmethod
-    def _call(request: Request, fn):
-        """``fn(request)`` here and now: a Response or an Offload, or None
-        (logged) when it raised or returned something else."""
-        try:
-            response = fn(request)
-        except Exception:
-            log.exception("handler for %s failed", request.path.decode("latin-1"))
-            return None
-        if isinstance(response, (Response, Offload)):
-            return response
-        log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
-        return None
-
-    def _offload(self, request: Request, fn) -> None:
-        submit = self.ctx.submit
-        if submit is None:  # no pool (threads = 0, or a test): run it here
-            response = self._call(request, fn)
-            self._answer(request, response if type(response) is Response else None, 500)
-            return
-        if not submit(fn, request, lambda response, exc: self._on_result(request, response, exc)):
-            self._answer(request, None, 503)  # the pool's queue is full
-            return
+    def wait(self) -> None:
+        """The answer to the current request is computed elsewhere (the thread
+        pool): requests that follow queue, and reading stops meanwhile."""
         self._set_state(WAITING)
         self.deadline = 0.0
         if not self._paused and self.driver is not None:
             # read no more meanwhile: what the client sends waits in the kernel's buffer
             self._paused = True
             self.driver.pause_reading()
-
-    def _on_result(self, request: Request, response, exc) -> None:
-        """The pool's answer to ``request``, on the reactor thread."""
-        if self.state != WAITING:  # the connection went away meanwhile
-            if isinstance(response, Response) and response.file is not None:
-                response.file.close()
-            return
-        self._out = []
-        self._set_state(IDLE)
-        if exc is not None:
-            log.error("handler for %s failed in the thread pool", request.path.decode("latin-1"), exc_info=exc)
-            response = None
-        elif not isinstance(response, Response):
-            log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
-            response = None
-        self._answer(request, response, 500)
-        self._run_pending()
-        out = self._take()
-        if self.driver is not None:
-            self.driver.deliver(out)
 
     def _run_pending(self) -> None:
         """Answer the requests queued behind a pooled or held one, up to the
@@ -856,7 +322,7 @@ class HttpProtocol:
                 else:
                     self.connection_lost()
             else:
-                self._dispatch(item)
+                self.dispatch(item)
         if not pending:
             self._pending = None
             if self._paused and self.state != WAITING:
@@ -897,8 +363,10 @@ class HttpProtocol:
         self._run_pending()
         return self._take()
 
-    def _answer(self, request: Request, response: Response | None, status: int = 0) -> None:
-        """Queue ``response`` (or, when it is None, an error page for ``status``) and move on."""
+    def write_response(self, request: Request, response: Response | None, status: int = 0) -> None:
+        """Queue ``response`` (or, when it is None, an error page for ``status``)
+        and move on: keep alive, close, or hold. ``ctx.on_response``, when set,
+        is told the request, the status and the length of the content sent."""
         ctx = self.ctx
         head_only = request.method == b"HEAD"
         http10 = request.version == "1.0"
@@ -928,8 +396,8 @@ class HttpProtocol:
                 hold = True  # after it: one file body at a time per connection
             else:
                 self._out.append(head + response.body)
-        if ctx.access_log is not None:
-            ctx.access_log.log(request, status, length)
+        if ctx.on_response is not None:
+            ctx.on_response(request, status, length)
         if not request.keep_alive:
             self._finish()
         elif self.state != WAITING:
@@ -947,7 +415,7 @@ class HttpProtocol:
             n += part.count if type(part) is FileChunk else len(part)
         return n
 
-    def _release(self, p: _Parser, reuse: bool) -> None:
+    def _release(self, p: Parser, reuse: bool) -> None:
         self._p = None
         p.proto = None
         if reuse:
@@ -955,7 +423,7 @@ class HttpProtocol:
             if len(pool) < self.ctx.parser_pool_max:
                 pool.append(p)
 
-    def _check_head_size(self, p: _Parser) -> None:
+    def _check_head_size(self, p: Parser) -> None:
         """Bound what an endless head may make us buffer: httptools holds a
         partial header field until it completes, so one huge field is only
         seen here, by the bytes received since the request began."""
@@ -963,23 +431,23 @@ class HttpProtocol:
         if p.head_bytes > config.max_header_bytes + config.max_request_line:
             self._fail(431)
 
-    def _special_head(self, p: _Parser) -> None:
+    def _special_head(self, p: Parser) -> None:
         """The head of a request with a body or an Expect header is complete."""
         config = self.ctx.config
         if p.chunked and p.version == "1.0":
             # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing (nginx: 400)
-            raise _ParseError(400, "Transfer-Encoding in an HTTP/1.0 request")
+            raise ParseError(400, "Transfer-Encoding in an HTTP/1.0 request")
         if p.content_length > config.max_body:
-            raise _ParseError(413, "request body too large")
+            raise ParseError(413, "request body too large")
         has_body = p.chunked or p.content_length > 0
         if has_body and p.parser.should_upgrade():
             # llhttp would stop at the end of this head and skip the body, whose
             # bytes must never be parsed as a request: Upgrade is not supported,
             # and a request that asks for it with a body is refused (and closed)
-            raise _ParseError(400, "Upgrade with a request body")
+            raise ParseError(400, "Upgrade with a request body")
         if p.expect:
             if p.expect != b"100-continue":
-                raise _ParseError(417, "unsupported expectation")
+                raise ParseError(417, "unsupported expectation")
             if has_body and p.version == "1.1":
                 if self.state == WAITING:
                     # an earlier request is still in the pool: the 100 goes out
@@ -1064,3 +532,4 @@ class HttpProtocol:
         self.closing = True
         self.deadline = 0.0
         self._pending = None
+

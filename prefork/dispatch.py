@@ -1,0 +1,272 @@
+"""The server side of HTTP: routes, handlers, the access log and the counters.
+
+``HttpServerProtocol`` is the HTTP/1.1 protocol (``protocols/http.py``) with
+its ``on_request`` filled in: a complete request is routed (``Router``: exact
+paths, prefixes, constant responses), its handler runs inline or in the
+worker's thread pool (``Offload``, blocking routes), and its response is
+written back through the protocol (``write_response``) and logged. This is
+the seam where other kinds of application (ASGI, WSGI, WebSocket) plug in
+beside the built-in handlers.
+
+The hot path is ``on_request``: a constant route kept alive is answered from a
+whole response cached for the second, and a handler that answers inline with
+an in-memory body is written there too, without building more than the
+``Request``; everything else goes through ``dispatch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+from urllib.parse import unquote_to_bytes
+
+from .config import HttpConfig
+from .messages import Handler, Offload, Request, Response
+from .protocols.http import BURST, IDLE, WAITING, HttpContext, HttpProtocol
+
+log = logging.getLogger("prefork.worker")
+
+
+class Router:
+    """Exact paths in a dict; prefixes (paths ending in "/") longest first.
+    ``constants`` holds the exact paths whose handler is a ``constant``."""
+
+    def __init__(self, routes: dict[bytes, Handler] | None = None):
+        self.exact: dict[bytes, tuple[Handler, bool]] = {}
+        self.constants: dict[bytes, Response] = {}
+        self.prefixes: list[tuple[bytes, Handler, bool]] = []
+        for path, handler in (routes or {}).items():
+            self.add(path, handler)
+
+    def add(self, path: bytes | str, handler: Handler, blocking: bool = False) -> None:
+        if isinstance(path, str):
+            path = path.encode()
+        if path.endswith(b"/") and len(path) > 1:
+            self.prefixes.append((path, handler, blocking))
+            self.prefixes.sort(key=lambda item: -len(item[0]))
+            self.exact.setdefault(path[:-1], (_redirect_to(path), False))  # /static -> /static/
+        else:
+            self.exact[path] = (handler, blocking)
+            response = getattr(handler, "constant", None)
+            # only a plain path: a request target equal to it is then routed to it
+            # as is (HttpServerProtocol.on_request looks the raw target up first)
+            plain = path[:1] == b"/" and b"?" not in path and b"%" not in path
+            if type(response) is Response and response.file is None and not blocking and plain:
+                self.constants[path] = response
+            else:
+                self.constants.pop(path, None)
+
+    def resolve(self, path: bytes) -> tuple[Handler, bool] | None:
+        found = self.exact.get(path)
+        if found is not None:
+            return found
+        for prefix, handler, blocking in self.prefixes:
+            if path.startswith(prefix):
+                return handler, blocking
+        return None
+
+
+def _redirect_to(location: bytes) -> Handler:
+    def redirect(request: Request) -> Response:
+        return Response(301, b"", b"text/html", [(b"Location", location)])
+    return redirect
+
+
+_OPTIONS_ANY = Response(200, b"", b"text/plain", ((b"Allow", b"GET, HEAD, POST, OPTIONS"),))
+
+
+class HttpServerContext(HttpContext):
+    """Per-worker state of the server side, over the protocol's: the routes,
+    the thread pool, the access log, the request count and draining."""
+
+    def __init__(self, config: HttpConfig, routes: "dict[bytes, Handler] | Router | None" = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.router = routes if isinstance(routes, Router) else Router(routes)
+        # submit(fn, arg, done) -> bool: the worker's thread pool; None runs offloaded work inline
+        self.submit: Callable | None = None
+        self._constant_out: dict[Response, bytes] = {}  # constant responses of this second, kept alive
+        self.requests = 0  # counter, for status
+        self._access_log = None
+        self.draining = False   # graceful stop: no more keep-alive
+        super().__init__(config, clock)
+
+    @property
+    def access_log(self):
+        """An AccessLog, or None when off. Set, it is told of every response
+        written (``on_response``), and constant routes leave their fast path."""
+        return self._access_log
+
+    @access_log.setter
+    def access_log(self, access_log) -> None:
+        self._access_log = access_log
+        self.on_response = None if access_log is None else access_log.log
+
+    def refresh_date(self, now: float | None = None) -> bool:
+        if not super().refresh_date(now):
+            return False
+        self._constant_out.clear()
+        return True
+
+
+class HttpServerProtocol(HttpProtocol):
+    """One HTTP/1.1 connection, serving the worker's routes."""
+
+    __slots__ = ()  # an idle connection costs what the protocol's slots do, no more
+
+    def on_request(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
+                  keep_alive: bool, trailers=()) -> None:
+        """A whole request has arrived: route it, or queue it behind one in the pool.
+
+        The hot path of every request: a handler that answers at once with an
+        in-memory body is answered here, the rest goes through ``dispatch``."""
+        ctx = self.ctx
+        requests = self._requests = self._requests + 1
+        ctx.requests += 1
+        if requests >= ctx.keepalive_requests or ctx.draining:
+            keep_alive = False
+        elif keep_alive and version == "1.1":
+            # the commonest answer of all: a constant, kept alive, for a target
+            # that is its path exactly (no query, no escapes to decode). The
+            # whole response (head and body) is built once per second.
+            response = ctx.router.constants.get(target)
+            if (response is not None and ctx.on_response is None and method != b"HEAD"
+                    and self.state != WAITING and not self._pending):
+                whole = ctx._constant_out.get(response)
+                if whole is None:
+                    whole = ctx._constant_out[response] = ctx.head(
+                        response.status, response.content_type, response.length, response.headers,
+                        True, False) + response.body
+                self._out.append(whole)
+                if self.state != IDLE:
+                    self._set_state(IDLE)
+                self.deadline = ctx.clock() + ctx.keepalive_timeout
+                return
+        path, _, query = target.partition(b"?")
+        if path[:1] != b"/" and b"://" in path:
+            # absolute-form (RFC 9112 3.2.2): route by its path
+            authority_and_path = path.partition(b"://")[2]
+            slash = authority_and_path.find(b"/")
+            path = authority_and_path[slash:] if slash >= 0 else b"/"
+        if 37 in path:  # b"%" (an int is found with memchr, much faster than a bytes needle)
+            path = unquote_to_bytes(path)
+        fast = not (self.state == WAITING or self._pending or ctx.on_response is not None or method == b"HEAD")
+        router = ctx.router
+        response = router.constants.get(path) if fast else None
+        if response is None:
+            request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer, trailers)
+            if self.state == WAITING or self._pending:
+                self._queue(request)
+                return
+            if self.state != IDLE:  # the request has been read, whether in one piece or several
+                self._set_state(IDLE)
+            found = router.exact.get(path)
+            if found is None or found[1] or not fast:
+                self.dispatch(request)
+                return
+            try:
+                response = found[0](request)
+            except Exception:
+                log.exception("handler for %s failed", path.decode("latin-1"))
+                response = None
+            if type(response) is not Response or response.file is not None or not response.length:
+                self._handled(request, response)
+                return
+        extra = response.headers
+        if extra and type(extra) is not tuple:
+            self._handled(request, response)
+            return
+        http10 = version == "1.0"
+        key = (response.status, response.content_type, response.length, keep_alive, http10, extra)
+        head = ctx._heads.get(key)
+        if head is None:
+            head = ctx.head(response.status, response.content_type, response.length, extra, keep_alive, http10)
+        self._out.append(head + response.body)
+        if keep_alive:
+            if self.state != IDLE:
+                self._set_state(IDLE)
+            self.deadline = ctx.clock() + ctx.keepalive_timeout
+            if len(self._out) >= BURST:
+                self._hold()
+        else:
+            self._finish()
+
+    def dispatch(self, request: Request) -> None:
+        """Route ``request`` and answer it: inline, in the pool, or 404. The
+        protocol calls this too when a queued request's turn comes."""
+        router = self.ctx.router
+        if request.path[:1] != b"/":  # llhttp lets only "*" (asterisk-form) through here
+            self._asterisk(request)
+            return
+        found = router.exact.get(request.path) or router.resolve(request.path)
+        if found is None:
+            self.write_response(request, None, 404)
+            return
+        handler, blocking = found
+        if blocking:
+            self._offload(request, handler)
+            return
+        self._handled(request, self._call(request, handler))
+
+    def _asterisk(self, request: Request) -> None:
+        """``OPTIONS *`` asks about the server itself (RFC 9110 9.3.7): 200 and
+        the methods it serves. Asterisk-form with any other method is a bad
+        request (RFC 9112 3.2.4): 400 and close."""
+        if request.method == b"OPTIONS" and request.target == b"*":
+            self.write_response(request, _OPTIONS_ANY)
+            return
+        request.keep_alive = False
+        self.linger = True
+        self.write_response(request, None, 400)
+
+    def _handled(self, request: Request, response) -> None:
+        """What an inline handler returned: answer it, or hand it to the pool."""
+        if type(response) is Offload:
+            self._offload(request, response.fn)
+        else:
+            self.write_response(request, response, 500)
+
+    @staticmethod
+    def _call(request: Request, fn):
+        """``fn(request)`` here and now: a Response or an Offload, or None
+        (logged) when it raised or returned something else."""
+        try:
+            response = fn(request)
+        except Exception:
+            log.exception("handler for %s failed", request.path.decode("latin-1"))
+            return None
+        if isinstance(response, (Response, Offload)):
+            return response
+        log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
+        return None
+
+    def _offload(self, request: Request, fn) -> None:
+        submit = self.ctx.submit
+        if submit is None:  # no pool (threads = 0, or a test): run it here
+            response = self._call(request, fn)
+            self.write_response(request, response if type(response) is Response else None, 500)
+            return
+        if not submit(fn, request, lambda response, exc: self._on_result(request, response, exc)):
+            self.write_response(request, None, 503)  # the pool's queue is full
+            return
+        self.wait()
+
+    def _on_result(self, request: Request, response, exc) -> None:
+        """The pool's answer to ``request``, on the reactor thread."""
+        if self.state != WAITING:  # the connection went away meanwhile
+            if isinstance(response, Response) and response.file is not None:
+                response.file.close()
+            return
+        self._out = []
+        self._set_state(IDLE)
+        if exc is not None:
+            log.error("handler for %s failed in the thread pool", request.path.decode("latin-1"), exc_info=exc)
+            response = None
+        elif not isinstance(response, Response):
+            log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
+            response = None
+        self.write_response(request, response, 500)
+        self._run_pending()
+        out = self._take()
+        if self.driver is not None:
+            self.driver.deliver(out)
