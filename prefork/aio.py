@@ -173,14 +173,7 @@ class AioConnection(BaseDriver, asyncio.Protocol):
         if self not in self.conns:
             return  # reported twice (a failed connect, then the transport)
         self.fd = -1
-        if self.timer is not None:
-            self.worker.reactor.cancel(self.timer)
-            self.timer = None
-        if self.wbuf is not None:
-            for part in self.wbuf:
-                if type(part) is FileChunk:
-                    part.close()
-            self.wbuf = None
+        self._let_go()
         self.proto.connection_lost()
         self.conns.discard(self)
         self.worker.connection_closed()

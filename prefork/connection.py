@@ -249,14 +249,7 @@ class Connection(BaseDriver):
         self.fd = -1
         worker = self.worker
         worker.reactor.remove(fd)
-        if self.timer is not None:
-            worker.reactor.cancel(self.timer)
-            self.timer = None
-        if self.wbuf is not None:
-            for part in self.wbuf:
-                if type(part) is FileChunk:
-                    part.close()
-            self.wbuf = None
+        if self._let_go():
             worker.sending -= 1
         try:
             os.close(fd)

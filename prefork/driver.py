@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol, Union
 
+from .messages import FileChunk
 from .reactor import WHEN
 
 LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: drain input this long before closing after an error
@@ -321,3 +322,18 @@ class BaseDriver:
     def abort(self) -> None:
         """Called by the reactor when a callback for this connection raised."""
         self.close()
+
+    def _let_go(self) -> bool:
+        """The connection is gone: cancel its timer and close the file bodies it
+        had not sent. True when output was still queued."""
+        if self.timer is not None:
+            self.worker.reactor.cancel(self.timer)
+            self.timer = None
+        wbuf = self.wbuf
+        if wbuf is None:
+            return False
+        for part in wbuf:
+            if type(part) is FileChunk:
+                part.close()
+        self.wbuf = None
+        return True
