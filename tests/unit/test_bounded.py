@@ -15,7 +15,7 @@ from prefork.dispatch import HttpServerProtocol
 from prefork.messages import FileChunk, Offload, Response
 from prefork.protocols.http import WAITING
 from prefork.apps.builtin import default_routes
-from test_http_protocol import get, make_ctx, parse_responses
+from http_helpers import get, make_ctx, parse_responses
 
 # --- unit: the protocol ---------------------------------------------------------------
 
