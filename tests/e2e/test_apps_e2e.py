@@ -1,4 +1,7 @@
-"""Handlers over the wire: the thread pool, user handlers, static files, status."""
+"""Handlers over the wire: the thread pool, user handlers, static files, status.
+
+This file: the tests with server processes, subprocesses and sockets;
+tests/unit/test_apps.py has the in-process ones."""
 
 import os
 import signal
@@ -10,6 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, Client, free_port, make_config, wait_until
+
 
 ROUTES = """
 [[route]]

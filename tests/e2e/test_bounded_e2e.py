@@ -3,7 +3,10 @@
 Unit tests drive the sans-IO protocol with a fake driver; the e2e tests run a
 server on every backend with clients that pipeline and do not read, flood a
 connection whose request waits in the pool, or half-close, and measure the
-worker in /proc: RSS, open fds, CPU time."""
+worker in /proc: RSS, open fds, CPU time.
+
+This file: the tests with server processes, subprocesses and sockets;
+tests/unit/test_bounded.py has the in-process ones."""
 
 from __future__ import annotations
 
@@ -15,8 +18,8 @@ import pytest
 
 from conftest import Client
 
-
 # --- e2e: a real server, measured in /proc ------------------------------------------------
+
 
 ROUTES = """
 [[route]]

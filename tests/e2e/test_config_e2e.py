@@ -1,4 +1,7 @@
-"""Config: typed values, defaults, and errors that name the file and the key."""
+"""Config: typed values, defaults, and errors that name the file and the key.
+
+This file: the tests with server processes, subprocesses and sockets;
+tests/unit/test_config.py has the in-process ones."""
 
 import os
 import subprocess
@@ -8,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from prefork.config import load
+
 
 ROOT = Path(__file__).resolve().parents[2]
 

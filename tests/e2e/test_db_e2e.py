@@ -2,7 +2,10 @@
 
 PostgreSQL runs when PREFORK_TEST_POSTGRES_URL is set (``.ci/run`` starts a
 cluster and sets it, with PREFORK_REQUIRE_POSTGRES=1 so it can never be
-skipped there)."""
+skipped there).
+
+This file: the tests with server processes, subprocesses and sockets;
+tests/unit/test_db.py has the in-process ones."""
 
 import json
 import os
@@ -15,6 +18,7 @@ import uuid
 import pytest
 
 from conftest import ROOT, free_port, make_config, pid_alive, wait_until
+
 
 PG_URL = os.environ.get("PREFORK_TEST_POSTGRES_URL", "")
 

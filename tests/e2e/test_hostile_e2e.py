@@ -9,7 +9,9 @@ the file's own line breaks are only for reading and are dropped), and
 ``NAME.toml``: ``statuses = [...]`` (the responses, in order) and ``closed``
 (whether the server must close the connection after them). The outcomes
 follow RFC 9112 and what nginx does.
-"""
+
+This file: the tests with server processes, subprocesses and sockets;
+tests/unit/test_hostile.py has the in-process ones."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BACKENDS, Server, free_port, http_get, make_config
+
 
 CORPUS = Path(__file__).resolve().parents[1] / "requests"  # tests/requests
 CASES = sorted(CORPUS.glob("*/*.http"))

@@ -1,10 +1,12 @@
-"""The limits doctor (``prefork-server --check-limits``) on fake /proc trees."""
+"""The limits doctor (``prefork-server --check-limits``) on fake /proc trees.
+
+This file: the tests with server processes, subprocesses and sockets;
+tests/unit/test_limits.py has the in-process ones."""
 
 import resource
 import subprocess
 import sys
 from pathlib import Path
-
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,9 @@
 """prefork-bench, the load client: its pure parts, then the real thing at a
 small scale against a real server (a few thousand connections over two
-source addresses; the accept comparison with short runs)."""
+source addresses; the accept comparison with short runs).
+
+This file: the tests with server processes, subprocesses and sockets;
+tests/unit/test_loadgen.py has the in-process ones."""
 
 from __future__ import annotations
 

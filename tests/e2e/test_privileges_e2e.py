@@ -1,6 +1,9 @@
 """Least privilege: [server] user/group. The master keeps root (it binds and
 opens), the workers drop to the user before serving; what that user cannot
-read or write is a start-up error naming the key, the path and the user."""
+read or write is a start-up error naming the key, the path and the user.
+
+This file: the tests with server processes, subprocesses and sockets;
+tests/unit/test_privileges.py has the in-process ones."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import pytest
 
 from conftest import ROOT, free_port, http_get, make_config, wait_until
 from prefork.config import ConfigError, from_dict
+
 
 ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="dropping privileges needs root")
 NOBODY = pwd.getpwnam("nobody")

@@ -1,7 +1,10 @@
 """The shipped systemd units, checked by systemd-analyze, and the notify
 protocol across a USR2 upgrade and a failed reload (the notify socket
 simulated by a datagram socket that receives the sender's credentials, as
-systemd's does)."""
+systemd's does).
+
+This file: the tests with server processes, subprocesses and sockets;
+tests/unit/test_systemd.py has the in-process ones."""
 
 import os
 import re
@@ -16,6 +19,7 @@ import time
 import pytest
 
 from conftest import ROOT, Server, children, cmdline, free_port, http_get, make_config, pid_alive, wait_until
+
 
 UNITS = ROOT / "systemd"
 DROPIN = UNITS / "prefork.service.d" / "notify-reload.conf"

@@ -1,7 +1,9 @@
-"""Handlers over the wire: the thread pool, user handlers, static files, status."""
+"""Handlers over the wire: the thread pool, user handlers, static files, status.
+
+This file: the in-process tests; tests/e2e/test_apps_e2e.py has those with
+server processes, subprocesses and sockets."""
 
 import threading
-
 
 from conftest import wait_until
 from prefork.apps.static import _parse_range

@@ -3,12 +3,14 @@
 Unit tests drive the sans-IO protocol with a fake driver; the e2e tests run a
 server on every backend with clients that pipeline and do not read, flood a
 connection whose request waits in the pool, or half-close, and measure the
-worker in /proc: RSS, open fds, CPU time."""
+worker in /proc: RSS, open fds, CPU time.
+
+This file: the in-process tests; tests/e2e/test_bounded_e2e.py has those with
+server processes, subprocesses and sockets."""
 
 from __future__ import annotations
 
 import os
-
 
 from prefork.protocols import http as http_mod
 from prefork.dispatch import HttpServerProtocol

@@ -1,4 +1,7 @@
-"""Config: typed values, defaults, and errors that name the file and the key."""
+"""Config: typed values, defaults, and errors that name the file and the key.
+
+This file: the in-process tests; tests/e2e/test_config_e2e.py has those with
+server processes, subprocesses and sockets."""
 
 import os
 from pathlib import Path
@@ -6,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from prefork.config import ConfigError, load
+
 
 ROOT = Path(__file__).resolve().parents[2]
 

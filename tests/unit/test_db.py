@@ -2,9 +2,10 @@
 
 PostgreSQL runs when PREFORK_TEST_POSTGRES_URL is set (``.ci/run`` starts a
 cluster and sets it, with PREFORK_REQUIRE_POSTGRES=1 so it can never be
-skipped there)."""
+skipped there).
 
-
+This file: the in-process tests; tests/e2e/test_db_e2e.py has those with
+server processes, subprocesses and sockets."""
 
 from prefork.apps.db import FORTUNES, queries_param, redact, render_fortunes
 

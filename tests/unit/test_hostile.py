@@ -9,14 +9,15 @@ the file's own line breaks are only for reading and are dropped), and
 ``NAME.toml``: ``statuses = [...]`` (the responses, in order) and ``closed``
 (whether the server must close the connection after them). The outcomes
 follow RFC 9112 and what nginx does.
-"""
+
+This file: the in-process tests; tests/e2e/test_hostile_e2e.py has those with
+server processes, subprocesses and sockets."""
 
 from __future__ import annotations
 
 import codecs
 import tomllib
 from pathlib import Path
-
 
 
 CORPUS = Path(__file__).resolve().parents[1] / "requests"  # tests/requests

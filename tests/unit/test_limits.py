@@ -1,4 +1,7 @@
-"""The limits doctor (``prefork-server --check-limits``) on fake /proc trees."""
+"""The limits doctor (``prefork-server --check-limits``) on fake /proc trees.
+
+This file: the in-process tests; tests/e2e/test_limits_e2e.py has those with
+server processes, subprocesses and sockets."""
 
 import os
 from pathlib import Path
@@ -8,6 +11,8 @@ import pytest
 from prefork.cli import main
 from prefork.config import ServerConfig
 from prefork.limits import FIX, NOTE, OK, UNKNOWN, check, read_system, render
+
+
 GiB = 1 << 30
 
 # A machine with room for everything: the values each test starts from.

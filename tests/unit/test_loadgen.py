@@ -1,6 +1,9 @@
 """prefork-bench, the load client: its pure parts, then the real thing at a
 small scale against a real server (a few thousand connections over two
-source addresses; the accept comparison with short runs)."""
+source addresses; the accept comparison with short runs).
+
+This file: the in-process tests; tests/e2e/test_loadgen_e2e.py has those with
+server processes, subprocesses and sockets."""
 
 from __future__ import annotations
 

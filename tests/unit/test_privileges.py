@@ -1,6 +1,9 @@
 """Least privilege: [server] user/group. The master keeps root (it binds and
 opens), the workers drop to the user before serving; what that user cannot
-read or write is a start-up error naming the key, the path and the user."""
+read or write is a start-up error naming the key, the path and the user.
+
+This file: the in-process tests; tests/e2e/test_privileges_e2e.py has those with
+server processes, subprocesses and sockets."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import pytest
 
 from prefork import privileges
 from prefork.config import ConfigError, from_dict
+
 
 ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="dropping privileges needs root")
 NOBODY = pwd.getpwnam("nobody")

@@ -1,11 +1,13 @@
 """The shipped systemd units, checked by systemd-analyze, and the notify
 protocol across a USR2 upgrade and a failed reload (the notify socket
 simulated by a datagram socket that receives the sender's credentials, as
-systemd's does)."""
+systemd's does).
 
-
+This file: the in-process tests; tests/e2e/test_systemd_e2e.py has those with
+server processes, subprocesses and sockets."""
 
 from conftest import ROOT
+
 
 UNITS = ROOT / "systemd"
 DROPIN = UNITS / "prefork.service.d" / "notify-reload.conf"
