@@ -1,4 +1,5 @@
-"""Shared fixtures: start prefork-server as a real subprocess on free ports."""
+"""Shared fixtures for tests/unit and tests/e2e: start prefork-server as a real
+subprocess on free ports (the e2e tests), free_port, wait_until, Client."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+# the HTTP test helpers (tests/unit/http_helpers.py) assert too: keep pytest's detailed messages
+pytest.register_assert_rewrite("http_helpers")
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import pytest
 from prefork.dispatch import HttpServerProtocol
 from prefork.messages import Offload, Response
 from prefork.protocols.http import BODY
-from test_http_protocol import (FEEDERS, Clock, assert_json, assert_plaintext, echo_routes, get, make_ctx,
+from http_helpers import (FEEDERS, Clock, assert_json, assert_plaintext, echo_routes, get, make_ctx,
                                 make_proto, parse_responses, statuses)
 
 UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"

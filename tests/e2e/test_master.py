@@ -517,13 +517,13 @@ def test_term_during_startup_is_a_clean_stop(tmp_path):
 
 # --- lifecycle: a second server, failed forks, crashes after ready, stale ready messages ----------------
 
-HELPERS = ROOT / "tests" / "lifecycle_helpers.py"
+HELPERS = ROOT / "tests" / "e2e" / "lifecycle_helpers.py"
 
 
 @pytest.fixture
 def forkfail_server(tmp_path):
     """Start a server whose master's fork() fails while ``tmp_path/forkfail`` exists
-    (see tests/lifecycle_helpers.py): returns (server, flag path)."""
+    (see tests/e2e/lifecycle_helpers.py): returns (server, flag path)."""
     from conftest import Server, children, wait_for_port
 
     servers = []
@@ -801,7 +801,7 @@ blocking = true
 
 [[route]]
 path = "/crash"
-handler = "tests.lifecycle_helpers:crash"
+handler = "tests.e2e.lifecycle_helpers:crash"
 """
 
 

@@ -1,18 +1,19 @@
-"""Handlers over the wire: the thread pool, user handlers, static files, status."""
+"""Handlers over the wire: the thread pool, user handlers, static files, status.
+
+This file: the tests with server processes, subprocesses and sockets;
+tests/unit/test_apps.py has the in-process ones."""
 
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from conftest import ROOT, Client, free_port, make_config, wait_until
-from prefork.apps.static import _parse_range
-from prefork.pool import ThreadPool
+
 
 ROUTES = """
 [[route]]
@@ -171,28 +172,6 @@ def test_reload_with_bad_handler_keeps_running(start_server, docroot):
     assert get(srv.port, b"/hello")[0] == 200
 
 
-def test_pool_unit_full_queue_and_results():
-    results = []
-    done = threading.Event()
-    gate = threading.Event()
-    pool = ThreadPool(lambda fn, *a: fn(*a), threads=1, queue_size=1)
-    try:
-        assert pool.submit(lambda _: gate.wait(5), None, lambda r, e: results.append(("first", r, e)))
-        wait_until(lambda: pool.pending() == 0, what="the first job taken")
-        assert pool.submit(lambda x: x * 2, 21, lambda r, e: (results.append(("second", r, e)), done.set()))
-        assert not pool.submit(lambda x: x, 0, lambda r, e: None)  # queue full
-        assert pool.rejected == 1
-        gate.set()
-        assert done.wait(5)
-        assert results == [("first", True, None), ("second", 42, None)]
-        boom = []
-        ev = threading.Event()
-        pool.submit(lambda _: 1 / 0, None, lambda r, e: (boom.append(e), ev.set()))
-        assert ev.wait(5) and isinstance(boom[0], ZeroDivisionError)
-    finally:
-        pool.shutdown()
-
-
 # --- static files ------------------------------------------------------------------------
 
 
@@ -322,25 +301,6 @@ def test_static_large_file_to_slow_reader_does_not_block_worker(start_server, do
     with open(docroot / "big.bin", "rb") as f:
         assert bytes(received) == f.read()
     slow.close()
-
-
-def test_parse_range_unit():
-    assert _parse_range(b"bytes=0-0", 10) == (0, 0)
-    assert _parse_range(b"bytes=5-", 10) == (5, 9)
-    assert _parse_range(b"bytes=-4", 10) == (6, 9)
-    assert _parse_range(b"bytes=-40", 10) == (0, 9)
-    assert _parse_range(b"bytes=8-100", 10) == (8, 9)
-    assert _parse_range(b"bytes=10-", 10) == "unsatisfiable"
-    assert _parse_range(b"bytes=-0", 10) == "unsatisfiable"
-    assert _parse_range(b"bytes=0-1,3-4", 10) is None  # several ranges: served whole
-    assert _parse_range(b"items=0-1", 10) is None
-    assert _parse_range(b"bytes=x-1", 10) is None
-    assert _parse_range(b"bytes=5-2", 10) is None
-    for invalid in (b"bytes=--5", b"bytes=-+5", b"bytes=+5-", b"bytes=1_0-", b"bytes=1-1_0", b"bytes= 5-",
-                    b"bytes=5- 9", b"bytes=-", b"bytes=5", b"bytes=\xd9\xa1-", b"bytes=-5-"):
-        assert _parse_range(invalid, 10) is None, invalid
-    assert _parse_range(b"BYTES=-0", 10) == "unsatisfiable"  # the unit is case-insensitive
-    assert _parse_range(b"bytes=0-" + b"9" * 5000, 10) is None  # past int()'s digit limit: ignored
 
 
 # --- status ---------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 PostgreSQL runs when PREFORK_TEST_POSTGRES_URL is set (``.ci/run`` starts a
 cluster and sets it, with PREFORK_REQUIRE_POSTGRES=1 so it can never be
-skipped there)."""
+skipped there).
+
+This file: the tests with server processes, subprocesses and sockets;
+tests/unit/test_db.py has the in-process ones."""
 
 import json
 import os
@@ -15,7 +18,7 @@ import uuid
 import pytest
 
 from conftest import ROOT, free_port, make_config, pid_alive, wait_until
-from prefork.apps.db import FORTUNES, queries_param, redact, render_fortunes
+
 
 PG_URL = os.environ.get("PREFORK_TEST_POSTGRES_URL", "")
 
@@ -151,20 +154,6 @@ def test_fortunes_byte_for_byte(start_server, database):
     assert int(headers["content-length"]) == len(EXPECTED_FORTUNES)
 
 
-def test_render_fortunes_escapes_everything():
-    out = render_fortunes([(1, "<b>&\"'</b>")]).decode()
-    assert "<td>&lt;b&gt;&amp;&quot;&#x27;&lt;/b&gt;</td>" in out
-    assert render_fortunes(FORTUNES) == EXPECTED_FORTUNES
-
-
-def test_queries_param_unit():
-    assert queries_param(b"") == 1
-    assert queries_param(b"queries=12") == 12
-    assert queries_param(b"a=1&queries=600") == 500
-    assert queries_param(b"queries=foo") == 1
-    assert queries_param(b"queries=0") == 1
-
-
 def test_acknowledged_updates_survive_kill_9(start_server, database):
     url, read = database
     srv = start_db_server(start_server, url)
@@ -211,11 +200,6 @@ def test_locked_database_gives_503_and_worker_lives(start_server, tmp_path):
     assert get(srv, "/updates?queries=2")[0] == 200
     assert srv.workers() == [worker]
     assert "database error" in srv.log()
-
-
-def test_redact():
-    assert redact("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
-    assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
 def _cluster(action: str, directory, port: int) -> str:

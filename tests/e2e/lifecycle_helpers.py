@@ -3,7 +3,7 @@
 As a module: ``crash``, a handler that takes its worker down after it has
 served (an exception that is not an ``Exception`` escapes the worker's loop).
 
-As a script: ``python tests/lifecycle_helpers.py -c FILE`` runs the server
+As a script: ``python tests/e2e/lifecycle_helpers.py -c FILE`` runs the server
 with ``os.fork`` made to fail on demand, so the master's fork-failure paths
 run in a real process: while the file named by ``$FORK_FAIL_FILE`` exists,
 it holds how many more forks may succeed; once that reaches 0, ``fork()``
