@@ -15,27 +15,16 @@ tests/unit/test_hostile.py has the in-process ones."""
 
 from __future__ import annotations
 
-import codecs
 import socket
 import time
-import tomllib
-from pathlib import Path
 
 import pytest
 
 from conftest import BACKENDS, Server, free_port, http_get, make_config
+from testkit import CASES, load_case as load
 
 
-CORPUS = Path(__file__).resolve().parents[1] / "requests"  # tests/requests
-CASES = sorted(CORPUS.glob("*/*.http"))
 FOLLOW_UP = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-def load(path: Path) -> tuple[bytes, list[int], bool]:
-    text = path.read_text().replace("\n", "")
-    raw = codecs.escape_decode(text.encode("latin-1"))[0]
-    expect = tomllib.loads(path.with_suffix(".toml").read_text())
-    return raw, expect["statuses"], expect["closed"]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

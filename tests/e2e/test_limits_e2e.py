@@ -7,48 +7,10 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
+from testkit import fake_proc
 
 
 ROOT = Path(__file__).resolve().parents[2]
-
-# A machine with room for everything: the values each test starts from.
-GENEROUS = {
-    "proc/self/limits": (
-        "Limit                     Soft Limit           Hard Limit           Units     \n"
-        "Max cpu time              unlimited            unlimited            seconds   \n"
-        "Max open files            1024                 1048576              files     \n"
-        "Max locked memory         8388608              8388608              bytes     \n"
-    ),
-    "proc/sys/fs/file-max": "10000000\n",
-    "proc/sys/fs/nr_open": "1048576\n",
-    "proc/sys/fs/file-nr": "1000\t0\t10000000\n",
-    "proc/sys/net/ipv4/ip_local_port_range": "1024\t65535\n",
-    "proc/sys/net/netfilter/nf_conntrack_max": "4000000\n",
-    "proc/sys/net/core/somaxconn": "4096\n",
-    "proc/sys/net/ipv4/tcp_max_syn_backlog": "8192\n",
-    "proc/sys/net/ipv4/tcp_mem": "1000000\t2000000\t3000000\n",
-    "proc/sys/net/ipv4/tcp_rmem": "4096\t131072\t6291456\n",
-    "proc/sys/net/ipv4/tcp_wmem": "4096\t16384\t4194304\n",
-    "proc/meminfo": f"MemTotal:       {64 * 1024 * 1024} kB\nMemFree:        1 kB\n"
-                    f"MemAvailable:   {60 * 1024 * 1024} kB\n",
-}
-
-
-def fake_proc(tmp_path, drop=(), **changes) -> str:
-    """Write a fake /proc below tmp_path: GENEROUS, with ``changes`` (keys are
-    the file names, e.g. file_max=..., nr_open=...) and without ``drop``."""
-    names = {Path(rel).name.replace("-", "_"): rel for rel in GENEROUS}
-    files = dict(GENEROUS)
-    for key, text in changes.items():
-        files[names[key]] = text
-    for key in drop:
-        del files[names[key]]
-    root = tmp_path / "root"
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return str(root)
 
 
 def test_command_on_a_fake_tree(tmp_path):

@@ -8,7 +8,6 @@ tests/unit/test_privileges.py has the in-process ones."""
 from __future__ import annotations
 
 import os
-import pwd
 import signal
 import subprocess
 import sys
@@ -17,27 +16,12 @@ import pytest
 
 from conftest import ROOT, free_port, http_get, make_config, wait_until
 from prefork.config import ConfigError, from_dict
-
-
-ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="dropping privileges needs root")
-NOBODY = pwd.getpwnam("nobody")
-LISTEN = [{"address": "127.0.0.1:1"}]
-
-
-def conf(**sections) -> dict:
-    return {"listen": LISTEN, **sections}
+from testkit import NOBODY, ROOT_ONLY, conf, reachable_tmp_dir
 
 
 @pytest.fixture
 def tmp_path():
-    """A directory another user can reach (pytest's own live under a 0700 one)."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-    path = Path(tempfile.mkdtemp(prefix="prefork-priv-", dir="/tmp"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    yield from reachable_tmp_dir()
 
 
 @ROOT_ONLY

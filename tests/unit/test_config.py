@@ -9,18 +9,10 @@ from pathlib import Path
 import pytest
 
 from prefork.config import ConfigError, load
+from testkit import GOOD, write
 
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def write(tmp_path, text):
-    p = tmp_path / "c.toml"
-    p.write_text(text)
-    return str(p)
-
-
-GOOD = '[server]\nworkers = 2\n\n[[listen]]\naddress = "127.0.0.1:8080"\n'
 
 
 def test_shipped_default_config_is_valid():

@@ -15,20 +15,7 @@ server processes, subprocesses and sockets."""
 
 from __future__ import annotations
 
-import codecs
-import tomllib
-from pathlib import Path
-
-
-CORPUS = Path(__file__).resolve().parents[1] / "requests"  # tests/requests
-CASES = sorted(CORPUS.glob("*/*.http"))
-
-
-def load(path: Path) -> tuple[bytes, list[int], bool]:
-    text = path.read_text().replace("\n", "")
-    raw = codecs.escape_decode(text.encode("latin-1"))[0]
-    expect = tomllib.loads(path.with_suffix(".toml").read_text())
-    return raw, expect["statuses"], expect["closed"]
+from testkit import CASES, load_case as load
 
 
 def test_corpus_is_complete():

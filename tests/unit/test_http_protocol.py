@@ -596,8 +596,6 @@ def test_error_closes_and_lingers(feed, data, limits, status):
     assert proto.eof_received() == b""
 
 
-
-
 @pytest.mark.parametrize("line", [
     pytest.param(b"GET /plaintext\r\nHost: a\r\n\r\n", id="no-version"),
     pytest.param(b"GET /plaintext HTTP/0.9\r\nHost: a\r\n\r\n", id="0.9"),
