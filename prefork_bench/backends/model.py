@@ -16,7 +16,7 @@ STATIC_FILE = "4k.bin"
 STATIC_PATH = STATIC_PREFIX + STATIC_FILE
 WORLD_ROWS = 10000
 PIPELINE = 16
-THROUGHPUT_WORKER_CONNECTIONS = 19000
+THROUGHPUT_WORKER_CONNECTIONS = 18900  # + the static cache (1024), database and reserve fds: under 20000
 
 WORKERS_TIMEOUT = 30.0              # seconds for the master to have all its workers
 CHECK_TIMEOUT = 10.0                # seconds for one verification exchange
