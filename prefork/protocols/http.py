@@ -396,6 +396,11 @@ class HttpProtocol:
                 hold = True  # after it: one file body at a time per connection
             else:
                 self._out.append(head + response.body)
+        self.answered(request, status, length, hold)
+
+    def answered(self, request: Request, status: int, length: int, hold: bool = False) -> None:
+        """The response to ``request`` is in ``_out``: log it, then keep alive, close or hold."""
+        ctx = self.ctx
         if ctx.on_response is not None:
             ctx.on_response(request, status, length)
         if not request.keep_alive:
