@@ -90,3 +90,25 @@ async def raw_app(scope, receive, send):
 
 
 not_an_app = 42
+
+
+BIG_CHUNK = 256 * 1024
+BIG_CHUNKS = 256  # 64 MiB
+
+
+async def big_stream(scope, receive, send):
+    """64 MiB streamed in 256 KiB pieces; after each send() returns, the count
+    goes into the file named by PREFORK_TEST_PROGRESS (the slow-reader test)."""
+    import os
+
+    progress = os.environ.get("PREFORK_TEST_PROGRESS")
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")]})
+    chunk = b"x" * BIG_CHUNK
+    for i in range(BIG_CHUNKS):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if progress:
+            with open(progress + ".tmp", "w") as f:
+                f.write(str(i + 1))
+            os.replace(progress + ".tmp", progress)
+    await send({"type": "http.response.body", "body": b""})

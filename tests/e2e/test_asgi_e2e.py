@@ -123,3 +123,53 @@ def test_head_and_http10_over_the_wire(srv):
         assert body == b"".join(b"line %d\n" % i for i in range(5))
     finally:
         c.close()
+
+
+def test_send_waits_for_a_slow_reader(start_server, tmp_path):
+    """A client that reads nothing: the app's send() stops returning once the
+    unsent output is above high_water (plus what the kernel holds), instead of
+    the worker buffering the whole 64 MiB; once the client reads, it all comes."""
+    import os
+    import socket
+    import time
+
+    from conftest import wait_until
+    from tests.asgi_apps import BIG_CHUNK, BIG_CHUNKS
+
+    progress = tmp_path / "progress"
+    srv = start_server(names=("http",), extra='\n[[route]]\npath = "/big"\nasgi = "tests.asgi_apps:big_stream"\n',
+                       env=dict(os.environ, PREFORK_TEST_PROGRESS=str(progress)))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.connect(("127.0.0.1", srv.port))
+    try:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(progress.exists, what="the app's first send")
+
+        def settled():  # the count has stopped moving (or the app has sent everything)
+            before = int(progress.read_text())
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                if int(progress.read_text()) != before:
+                    return None
+                time.sleep(0.05)
+            return before
+        stalled = wait_until(settled, timeout=20, what="the app's sends to stop")
+        assert stalled < BIG_CHUNKS // 4, f"{stalled} chunks sent to a client that reads nothing"
+        sock.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in head
+        want = BIG_CHUNKS * (len(b"%x\r\n" % BIG_CHUNK) + BIG_CHUNK + 2) + 5
+        got = len(rest)
+        while got < want:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "closed early"
+            got += len(chunk)
+            rest = rest[-5:] + chunk
+        assert got == want and rest.endswith(b"0\r\n\r\n")
+        assert int(progress.read_text()) == BIG_CHUNKS
+    finally:
+        sock.close()
