@@ -92,7 +92,7 @@ class _Call:
     """One request handed to an ASGI app: its receive, its send, its end."""
 
     __slots__ = ("app", "proto", "request", "task", "status", "headers", "started", "head_sent", "done",
-                 "gone", "body_given", "waiter", "chunked", "length", "keep_alive", "head_only", "no_body")
+                 "gone", "half_closed", "body_given", "waiter", "chunked", "length", "keep_alive", "head_only", "no_body")
 
     def __init__(self, app: AsgiApp, proto: HttpServerProtocol, request: Request):
         self.app = app
@@ -105,6 +105,7 @@ class _Call:
         self.head_sent = False
         self.done = False        # the response is complete (or failed)
         self.gone = False        # the client went away
+        self.half_closed = False  # the client has half-closed (it may still read the response)
         self.body_given = False  # the first receive() has had the request body
         self.waiter: asyncio.Future | None = None  # a receive() waiting for http.disconnect
         self.chunked = False
@@ -119,7 +120,9 @@ class _Call:
         if not self.body_given:
             self.body_given = True
             return {"type": "http.request", "body": self.request.body, "more_body": False}
-        if not (self.done or self.gone):
+        if not (self.done or self.gone or self.half_closed):
+            # only a disconnect can come now: read again, to see the client go
+            self.proto.listen()
             waiter = self.waiter = asyncio.get_running_loop().create_future()
             await waiter
         return {"type": "http.disconnect"}
@@ -228,6 +231,14 @@ class _Call:
     def lost(self) -> None:
         """The connection is gone (called by the protocol's connection_lost)."""
         self.gone = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def eof(self) -> None:
+        """The client has half-closed: a receive() gets http.disconnect (as
+        uvicorn does); send() still works, the client may be reading."""
+        self.half_closed = True
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -219,6 +219,13 @@ class HttpServerProtocol(HttpProtocol):
             return
         self._handled(request, self._call(request, handler))
 
+    def eof_received(self):
+        if self.state == WAITING:
+            call = self.ctx.asgi_calls.get(self)
+            if call is not None:
+                call.eof()  # the client has said all it will: an app in receive() gets http.disconnect
+        return super().eof_received()
+
     def connection_lost(self) -> None:
         if self.state == WAITING:
             call = self.ctx.asgi_calls.pop(self, None)

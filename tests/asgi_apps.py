@@ -112,3 +112,19 @@ async def big_stream(scope, receive, send):
                 f.write(str(i + 1))
             os.replace(progress + ".tmp", progress)
     await send({"type": "http.response.body", "body": b""})
+
+
+async def long_poll(scope, receive, send):
+    """Waits in receive() until the client goes, then notes what it got in the
+    file named by PREFORK_TEST_PROGRESS, and tries to send (which must raise)."""
+    import os
+
+    await receive()
+    message = await receive()
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        outcome = "sent"
+    except OSError as exc:
+        outcome = type(exc).__name__
+    with open(os.environ["PREFORK_TEST_PROGRESS"], "w") as f:
+        f.write(f"{message['type']} {outcome}")

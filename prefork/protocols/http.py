@@ -310,6 +310,14 @@ class HttpProtocol:
             self._paused = True
             self.driver.pause_reading()
 
+    def listen(self) -> None:
+        """While ``WAITING``, read again: pipelined input queues as usual (up
+        to ``PENDING_MAX``), and the peer's EOF or reset is seen (an ASGI app
+        waiting for ``http.disconnect``)."""
+        if self._paused and self.driver is not None and self.state == WAITING:
+            self._paused = False
+            self.driver.resume_reading()
+
     def _run_pending(self) -> None:
         """Answer the requests queued behind a pooled or held one, up to the
         next wait; then the next request's head or body may come."""

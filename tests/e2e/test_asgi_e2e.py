@@ -173,3 +173,32 @@ def test_send_waits_for_a_slow_reader(start_server, tmp_path):
         assert int(progress.read_text()) == BIG_CHUNKS
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("how", ["fin", "reset"])
+def test_client_gone_while_the_app_waits_in_receive(start_server, tmp_path, how):
+    """A long poll: the client goes while the app waits in receive(), and the
+    app gets http.disconnect. After a reset the connection is gone and send()
+    raises an OSError (ClientDisconnected); after a FIN (the client may be
+    half-closed, still reading) send() works. The worker goes on either way."""
+    import os
+    import socket
+    import struct
+
+    from conftest import wait_until
+
+    progress = tmp_path / "progress"
+    srv = start_server(names=("http",), extra='\n[[route]]\npath = "/poll"\nasgi = "tests.asgi_apps:long_poll"\n'
+                                              '\n[[route]]\npath = "/status"\nhandler = "status"\n',
+                       env=dict(os.environ, PREFORK_TEST_PROGRESS=str(progress)))
+    sock = srv.connect()
+    sock.sendall(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+    with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as client:
+        assert client.get("/status").status_code == 200  # the poll is in, waiting
+        if how == "reset":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        wait_until(lambda: progress.exists() and progress.read_text(), what="the app to see the disconnect")
+        expected = "ClientDisconnected" if how == "reset" else "sent"
+        assert progress.read_text() == f"http.disconnect {expected}"
+        assert client.get("/status").status_code == 200  # the worker serves on

@@ -382,3 +382,27 @@ def test_access_log_and_counter_cover_asgi_requests():
 
     proto = asyncio.run(main())
     assert logged == [(b"/a", 200, 5)] and proto.ctx.requests == 1
+
+
+def test_half_close_while_in_receive_gives_disconnect_and_send_still_works():
+    got = []
+
+    async def app(scope, receive, send):
+        await receive()
+        got.append(await receive())
+        await hello(b"late")(scope, receive, send)
+
+    async def main():
+        proto, driver = serve(app)
+        feed(proto, driver, get(b"/"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not driver.paused  # waiting for a disconnect, the connection reads again to see it
+        driver.deliver(proto.eof_received())
+        await settle(proto, driver)
+        return proto, driver
+
+    proto, driver = asyncio.run(main())
+    assert got == [{"type": "http.disconnect"}]
+    assert parse(driver.out)[0][2] == b"late"
+    assert driver.closed  # answered what was asked, then closed (the client half-closed)
