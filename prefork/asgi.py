@@ -92,7 +92,7 @@ class _Call:
     """One request handed to an ASGI app: its receive, its send, its end."""
 
     __slots__ = ("app", "proto", "request", "task", "status", "headers", "started", "head_sent", "done",
-                 "gone", "half_closed", "body_given", "waiter", "chunked", "length", "keep_alive", "head_only", "no_body")
+                 "gone", "half_closed", "body_given", "waiter", "chunked", "length", "declared", "keep_alive", "head_only", "no_body")
 
     def __init__(self, app: AsgiApp, proto: HttpServerProtocol, request: Request):
         self.app = app
@@ -110,6 +110,7 @@ class _Call:
         self.waiter: asyncio.Future | None = None  # a receive() waiting for http.disconnect
         self.chunked = False
         self.length = 0          # content bytes sent
+        self.declared = -1       # the app's Content-Length (-1: none)
         self.keep_alive = request.keep_alive
         self.head_only = request.method == b"HEAD"
         self.no_body = False
@@ -150,11 +151,17 @@ class _Call:
         if not self.head_sent:
             parts.append(self._head(len(body), more))
         if body and not self.no_body:
+            if 0 <= self.declared < self.length + len(body):
+                raise RuntimeError(f"more body than the Content-Length ({self.declared}) the app gave")
             self.length += len(body)
             parts.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else bytes(body))
         if not more:
             if self.chunked:
                 parts.append(_LAST_CHUNK)
+            elif self.length < self.declared and not self.no_body:
+                if parts:
+                    self.proto.driver.deliver(b"".join(parts))
+                raise RuntimeError(f"less body than the Content-Length ({self.declared}) the app gave")
             self._complete(b"".join(parts))
             return
         driver = self.proto.driver
@@ -171,7 +178,6 @@ class _Call:
         """The response head, framed: the app's Content-Length, else chunked
         (HTTP/1.1) or close-delimited (HTTP/1.0) -- or, when the first body
         is the whole body, its length."""
-        self.head_sent = True
         status = self.status
         ctx = self.proto.ctx
         parts = [status_line(status), ctx.server_line, ctx.date_line]
@@ -180,15 +186,16 @@ class _Call:
             lower = bytes(name).lower()
             if lower == b"content-length":
                 has_length = True
+                self.declared = int(value)
             elif lower in (b"connection", b"transfer-encoding"):
                 continue  # the framing is the server's
             parts += (bytes(name), b": ", bytes(value), b"\r\n")
         self.no_body = status < 200 or status == 204 or status == 304 or self.head_only
         if not has_length and not (status < 200 or status == 204 or status == 304):
-            if not more:
-                parts.append(b"Content-Length: %d\r\n" % first)
-            elif self.head_only:
+            if self.head_only:
                 pass  # what a GET would get is not known; nothing follows the head anyway
+            elif not more:
+                parts.append(b"Content-Length: %d\r\n" % first)
             elif self.request.version == "1.1":
                 self.chunked = True
                 parts.append(_CHUNKED)
@@ -199,6 +206,7 @@ class _Call:
         elif self.request.version == "1.0":
             parts.append(_KEEP_ALIVE)
         parts.append(b"\r\n")
+        self.head_sent = True
         return b"".join(parts)
 
     # --- the server's side --------------------------------------------------------------

@@ -406,3 +406,46 @@ def test_half_close_while_in_receive_gives_disconnect_and_send_still_works():
     assert got == [{"type": "http.disconnect"}]
     assert parse(driver.out)[0][2] == b"late"
     assert driver.closed  # answered what was asked, then closed (the client half-closed)
+
+
+@pytest.mark.parametrize("declared, parts", [(b"3", [b"ab", b"cd"]), (b"10", [b"ab", b""])])
+def test_a_body_that_breaks_the_apps_content_length_closes_the_connection(declared, parts):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", declared)]})
+        for i, part in enumerate(parts):
+            await send({"type": "http.response.body", "body": part, "more_body": i < len(parts) - 1})
+
+    async def main():
+        proto, driver = serve(app)
+        feed(proto, driver, get(b"/") + get(b"/"))
+        await settle(proto, driver)
+        return driver
+
+    driver = asyncio.run(main())
+    assert driver.aborted and driver.out.count(b"HTTP/1.1") <= 1  # never a second response on a broken frame
+
+
+def test_bad_response_headers_before_any_byte_is_sent_are_a_500():
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"x")]})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    async def main():
+        proto, driver = serve(app)
+        feed(proto, driver, get(b"/"))
+        await settle(proto, driver)
+        return driver
+
+    assert parse(asyncio.run(main()).out)[0][0] == 500
+
+
+def test_head_without_a_length_gets_no_invented_content_length():
+    async def main():
+        proto, driver = serve(hello(b"", []))
+        feed(proto, driver, get(b"/", method=b"HEAD"))
+        await settle(proto, driver)
+        return driver
+
+    out = bytes(asyncio.run(main()).out)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"\r\n\r\n")
+    assert b"Content-Length" not in out and b"Transfer-Encoding" not in out
