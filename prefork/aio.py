@@ -105,6 +105,7 @@ class AioConnection(BaseDriver, asyncio.Protocol):
     transport buffers the rest. ``fd`` is -1 once the connection is lost."""
 
     conns: set  # this worker's open connections (for_worker gives each worker its own)
+    _drain: asyncio.Future | None = None  # drained(): a writer waiting for the output to go below high water
 
     @classmethod
     def for_worker(cls, worker: Host) -> type:
@@ -174,6 +175,7 @@ class AioConnection(BaseDriver, asyncio.Protocol):
             return  # reported twice (a failed connect, then the transport)
         self.fd = -1
         self._let_go()
+        self._wake_writer()
         self.proto.connection_lost()
         self.conns.discard(self)
         self.worker.connection_closed()
@@ -186,10 +188,34 @@ class AioConnection(BaseDriver, asyncio.Protocol):
     def resume_writing(self) -> None:
         self.send_deadline = 0.0
         self._resume(HIGH_WATER)
+        self._wake_writer()
         self._pump()
         if self.flags & HELD and self.wbuf is None:
             self.worker.reactor.call_soon(BaseDriver._continue, self)
         self.after()
+
+    def drained(self) -> asyncio.Future:
+        drain = self._drain
+        if drain is None or drain.done():
+            drain = self._drain = self.worker.reactor.loop.create_future()
+            if self.fd < 0 or not self.flags & HIGH_WATER:
+                drain.set_result(None)
+        return drain
+
+    def _wake_writer(self) -> None:
+        drain = self._drain
+        if drain is not None:
+            self._drain = None
+            if not drain.done():
+                drain.set_result(None)
+
+    def sockname(self) -> Any:
+        if self.transport is None:
+            return None
+        name = self.transport.get_extra_info("sockname")
+        if type(name) is tuple:
+            return (name[0], name[1])
+        return name or None
 
     # --- BaseDriver's hooks -------------------------------------------------------------
 

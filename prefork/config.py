@@ -81,8 +81,10 @@ class HttpConfig:
 @dataclass(frozen=True, slots=True)
 class RouteConfig:
     path: str                           # "/x" matches exactly; "/x/" matches the prefix
-    handler: str                        # a built-in name or "package.module:callable"
+    handler: str                        # a built-in name or "package.module:callable" ("" with asgi)
     blocking: bool | None = None        # run in the thread pool (None: the handler's own default)
+    asgi: str = ""                      # an ASGI 3 app, "package.module:app" (instead of handler)
+    asgi_factory: bool = False          # asgi names a callable that returns the app (called with no arguments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,20 +160,30 @@ def _routes(path: str, data: dict) -> tuple[RouteConfig, ...]:
         section = f"route[{i}]"
         table = _check_table(path, section, item)
         _unknown_keys(path, section, table, {f.name for f in fields(RouteConfig)})
-        for required in ("path", "handler"):
-            if required not in table:
-                raise ConfigError(path, f"{section}.{required}", "missing")
+        if "path" not in table:
+            raise ConfigError(path, f"{section}.path", "missing")
+        if ("handler" in table) == ("asgi" in table):
+            raise ConfigError(path, f"{section}.handler", "expected exactly one of handler and asgi"
+                              if "asgi" in table else "missing")
         route_path = _check_str(path, f"{section}.path", table["path"])
         if not route_path.startswith("/"):
             raise ConfigError(path, f"{section}.path", f"expected a path starting with '/', got {route_path!r}")
         if route_path in seen:
             raise ConfigError(path, f"{section}.path", f"{route_path} is routed twice")
         seen.add(route_path)
-        handler = _check_str(path, f"{section}.handler", table["handler"])
-        blocking = table.get("blocking")
-        if blocking is not None and not isinstance(blocking, bool):
-            raise ConfigError(path, f"{section}.blocking", f"expected true or false, got {blocking!r}")
-        out.append(RouteConfig(route_path, handler, blocking))
+        handler = _check_str(path, f"{section}.handler", table.get("handler", ""))
+        asgi = _check_str(path, f"{section}.asgi", table.get("asgi", ""))
+        if "asgi" in table and not asgi:
+            raise ConfigError(path, f"{section}.asgi", "expected 'package.module:app'")
+        for flag in ("blocking", "asgi_factory"):
+            value = table.get(flag)
+            if value is not None and not isinstance(value, bool):
+                raise ConfigError(path, f"{section}.{flag}", f"expected true or false, got {value!r}")
+        if not asgi and "asgi_factory" in table:
+            raise ConfigError(path, f"{section}.asgi_factory", "needs asgi")
+        if asgi and "blocking" in table:
+            raise ConfigError(path, f"{section}.blocking", "an asgi app runs on the worker's loop, not in the pool")
+        out.append(RouteConfig(route_path, handler, table.get("blocking"), asgi, table.get("asgi_factory", False)))
     return tuple(out)
 
 
@@ -222,10 +234,31 @@ def from_dict(data: dict, path: str = "<config>") -> Config:
     if http.max_request_line > http.max_header_bytes:
         raise ConfigError(path, "http.max_request_line",
                           f"must not exceed http.max_header_bytes ({http.max_header_bytes})")
+    routes = _routes(path, data)
+    server = _asgi_backend(path, data, server, routes)
     config = Config(path=path, server=server, listen=_listeners(path, data), http=http, log=log,
-                    routes=_routes(path, data), static=static, status=status, database=database)
+                    routes=routes, static=static, status=status, database=database)
     _check_privileges(config)
     return dataclasses.replace(config, notes=_backend_notes(config))
+
+
+def _asgi_backend(path: str, data: dict, server: ServerConfig, routes: tuple[RouteConfig, ...]) -> ServerConfig:
+    """ASGI apps need an asyncio loop: without ``server.backend`` an ASGI
+    route makes it uvloop (asyncio when uvloop is missing); an explicit
+    "epoll" with one is an error naming both keys."""
+    first = next((i for i, route in enumerate(routes) if route.asgi), None)
+    if first is None:
+        return server
+    explicit = isinstance(data.get("server"), dict) and "backend" in data["server"]
+    if explicit:
+        if server.backend == "epoll":
+            raise ConfigError(path, "server.backend", f"'epoll' cannot run the ASGI app of route[{first}].asgi: "
+                                                      "use 'uvloop' or 'asyncio' (or leave server.backend out)")
+        return server
+    import importlib.util
+
+    backend = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    return dataclasses.replace(server, backend=backend)
 
 
 def _backend_notes(config: Config) -> tuple[str, ...]:

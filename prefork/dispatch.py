@@ -42,6 +42,12 @@ class Router:
     def add(self, path: bytes | str, handler: Handler, blocking: bool = False) -> None:
         if isinstance(path, str):
             path = path.encode()
+        if path == b"/" and getattr(handler, "serve", None) is not None:
+            # an app mounted at "/" (ASGI) gets every path no other route has
+            self.exact[path] = (handler, blocking)
+            self.prefixes.append((path, handler, blocking))
+            self.prefixes.sort(key=lambda item: -len(item[0]))
+            return
         if path.endswith(b"/") and len(path) > 1:
             self.prefixes.append((path, handler, blocking))
             self.prefixes.sort(key=lambda item: -len(item[0]))
@@ -89,6 +95,7 @@ class HttpServerContext(HttpContext):
         self.requests = 0  # counter, for status
         self._access_log = None
         self.draining = False   # graceful stop: no more keep-alive
+        self.asgi_calls: dict = {}  # protocol -> its running ASGI call (prefork.asgi), told if the client goes
         super().__init__(config, clock)
 
     @property
@@ -203,10 +210,30 @@ class HttpServerProtocol(HttpProtocol):
             self.write_response(request, None, 404)
             return
         handler, blocking = found
-        if blocking:
+        if blocking:  # the pool, or an app that answers through the protocol itself (an ASGI app)
+            serve = getattr(handler, "serve", None)
+            if serve is not None:
+                serve(self, request)
+                return
             self._offload(request, handler)
             return
         self._handled(request, self._call(request, handler))
+
+    def eof_received(self):
+        if self.state == WAITING:
+            call = self.ctx.asgi_calls.get(self)
+            if call is not None:
+                call.eof()  # the client has said all it will: an app in receive() gets http.disconnect
+        return super().eof_received()
+
+    def connection_lost(self) -> None:
+        if self.state == WAITING:
+            call = self.ctx.asgi_calls.pop(self, None)
+            super().connection_lost()
+            if call is not None:
+                call.lost()
+            return
+        super().connection_lost()
 
     def _asterisk(self, request: Request) -> None:
         """``OPTIONS *`` asks about the server itself (RFC 9110 9.3.7): 200 and

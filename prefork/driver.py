@@ -87,6 +87,19 @@ class Driver(Protocol):
     def hold(self) -> None:
         """Once what was said is sent, call the protocol's ``resume()``."""
 
+    def abort(self) -> None:
+        """Close now, dropping unsent output (a response that cannot be finished)."""
+
+    def write_blocked(self) -> bool:
+        """Is the unsent output above ``high_water`` (a streaming writer should wait)?"""
+
+    def drained(self) -> Any:
+        """An awaitable done when the output is below ``high_water`` again, or the
+        connection is gone (asyncio backends only)."""
+
+    def sockname(self) -> Any:
+        """The local address: (host, port), or the unix socket's path; None if unknown."""
+
 
 class Timers(Protocol):
     """The reactor as a driver uses it (``Reactor`` and ``AsyncioReactor``)."""
@@ -221,6 +234,15 @@ class BaseDriver:
         if self.wbuf is None:
             self.worker.reactor.call_soon(BaseDriver._continue, self)
         # else the backend calls it when its buffer is empty
+
+    def write_blocked(self) -> bool:
+        return bool(self.flags & HIGH_WATER)
+
+    def drained(self) -> Any:
+        raise NotImplementedError  # the asyncio backends' (aio.AioConnection)
+
+    def sockname(self) -> Any:
+        return None
 
     def _continue(self) -> None:
         flags = self.flags

@@ -88,6 +88,34 @@ def load_callable(spec: str) -> Callable[..., Any]:
     return obj
 
 
+def load_asgi(spec: str, factory: bool = False) -> Callable[..., Any]:
+    """Import the ASGI app ``"package.module:app"`` (with ``factory``: call
+    that with no arguments for the app); raise ValueError saying why not."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected 'package.module:app', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the module itself failing
+        raise ValueError(f"cannot import {module_name!r} for {spec!r}: {type(exc).__name__}: {exc}") from None
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"{module_name!r} has no attribute {attr!r}") from None
+    if factory:
+        if not callable(obj):
+            raise ValueError(f"{spec!r} is not callable (asgi_factory = true)")
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise ValueError(f"the factory {spec!r} failed: {type(exc).__name__}: {exc}") from None
+    if not callable(obj):
+        raise ValueError(f"{spec!r} is not an ASGI app (not callable)")
+    return obj
+
+
 def _route_key(config: Config, i: int, explicit: bool) -> str:
     return f"route[{i}].handler" if explicit else "[[route]] (default routes)"
 
@@ -98,6 +126,12 @@ def check_routes(config: Config) -> None:
     explicit = bool(config.routes)
     for i, route in enumerate(config.routes or default_routes(config)):
         key = _route_key(config, i, explicit)
+        if route.asgi:
+            try:
+                load_asgi(route.asgi, route.asgi_factory)
+            except ValueError as exc:
+                raise ConfigError(config.path, f"route[{i}].asgi", f"{route.path}: {exc}") from None
+            continue
         if route.handler in builtins:
             if route.handler == "static" and not config.static.root:
                 raise ConfigError(config.path, key, "the static handler needs [static] root")
@@ -114,6 +148,11 @@ def build_router(config: Config, app: AppContext) -> Router:
     builtins = _builtins()
     router = Router()
     for route in config.routes or default_routes(config):
+        if route.asgi:
+            from ..asgi import AsgiApp
+
+            router.add(route.path, AsgiApp(load_asgi(route.asgi, route.asgi_factory), route.path), True)
+            continue
         if route.handler in builtins:
             factory, blocking = builtins[route.handler]
             handler = factory(app, route.path)

@@ -310,6 +310,14 @@ class HttpProtocol:
             self._paused = True
             self.driver.pause_reading()
 
+    def listen(self) -> None:
+        """While ``WAITING``, read again: pipelined input queues as usual (up
+        to ``PENDING_MAX``), and the peer's EOF or reset is seen (an ASGI app
+        waiting for ``http.disconnect``)."""
+        if self._paused and self.driver is not None and self.state == WAITING:
+            self._paused = False
+            self.driver.resume_reading()
+
     def _run_pending(self) -> None:
         """Answer the requests queued behind a pooled or held one, up to the
         next wait; then the next request's head or body may come."""
@@ -396,6 +404,11 @@ class HttpProtocol:
                 hold = True  # after it: one file body at a time per connection
             else:
                 self._out.append(head + response.body)
+        self.answered(request, status, length, hold)
+
+    def answered(self, request: Request, status: int, length: int, hold: bool = False) -> None:
+        """The response to ``request`` is in ``_out``: log it, then keep alive, close or hold."""
+        ctx = self.ctx
         if ctx.on_response is not None:
             ctx.on_response(request, status, length)
         if not request.keep_alive:

@@ -116,3 +116,82 @@ def test_load_checked_rejects_a_bad_handler_naming_the_key(tmp_path):
     assert load(path).routes[0].handler == "examples.nope:handler"  # parsed, not resolved
     with pytest.raises(ConfigError, match=r"route\[0\]\.handler.*examples\.nope:handler"):
         load_checked(path)
+
+
+# --- ASGI routes (issue 15) ---------------------------------------------------------------
+
+
+def test_asgi_route_is_accepted_and_makes_the_default_backend_uvloop(tmp_path):
+    from prefork.checks import load_checked
+
+    path = write(tmp_path, GOOD + '\n[[route]]\npath = "/"\nasgi = "tests.asgi_apps:starlette_app"\n')
+    cfg = load_checked(path)
+    assert cfg.routes[0].asgi == "tests.asgi_apps:starlette_app" and cfg.routes[0].handler == ""
+    assert cfg.server.backend == "uvloop"  # uvloop is installed (a regular dependency)
+    # without an ASGI route the default stays epoll
+    assert load(write(tmp_path, GOOD)).server.backend == "epoll"
+
+
+def test_asgi_default_backend_falls_back_to_asyncio_without_uvloop(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a))
+    path = write(tmp_path, GOOD + '\n[[route]]\npath = "/"\nasgi = "tests.asgi_apps:raw_app"\n')
+    assert load(path).server.backend == "asyncio"
+
+
+def test_explicit_asgi_backend_is_kept(tmp_path):
+    text = GOOD.replace("workers = 2", 'workers = 2\nbackend = "asyncio"')
+    path = write(tmp_path, text + '\n[[route]]\npath = "/"\nasgi = "tests.asgi_apps:raw_app"\n')
+    assert load(path).server.backend == "asyncio"
+
+
+def test_epoll_with_an_asgi_route_is_an_error_naming_both_keys(tmp_path):
+    text = GOOD.replace("workers = 2", 'workers = 2\nbackend = "epoll"')
+    path = write(tmp_path, text + '\n[[route]]\npath = "/status"\nhandler = "status"\n'
+                                  '\n[[route]]\npath = "/"\nasgi = "tests.asgi_apps:raw_app"\n')
+    with pytest.raises(ConfigError, match=r"server\.backend.*route\[1\]\.asgi"):
+        load(path)
+
+
+@pytest.mark.parametrize("spec, why", [
+    ("tests.asgi_apps:nope", "has no attribute"),
+    ("tests.no_such_module:app", "cannot import"),
+    ("tests.asgi_apps:not_an_app", "not an ASGI app"),
+    ("no_colon", "expected 'package.module:app'"),
+])
+def test_bad_asgi_app_is_a_config_error_naming_the_key(tmp_path, spec, why):
+    from prefork.checks import load_checked
+
+    path = write(tmp_path, GOOD + f'\n[[route]]\npath = "/status"\nhandler = "status"\n'
+                                  f'\n[[route]]\npath = "/"\nasgi = "{spec}"\n')
+    with pytest.raises(ConfigError, match=rf"route\[1\]\.asgi.*{why}"):
+        load_checked(path)
+
+
+def test_asgi_factory_calls_the_callable(tmp_path):
+    from prefork.apps import load_asgi
+    from prefork.checks import load_checked
+    from tests.asgi_apps import raw_app
+
+    path = write(tmp_path, GOOD + '\n[[route]]\npath = "/"\nasgi = "tests.asgi_apps:make_app"\nasgi_factory = true\n')
+    cfg = load_checked(path)
+    assert cfg.routes[0].asgi_factory is True
+    assert load_asgi("tests.asgi_apps:make_app", factory=True) is raw_app
+    bad = write(tmp_path, GOOD + '\n[[route]]\npath = "/"\nasgi = "tests.asgi_apps:not_an_app"\nasgi_factory = true\n')
+    with pytest.raises(ConfigError, match=r"route\[0\]\.asgi.*not callable"):
+        load_checked(bad)
+
+
+@pytest.mark.parametrize("route, key, why", [
+    ('handler = "status"\nasgi = "tests.asgi_apps:raw_app"', r"route\[0\]\.handler", "exactly one of handler and asgi"),
+    ('asgi = "tests.asgi_apps:raw_app"\nblocking = true', r"route\[0\]\.blocking", "loop"),
+    ('handler = "status"\nasgi_factory = true', r"route\[0\]\.asgi_factory", "needs asgi"),
+    ('asgi = "tests.asgi_apps:raw_app"\nasgi_factory = 1', r"route\[0\]\.asgi_factory", "true or false"),
+    ('asgi = ""', r"route\[0\]\.asgi", "package.module:app"),
+])
+def test_asgi_route_shape_errors(tmp_path, route, key, why):
+    path = write(tmp_path, GOOD + f'\n[[route]]\npath = "/"\n{route}\n')
+    with pytest.raises(ConfigError, match=rf"{key}.*{why}"):
+        load(path)
