@@ -21,7 +21,7 @@ import asyncio
 import logging
 
 from .dispatch import HttpServerProtocol
-from .messages import Request, unpack_peer
+from .messages import Request
 from .protocols.http import IDLE, WAITING, status_line
 
 log = logging.getLogger("prefork.worker")
