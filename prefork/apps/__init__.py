@@ -62,11 +62,11 @@ def default_routes(config: Config) -> tuple[RouteConfig, ...]:
     return tuple(routes)
 
 
-def load_callable(spec: str) -> Callable[..., Any]:
-    """Import ``"package.module:callable"``; raise ValueError saying why not."""
+def _import(spec: str, expected: str) -> Any:
+    """The object ``"package.module:name"`` names; ValueError saying why not."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"expected a built-in handler or 'package.module:callable', got {spec!r}")
+        raise ValueError(f"expected {expected}, got {spec!r}")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or the module itself failing
@@ -77,6 +77,12 @@ def load_callable(spec: str) -> Callable[..., Any]:
             obj = getattr(obj, part)
         except AttributeError:
             raise ValueError(f"{module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def load_callable(spec: str) -> Callable[..., Any]:
+    """Import ``"package.module:callable"``; raise ValueError saying why not."""
+    obj = _import(spec, "a built-in handler or 'package.module:callable'")
     if not callable(obj):
         raise ValueError(f"{spec!r} is not callable")
     try:
@@ -91,19 +97,7 @@ def load_callable(spec: str) -> Callable[..., Any]:
 def load_asgi(spec: str, factory: bool = False) -> Callable[..., Any]:
     """Import the ASGI app ``"package.module:app"`` (with ``factory``: call
     that with no arguments for the app); raise ValueError saying why not."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"expected 'package.module:app', got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or the module itself failing
-        raise ValueError(f"cannot import {module_name!r} for {spec!r}: {type(exc).__name__}: {exc}") from None
-    obj = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"{module_name!r} has no attribute {attr!r}") from None
+    obj = _import(spec, "'package.module:app'")
     if factory:
         if not callable(obj):
             raise ValueError(f"{spec!r} is not callable (asgi_factory = true)")
