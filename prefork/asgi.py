@@ -21,8 +21,8 @@ import asyncio
 import logging
 
 from .dispatch import HttpServerProtocol
-from .messages import Request
-from .protocols.http import IDLE, WAITING, status_line
+from .messages import Request, no_content
+from .protocols.http import WAITING, status_line
 
 log = logging.getLogger("prefork.worker")
 
@@ -190,8 +190,9 @@ class _Call:
             elif lower in (b"connection", b"transfer-encoding"):
                 continue  # the framing is the server's
             parts += (bytes(name), b": ", bytes(value), b"\r\n")
-        self.no_body = status < 200 or status == 204 or status == 304 or self.head_only
-        if not has_length and not (status < 200 or status == 204 or status == 304):
+        bodyless = no_content(status)
+        self.no_body = bodyless or self.head_only
+        if not has_length and not bodyless:
             if self.head_only:
                 pass  # what a GET would get is not known; nothing follows the head anyway
             elif not more:
@@ -266,22 +267,18 @@ class _Call:
             return
         request = self.request
         request.keep_alive = self.keep_alive
-        proto._out = [last] if last else []
-        proto._set_state(IDLE)
+        proto.end_wait(last)
         proto.answered(request, self.status, self.length)
-        proto._run_pending()
-        proto.driver.deliver(proto._take())
+        proto.after_wait()
 
     def _fail_500(self) -> None:
         proto = self.proto
         self._end()
         if proto.state != WAITING:
             return
-        proto._out = []
-        proto._set_state(IDLE)
+        proto.end_wait()
         proto.write_response(self.request, None, 500)
-        proto._run_pending()
-        proto.driver.deliver(proto._take())
+        proto.after_wait()
 
     def _abort(self) -> None:
         """Started but not finished: close, so the client sees the response cut."""

@@ -284,8 +284,7 @@ class HttpServerProtocol(HttpProtocol):
             if isinstance(response, Response) and response.file is not None:
                 response.file.close()
             return
-        self._out = []
-        self._set_state(IDLE)
+        self.end_wait()
         if exc is not None:
             log.error("handler for %s failed in the thread pool", request.path.decode("latin-1"), exc_info=exc)
             response = None
@@ -293,7 +292,4 @@ class HttpServerProtocol(HttpProtocol):
             log.error("handler for %s returned %r, not a Response", request.path.decode("latin-1"), response)
             response = None
         self.write_response(request, response, 500)
-        self._run_pending()
-        out = self._take()
-        if self.driver is not None:
-            self.driver.deliver(out)
+        self.after_wait()

@@ -86,6 +86,11 @@ class FileChunk:
             self.fd = -1
 
 
+
+def no_content(status: int) -> bool:
+    """A 1xx, 204 or 304 response has no content (RFC 9110 6.4.1)."""
+    return status < 200 or status == 204 or status == 304
+
 class Response:
     """What a handler returns. ``file``, when set, is sent after ``body``
     (which is then empty) and its length is ``length``. A 1xx, 204 or 304
@@ -99,7 +104,7 @@ class Response:
         self.body = body
         self.content_type = content_type
         self.headers = headers or ()
-        if status != 200 and (status < 200 or status == 204 or status == 304):
+        if status != 200 and no_content(status):
             self.body = b""
             if file is not None:
                 file.close()

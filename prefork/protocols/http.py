@@ -29,7 +29,7 @@ from typing import Callable
 import httptools
 
 from ..config import HttpConfig
-from ..messages import FileChunk, Request, Response, pack_peer
+from ..messages import FileChunk, Request, Response, no_content, pack_peer
 from .http_parser import BODY, CLOSED, HEAD, IDLE, WAITING, Parser, ParseError, Stop
 
 _STATUS_LINES = {
@@ -103,7 +103,7 @@ class HttpContext:
                     keep_alive: bool, http10: bool) -> bytes:
         parts = [status_line(status), self.server_line, self.date_line,
                  b"Content-Type: ", content_type, b"\r\nContent-Length: ", b"%d\r\n" % length]
-        if status < 200 or status == 204 or status == 304:
+        if no_content(status):
             # no content, so neither Content-Length (RFC 9110 8.6: a 304's would
             # have to be the 200's) nor Content-Type (15.4.5: no representation
             # metadata in a 304)
@@ -317,6 +317,20 @@ class HttpProtocol:
         if self._paused and self.driver is not None and self.state == WAITING:
             self._paused = False
             self.driver.resume_reading()
+
+    def end_wait(self, out: bytes = b"") -> None:
+        """The answer to the request this protocol waited for (``wait``) is
+        here: back to IDLE, with ``out`` (already framed) as the first output."""
+        self._out = [out] if out else []
+        self._set_state(IDLE)
+
+    def after_wait(self) -> None:
+        """That answer is written: answer the requests queued meanwhile and
+        hand everything to the driver."""
+        self._run_pending()
+        out = self._take()
+        if self.driver is not None:
+            self.driver.deliver(out)
 
     def _run_pending(self) -> None:
         """Answer the requests queued behind a pooled or held one, up to the
