@@ -21,7 +21,7 @@ import signal
 from typing import Protocol
 
 from .config import Config, ServerConfig
-from .scoreboard import REQUESTS, Scoreboard
+from .scoreboard import READY, REQUESTS, Scoreboard
 from .workerproc import WorkerProc
 
 log = logging.getLogger("prefork.master")
@@ -64,6 +64,14 @@ def rss_mib(pid: int, proc: str = "/proc") -> float | None:
         return None
 
 
+def _ready(host: Host, wp: WorkerProc) -> bool:
+    """Has ``wp`` reported ready? Its scoreboard flag too, not only the
+    master's ``ready``: the master ignores the message of a worker that came
+    up while a reload was under way, and a reload that then fails leaves it
+    serving in the restored generation."""
+    return wp.ready or bool(host.scoreboard.get(wp.record, READY))
+
+
 class _Pending:
     __slots__ = ("old", "successor", "hasty")
 
@@ -96,8 +104,8 @@ class Recycler:
             self.next_rss = now + RSS_EVERY
         for wp in list(host.workers.values()):
             slot = wp.slot
-            if (wp.retiring or not wp.ready or wp.generation != host.generation or slot in self.pending
-                    or self.next_try.get(slot, 0.0) > now):
+            if (wp.retiring or wp.generation != host.generation or slot in self.pending
+                    or self.next_try.get(slot, 0.0) > now or not _ready(host, wp)):
                 continue
             reason = self._past_limit(server, host.scoreboard, wp, rss_due)
             if not reason:
@@ -137,7 +145,7 @@ class Recycler:
                 # the old worker died, or a reload, TTOU or stop retired one of
                 # them: the master's own path goes on from here
                 del self.pending[slot]
-            elif successor.ready:
+            elif _ready(host, successor):
                 del self.pending[slot]
                 if not p.hasty:
                     self.failures.pop(slot, None)

@@ -12,7 +12,7 @@ import pytest
 
 from prefork.config import ConfigError, load
 from prefork.recycle import BACKOFF_FIRST, Recycler, request_limit, rss_mib
-from prefork.scoreboard import REQUESTS, Scoreboard
+from prefork.scoreboard import READY, REQUESTS, Scoreboard
 from prefork.workerproc import WorkerProc
 
 LISTEN = '\n[[listen]]\naddress = "127.0.0.1:8080"\n'
@@ -225,3 +225,22 @@ def test_max_rss_recycles_and_a_young_worker_past_it_backs_the_slot_off(monkeypa
         rec.tick(master, t + expected_wait - 0.1)
         assert master.spawned == [0] * (n + 2)  # backing off
         t += expected_wait + 0.01
+
+
+def test_a_successor_ready_on_the_scoreboard_takes_over_even_if_the_master_ignored_its_message():
+    """A successor that came up during a reload that then failed: the master
+    ignored its ready message (another generation then), but it serves."""
+    master = FakeMaster(slots=1, max_requests=10)
+    rec = Recycler()
+    [old] = master.workers.values()
+    master.serve(old, 10)
+    rec.tick(master, 0.0)
+    successor = master.workers[max(master.workers)]
+    rec.tick(master, 0.25)
+    assert master.retired == []
+    master.scoreboard.set(successor.record, READY, 1)  # what Supervisor.ready() writes
+    rec.tick(master, 0.5)
+    assert master.retired == [old.pid] and not successor.ready
+    master.serve(successor, 10)
+    rec.tick(master, 0.75)
+    assert master.spawned == [0, 0]  # and it is recycled in its turn
