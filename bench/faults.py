@@ -1,6 +1,6 @@
 """Faults under load: what a client of prefork sees when things go wrong.
 
-    python bench/faults.py [--duration 10] [--workers 2] [--connections 64] [--no-pin]
+    python bench/faults.py [--duration 10] [--workers 2] [--connections 64] [--max-requests 2000] [--no-pin]
 
 For each scenario a fresh ``prefork-server`` (``--workers`` workers,
 ``worker_timeout = 2``) serves ``GET /plaintext`` to wrk (keep-alive,
@@ -11,13 +11,17 @@ run the fault is injected:
     kill worker    SIGKILL to one worker
     stop worker    SIGSTOP to one worker: past worker_timeout the master aborts it
     kill master    SIGKILL to the master: every worker must exit by itself
+    recycle        no fault: [server] max_requests = --max-requests (jitter a
+                   tenth of it), so workers are recycled again and again (/plaintext)
+    recycle asgi   the same on an ASGI route (backend uvloop, a raw ASGI app)
 
-and the table shows wrk's requests, socket errors and non-2xx responses, and
-the recovery time: for a worker fault, from the fault until a replacement
-worker in that slot answers (the master respawns it); for the master, from
-the kill until no process of the server is left and the port is free again.
-Target: 0 errors for reloads; otherwise errors only on the connections the
-lost worker held (at most about ``connections / workers``).
+and the table shows wrk's requests, socket errors and non-2xx responses, the
+workers recycled (the master's "replacing it" lines), and the recovery time:
+for a worker fault, from the fault until a replacement worker in that slot
+answers (the master respawns it); for the master, from the kill until no
+process of the server is left and the port is free again. Target: 0 errors
+for reloads and recycles (and at least one recycle); otherwise errors only on
+the connections the lost worker held (at most about ``connections / workers``).
 
 Servers are pinned to CPU 0 and wrk to CPU 1 with taskset (``--no-pin`` to
 turn that off). Only processes this script started are signalled, by PID.
@@ -41,7 +45,14 @@ from prefork_bench.report import render_table
 from prefork_bench.tools import ensure_program, pin
 from prefork_bench.wrk import parse_wrk, run_wrk
 
-SCENARIOS = ("reload x20", "kill worker", "stop worker", "kill master")
+ROOT = Path(__file__).resolve().parent.parent  # this checkout: the servers import prefork (and the ASGI app) from it
+SCENARIOS = ("reload x20", "kill worker", "stop worker", "kill master", "recycle", "recycle asgi")
+LOSSLESS = ("reload x20", "recycle", "recycle asgi")  # not one failed request allowed
+ASGI_ROUTE = """
+[[route]]
+path = "/asgi"
+asgi = "prefork_bench.asgi_hello:app"
+"""
 
 
 def workers_of(master: int) -> list[int]:
@@ -113,11 +124,16 @@ def inject(name: str, master: int, port: int, duration: float, result: dict) -> 
 def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     port = free_port()
     config = workdir / "server.toml"
+    recycle = name.startswith("recycle")
+    asgi = name.endswith("asgi")
+    server = (f"max_requests = {args.max_requests}\nmax_requests_jitter = {args.max_requests // 10}\n"
+              if recycle else "") + ('backend = "uvloop"\n' if asgi else "")
+    path = "/asgi" if asgi else "/plaintext"
     config.write_text(f"""[server]
 workers = {args.workers}
 worker_timeout = 2
 pid_file = "{workdir / 'prefork.pid'}"
-
+{server}
 [[listen]]
 address = "127.0.0.1:{port}"
 protocol = "http"
@@ -125,27 +141,34 @@ protocol = "http"
 [[route]]
 path = "/plaintext"
 handler = "plaintext"
-
+{ASGI_ROUTE if asgi else ""}
 [log]
 access_log = ""
 error_log = "{workdir / 'error.log'}"
 """)
     argv = pin(args.server_cpus, [sys.executable, "-m", "prefork.cli", "-c", str(config)], not args.no_pin)
-    proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the server imports the ASGI app from this checkout
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     result: dict = {"scenario": name}
     try:
         wait_ready(proc, port, 20)
         master = proc.pid  # taskset execs the server: same pid
         wait_for(lambda: len(workers_of(master)) == args.workers, 20)
         wrk = pin(args.wrk_cpus, ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s",
-                                  "--timeout=5s", f"http://127.0.0.1:{port}/plaintext"], not args.no_pin)
+                                  "--timeout=5s", f"http://127.0.0.1:{port}{path}"], not args.no_pin)
         fault = threading.Thread(target=inject, args=(name, master, port, args.duration, result))
-        fault.start()
+        if not recycle:
+            fault.start()
         output, _ = run_wrk(wrk, args.duration)
-        fault.join()
+        if not recycle:
+            fault.join()
         parsed = parse_wrk(output)
         result.update(requests=parsed.requests, errors=parsed.socket_errors, non_2xx=parsed.non_2xx,
                       read_errors=parsed.read_errors, connect_errors=parsed.connect_errors)
+        log = (workdir / "error.log").read_text()
+        result["recycles"] = log.count(": replacing it")
+        result["crashes"] = log.count("; respawning") + log.count("could not start")
     finally:
         stop_process(proc)
     return result
@@ -157,34 +180,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--max-requests", type=int, default=2000, help="[server] max_requests of the recycle runs")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--wrk-cpus", default="1")
     args = parser.parse_args(argv)
     ensure_program("wrk", "wrk")
-    rows = [["scenario", "requests", "errors (read/connect)", "non-2xx", "lost worker held", "recovery", "target"]]
+    rows = [["scenario", "requests", "errors (read/connect)", "non-2xx", "lost worker held", "recycles", "recovery",
+             "target"]]
     ok = True
     for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}: expected some of {', '.join(SCENARIOS)}")
-        print(f"[{name}] {args.duration}s of wrk, fault at {args.duration / 3:.1f}s", file=sys.stderr)
+        what = (f"max_requests {args.max_requests}" if name.startswith("recycle")
+                else f"fault at {args.duration / 3:.1f}s")
+        print(f"[{name}] {args.duration}s of wrk, {what}", file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix="prefork-faults-") as tmp:
             r = run_scenario(name, args, Path(tmp))
         # reloads lose nothing; a lost worker, at most the connections it held
-        limit = 0 if name == "reload x20" else r.get("victim_connections", args.connections)
-        if name == "kill master":
+        limit = 0 if name in LOSSLESS else r.get("victim_connections", args.connections)
+        if name.startswith("recycle"):
+            met = r["errors"] + r["non_2xx"] == 0 and r["recycles"] > 0 and not r["crashes"]
+        elif name == "kill master":
             met = r.get("recovery") is not None and not r.get("orphans")
         else:
             met = r["errors"] + r["non_2xx"] <= limit and r.get("recovery") is not None
         ok &= met
         recovery = "-" if r.get("recovery") is None else f"{r['recovery'] * 1000:.0f} ms"
         rows.append([name, f"{r['requests']:,}", f"{r['errors']:,} ({r['read_errors']}/{r['connect_errors']})",
-                     f"{r['non_2xx']:,}", str(r.get("victim_connections", "-")), recovery,
+                     f"{r['non_2xx']:,}", str(r.get("victim_connections", "-")), str(r["recycles"]), recovery,
                      "met" if met else "MISSED"])
     print(render_table(rows))
     print("\nrecovery: worker faults, until a replacement in that slot answers; the master, until no process "
           "of the server is left and the port is free. target: reloads lose nothing; a lost worker costs at "
-          "most its own connections. After the master is killed the server is gone, so wrk's errors for the rest of "
+          "most its own connections; recycling (max_requests) loses nothing, every worker replaced by a successor "
+          "in its slot that was ready first. After the master is killed the server is gone, so wrk's errors for the rest of "
           "the run are expected there; that row's target is that every worker exits and nothing holds the port.")
     return 0 if ok else 1
 

@@ -59,6 +59,9 @@ class ServerConfig:
     queue: int = 1024                   # jobs waiting for the pool; beyond this a request gets 503
     user: str = ""                      # workers drop to this user (the master stays as started; root only)
     group: str = ""                     # ... and this group (default: the user's primary group)
+    max_requests: int = 0               # recycle a worker after this many requests (0: never)
+    max_requests_jitter: int = 0        # ... plus randint(0, this) per worker, so they do not all go at once
+    max_rss: int = 0                    # recycle a worker whose resident memory passes this many MiB (0: never)
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,6 +201,9 @@ _SERVER_CHECKS = {
     "queue": lambda p, k, v: _check_int(p, k, v, 1, 1 << 20),
     "user": _user,
     "group": _group,
+    "max_requests": lambda p, k, v: _check_int(p, k, v, 0),
+    "max_requests_jitter": lambda p, k, v: _check_int(p, k, v, 0),
+    "max_rss": lambda p, k, v: _check_int(p, k, v, 0, 1 << 30),
 }
 
 _STATIC_CHECKS = {

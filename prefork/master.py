@@ -26,6 +26,7 @@ from .listeners import BindError
 from .logs import hand_to_workers, reopen_error_log
 from .pidfile import PidFile
 from .reactor import READABLE, Reactor
+from .recycle import Recycler
 from .scoreboard import READY, Scoreboard
 from .sockets import Sockets, enable_tcp_migrate_req
 from .systemd import Notifier
@@ -71,6 +72,7 @@ class Master:
         self.slot_next_spawn: dict[int, float] = {}
         self.next_watchdog = 0.0
         self.migrate_req = False
+        self.recycler = Recycler()            # max_requests, max_rss
 
     def close_unused_sockets(self) -> None:
         """Close sockets that neither the configuration nor a live worker uses."""
@@ -160,6 +162,8 @@ class Master:
         else:
             code = -1
             how = f"was killed by signal {os.WTERMSIG(status)}"
+        if self.recycler.exited(wp, how, time.monotonic()):
+            return  # a recycling successor that never took over: the worker it was to replace serves on
         if wp.retiring or self.stopping or self.winched:
             log.info("worker process %d (slot %d) %s", wp.pid, wp.slot, how)
         else:
@@ -455,6 +459,7 @@ class Master:
             return
         self.murder_stuck_workers()
         self.manage_workers()
+        self.recycler.tick(self, time.monotonic(), paused=self.reloading or self.winched)
         if self.notifier.watchdog_interval and time.monotonic() >= self.next_watchdog:
             self.notifier.notify("WATCHDOG=1")
             self.next_watchdog = time.monotonic() + self.notifier.watchdog_interval
