@@ -66,7 +66,7 @@ def project_modules(dirs: tuple[str, ...]) -> dict[str, ModuleType]:
         if name.partition(".")[0] in _OWN:
             continue
         path = getattr(module, "__file__", None)
-        if not path:
+        if not path or not path.endswith(".py"):  # an extension module cannot be read again
             continue
         path = os.path.abspath(path)
         if (path.startswith(inside) and not path.startswith(outside)
