@@ -141,8 +141,16 @@ def test_a_config_file_with_flags_over_it(run, tmp_path):
         assert (r.status_code, r.json()) == (200, {"user_id": 7, "verbose": True})  # the app replaced "/"
         assert client.get("/status").status_code == 200  # the file's other route stays
     assert not listening_on(file_port)  # --bind replaced the file's listeners
-    wait_until(lambda: len(srv.workers()) == 2, what="2 workers (--workers over the file's 1)")
+    first = wait_until(lambda: len(srv.workers()) == 2 and srv.workers(), what="2 workers (--workers over 1)")
     assert "backend = asyncio" in (tmp_path / "error.log").read_text()  # the file's [log] still applies
+    # a reload reads the file again and applies the same flags over it
+    path.write_text(path.read_text().replace('handler = "status"', 'handler = "status"\n[[route]]\n'
+                                                                   'path = "/json"\nhandler = "json"'))
+    os.kill(srv.proc.pid, signal.SIGHUP)
+    wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/json", timeout=5).status_code == 200, what="/json")
+    assert httpx.get(f"http://127.0.0.1:{port}/users/1", timeout=5).json() == {"user_id": 1, "verbose": False}
+    wait_until(lambda: len(srv.workers()) == 2 and not set(srv.workers()) & set(first), what="2 new workers")
+    assert not listening_on(file_port)
 
 
 def test_signal_without_a_file_needs_pid(run, tmp_path):
