@@ -41,13 +41,17 @@ class ClientDisconnected(OSError):
 class AsgiApp:
     """One ASGI route of one worker: the app, where it is mounted, its state."""
 
-    __slots__ = ("app", "root_path", "state")
+    __slots__ = ("app", "root_path", "prefix", "raw_prefix", "state")
 
-    def __init__(self, app, mount: str = "/"):
+    def __init__(self, app, mount: str = "/", prefix: str = ""):
         self.app = app
-        # a prefix route's mount point, without its trailing slash ("" for "/");
-        # an exact route is not a mount point
-        self.root_path = mount[:-1] if mount.endswith("/") else ""
+        # ``prefix``: what a proxy strips before forwarding (the route's
+        # root_path, --root-path): as uvicorn, in front of path and raw_path too
+        self.prefix = prefix
+        self.raw_prefix = prefix.encode("ascii")
+        # plus a prefix route's mount point, without its trailing slash ("" for
+        # "/"); an exact route is not a mount point
+        self.root_path = prefix + (mount[:-1] if mount.endswith("/") else "")
         self.state: dict = {}  # per worker (lifespan would fill it); each request gets a copy
 
     def serve(self, proto: HttpServerProtocol, request: Request) -> None:
@@ -70,14 +74,18 @@ def _raw_path(request: Request) -> bytes:
 def build_scope(app: AsgiApp, request: Request, server) -> dict:
     """The HTTP connection scope (ASGI HTTP spec 2.3)."""
     peer = request.peer
+    path = request.path.decode("utf-8", "replace")
+    raw_path = _raw_path(request)
+    if app.prefix:
+        path, raw_path = app.prefix + path, app.raw_prefix + raw_path
     return {
         "type": "http",
         "asgi": dict(_ASGI),
         "http_version": request.version,
         "method": request.method.decode("latin-1"),
         "scheme": "http",
-        "path": request.path.decode("utf-8", "replace"),
-        "raw_path": _raw_path(request),
+        "path": path,
+        "raw_path": raw_path,
         "query_string": request.query,
         "root_path": app.root_path,
         "headers": [(name.lower(), value) for name, value in request.headers],

@@ -22,7 +22,12 @@ def load_checked(path: str, check_fds: bool = True) -> Config:
     wrong. ``check_fds``: also note when a worker's open files do not fit under
     this process's limits (the limits doctor reads the file without it: it has
     its own table)."""
-    config = load(path)
+    return checked(load(path), check_fds)
+
+
+def checked(config: Config, check_fds: bool = True) -> Config:
+    """The checks above ``config``'s own, for a configuration already read
+    (from a file, or the command line's overrides: ``cliapp``)."""
     check_routes(config)
     if check_fds:
         config = dataclasses.replace(config, notes=config.notes + fd_notes(config))

@@ -1,4 +1,5 @@
-"""Command line: ``prefork-server [-c FILE] [-t] [-s SIGNAL] [--check-limits [--connections N]] [--version]``."""
+"""Command line: ``prefork-server [MODULE:APP] [-c FILE] [flags] [-t] [-s SIGNAL] [--check-limits [--connections N]]
+[--version]``. The app and the flags that override a configuration are ``cliapp``'s."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import os
 import sys
 
-from . import __version__
+from . import __version__, cliapp
 from .checks import load_checked
 from .config import ConfigError
 from .listeners import BindError
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="target for --check-limits (default: workers x worker_connections of the config)")
     p.add_argument("--root", default="/", help=argparse.SUPPRESS)  # tests: read a fake /proc below this
     p.add_argument("-v", "--version", action="version", version=f"prefork-server {__version__}")
+    cliapp.add_arguments(p)
     return p
 
 
@@ -69,30 +71,47 @@ def _check_limits(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _signal_without_file(args: argparse.Namespace) -> int:
+    """``-s`` for a server started without -c: only its ``--pid`` file finds it."""
+    from .pidfile import signal_pid_file
+
+    if not args.pid:
+        print("prefork-server: -s needs the master's pid file: a server started without -c writes one only with "
+              "--pid PATH; give the same --pid here (or -c FILE with server.pid_file)", file=sys.stderr)
+        return 1
+    return signal_pid_file(args.pid, args.signal)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args = parser.parse_args(argv)
     if args.connections is not None and not args.check_limits:
         parser.error("--connections goes with --check-limits")
+    cliapp.check_arguments(parser, args)
     # Handlers named "package.module:callable" are found from the directory
     # the server starts in, as gunicorn and uvicorn do.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     if args.check_limits:
         return _check_limits(args)
-    args.config = args.config or DEFAULT_CONFIG
+    if args.signal and args.config is None and (args.app or args.pid):
+        return _signal_without_file(args)
+    # an app without -c: no file, the built-in defaults with the flags applied
+    path = args.config or (None if args.app else DEFAULT_CONFIG)
+    what = f"configuration file {path}" if path else f"configuration of the command line ({args.app})"
+    load = cliapp.Loader(args, path)
     try:
-        config = load_checked(args.config, check_fds=not args.signal)  # -s: the shell's limits are not the server's
+        config = load(check_fds=not args.signal)  # -s: the shell's limits are not the server's
     except ConfigError as exc:
         print(f"prefork-server: {exc}", file=sys.stderr)
         if args.test:
-            print(f"prefork-server: configuration file {args.config} test failed", file=sys.stderr)
+            print(f"prefork-server: {what} test failed", file=sys.stderr)
         return 1
     for note in config.notes:
         print(f"prefork-server: {config.path}: note: {note}", file=sys.stderr)
     if args.test:
-        print(f"prefork-server: configuration file {args.config} test is successful", file=sys.stderr)
+        print(f"prefork-server: {what} test is successful", file=sys.stderr)
         return 0
     from .master import Master
     from .pidfile import AlreadyRunning, signal_master
@@ -107,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from .apps.db import DatabaseError
 
-    master = Master(config, argv)
+    master = Master(config, argv, load, watch=args.reload)
     try:
         return master.run()
     except (AlreadyRunning, BindError, DatabaseError) as exc:

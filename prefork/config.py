@@ -88,6 +88,7 @@ class RouteConfig:
     blocking: bool | None = None        # run in the thread pool (None: the handler's own default)
     asgi: str = ""                      # an ASGI 3 app, "package.module:app" (instead of handler)
     asgi_factory: bool = False          # asgi names a callable that returns the app (called with no arguments)
+    root_path: str = ""                 # asgi: the prefix a proxy strips before forwarding (scope root_path, as uvicorn's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,8 @@ def _routes(path: str, data: dict) -> tuple[RouteConfig, ...]:
     for i, item in enumerate(raw):
         section = f"route[{i}]"
         table = _check_table(path, section, item)
+        if "wsgi" in table:
+            raise ConfigError(path, f"{section}.wsgi", "WSGI apps are not supported yet")
         _unknown_keys(path, section, table, {f.name for f in fields(RouteConfig)})
         if "path" not in table:
             raise ConfigError(path, f"{section}.path", "missing")
@@ -186,8 +189,21 @@ def _routes(path: str, data: dict) -> tuple[RouteConfig, ...]:
             raise ConfigError(path, f"{section}.asgi_factory", "needs asgi")
         if asgi and "blocking" in table:
             raise ConfigError(path, f"{section}.blocking", "an asgi app runs on the worker's loop, not in the pool")
-        out.append(RouteConfig(route_path, handler, table.get("blocking"), asgi, table.get("asgi_factory", False)))
+        out.append(RouteConfig(route_path, handler, table.get("blocking"), asgi, table.get("asgi_factory", False),
+                               _root_path(path, section, table, asgi)))
     return tuple(out)
+
+
+def _root_path(path: str, section: str, table: dict, asgi: str) -> str:
+    if "root_path" not in table:
+        return ""
+    key = f"{section}.root_path"
+    text = _check_str(path, key, table["root_path"])
+    if not asgi:
+        raise ConfigError(path, key, "needs asgi")
+    if text and (not text.startswith("/") or not text.isascii()):
+        raise ConfigError(path, key, f"expected an ASCII path starting with '/' (or \"\"), got {text!r}")
+    return text.rstrip("/")
 
 
 _LISTEN_CHECKS = {
@@ -309,6 +325,12 @@ def load(path: str) -> Config:
     """Read and validate a config file; raise ConfigError naming what is wrong.
     The checks that need the apps and the worker (handlers resolve, open files
     fit) are ``checks.load_checked``'s."""
+    return from_dict(read(path), path)
+
+
+def read(path: str) -> dict:
+    """The TOML data of a config file, not yet validated (command-line
+    overrides go into it first); raise ConfigError naming the file."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -318,4 +340,4 @@ def load(path: str) -> Config:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
-    return from_dict(data, path)
+    return data

@@ -18,8 +18,9 @@ import logging
 import os
 import signal
 import time
+from typing import Callable
 
-from . import __version__
+from . import __version__, reloader
 from .checks import load_checked
 from .config import Config, ConfigError
 from .listeners import BindError
@@ -43,9 +44,14 @@ BACKOFF_MAX = 10.0
 
 
 class Master:
-    def __init__(self, config: Config, argv: list[str]):
+    def __init__(self, config: Config, argv: list[str], load: Callable[[], Config] | None = None,
+                 watch: bool = False):
         self.config = config
         self.argv = argv                      # how this master was started, for USR2
+        # what a reload reads: the file again (the cli's: with the command line's overrides)
+        self.load = load or (lambda: load_checked(config.path))
+        self.watcher = reloader.Watcher() if watch else None  # --reload: the app's source files
+        self.prev_modules: reloader.Forgotten | None = None  # the old generation's code, until a reload completes
         self.pid = os.getpid()
         self.generation = 1
         self.last_generation = 1              # generation numbers are never reused, even after a rollback
@@ -220,7 +226,7 @@ class Master:
         if len(current) >= self.slots and all(w.ready for w in current):
             if self.reloading:
                 self.reloading = False
-                self.prev_config = None
+                self.prev_config = self.prev_modules = None
                 log.info("reload complete: generation %d serving", self.generation)
             elif self.announced_ready:
                 return
@@ -336,17 +342,26 @@ class Master:
     # --- reload, upgrade, stop ---------------------------------------------------------------------
 
     def reload(self) -> None:
+        forgotten = reloader.forget(self.config)  # the app's modules are read again (new code, new generation)
+        if not self._reload():
+            forgotten.restore()
+        elif self.reloading:
+            self.prev_modules = forgotten
+        if self.watcher is not None:
+            self.watcher.scan(self.config)
+
+    def _reload(self) -> bool:
         try:
-            new = load_checked(self.config.path)
+            new = self.load()
         except ConfigError as exc:
             log.error("reload failed, keeping the current configuration: %s", exc)
             self._reload_refused(str(exc))
-            return
+            return False
         if new.server.mode != self.config.server.mode:
             log.error("reload failed, keeping the current configuration: %s: server.mode cannot change on reload "
                       "(restart the server)", new.path)
             self._reload_refused("server.mode cannot change on reload")
-            return
+            return False
         slots = new.server.workers if new.server.mode == "process" else 1
         if new.database != self.config.database:
             from .apps.db import DatabaseError
@@ -356,13 +371,13 @@ class Master:
             except DatabaseError as exc:
                 log.error("reload failed, keeping the current configuration: %s", exc)
                 self._reload_refused(str(exc))
-                return
+                return False
         try:
             self.sockets.ensure(new, slots)
         except BindError as exc:
             log.error("reload failed, keeping the current configuration: %s", exc)
             self._reload_refused(str(exc))
-            return
+            return False
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         self.prev_config, self.prev_generation = self.config, self.generation
         self.config = new
@@ -381,7 +396,8 @@ class Master:
         for slot in range(slots):
             if self.spawn(slot) is None:
                 self._reload_failed("cannot fork a worker process")
-                return
+                return False
+        return True
 
     def _reload_failed(self, reason: str) -> None:
         log.error("reload failed, keeping the previous configuration: %s", reason)
@@ -391,6 +407,9 @@ class Master:
         self.slots = self.config.server.workers if self.config.server.mode == "process" else 1
         self.prev_config = None
         self.reloading = False
+        if self.prev_modules is not None:
+            self.prev_modules.restore()  # a respawned worker of the old generation runs the old code
+            self.prev_modules = None
         for wp in list(self.workers.values()):
             if wp.generation == failed:
                 self.retire(wp, signal.SIGTERM)
@@ -460,6 +479,10 @@ class Master:
         self.murder_stuck_workers()
         self.manage_workers()
         self.recycler.tick(self, time.monotonic(), paused=self.reloading or self.winched)
+        changed = self.watcher.changed() if self.watcher is not None else ""
+        if changed:
+            log.info("--reload: %s changed", changed)
+            self.reload()
         if self.notifier.watchdog_interval and time.monotonic() >= self.next_watchdog:
             self.notifier.notify("WATCHDOG=1")
             self.next_watchdog = time.monotonic() + self.notifier.watchdog_interval
@@ -510,6 +533,8 @@ class Master:
                 log.warning("net.ipv4.tcp_migrate_req is not available: connections queued on a slot's socket "
                             "are reset if that slot is removed (TTOU, fewer workers)")
         reactor.add(self.ready_r, READABLE, Master.on_ready_pipe, self)
+        if self.watcher is not None:
+            self.watcher.scan(self.config)
         self.pidfile.write()
         log.info("prefork-server %s: master process %d, %d workers (%s, accept = %s, backend = %s)",
                  __version__, self.pid, self.slots if self.config.server.mode == "process" else 1,

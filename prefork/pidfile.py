@@ -100,11 +100,16 @@ class PidFile:
 
 def signal_master(config: Config, action: str) -> int:
     """``-s stop|quit|reload|reopen``: signal the master named in pid_file."""
-    sig = {"stop": signal.SIGTERM, "quit": signal.SIGQUIT, "reload": signal.SIGHUP, "reopen": signal.SIGUSR1}[action]
     path = config.server.pid_file
     if not path:
         print(f"prefork-server: {config.path}: server.pid_file is not set; cannot find the master", file=sys.stderr)
         return 1
+    return signal_pid_file(path, action)
+
+
+def signal_pid_file(path: str, action: str) -> int:
+    """``-s``: signal the master whose pid is in the file ``path``."""
+    sig = {"stop": signal.SIGTERM, "quit": signal.SIGQUIT, "reload": signal.SIGHUP, "reopen": signal.SIGUSR1}[action]
     try:
         with open(path) as f:
             pid = int(f.read().strip())

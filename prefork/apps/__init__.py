@@ -145,7 +145,8 @@ def build_router(config: Config, app: AppContext) -> Router:
         if route.asgi:
             from ..asgi import AsgiApp
 
-            router.add(route.path, AsgiApp(load_asgi(route.asgi, route.asgi_factory), route.path), True)
+            app_ = load_asgi(route.asgi, route.asgi_factory)
+            router.add(route.path, AsgiApp(app_, route.path, route.root_path), True)
             continue
         if route.handler in builtins:
             factory, blocking = builtins[route.handler]
