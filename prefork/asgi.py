@@ -75,7 +75,7 @@ def build_scope(app: AsgiApp, request: Request, server) -> dict:
         "asgi": dict(_ASGI),
         "http_version": request.version,
         "method": request.method.decode("latin-1"),
-        "scheme": "http",
+        "scheme": request.scheme,
         "path": request.path.decode("utf-8", "replace"),
         "raw_path": _raw_path(request),
         "query_string": request.query,
