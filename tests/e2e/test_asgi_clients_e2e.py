@@ -211,3 +211,19 @@ def test_forwarded_headers_are_ignored_without_forwarded_allow(start_server, tmp
         assert c.get("/who", headers=XFF).json()["scheme"] == "http"
         assert c.get("/who", headers=XFF).json()["client"][0] == "127.0.0.1"
         assert c.get("/status", headers={"X-Forwarded-For": "192.0.2.200"}).status_code == 403
+
+
+def test_unix_socket_peers_are_trusted_with_unix(start_server, tmp_path):
+    """forwarded_allow = ["unix"]: a proxy on the unix-socket listener is
+    believed, a TCP client is not."""
+    path = tmp_path / "prefork.sock"
+    srv = start_server(names=("http",), http='forwarded_allow = ["unix"]',
+                       extra=FORWARDED.format(tmp=tmp_path) + f'\n[[listen]]\naddress = "unix:{path}"\n')
+    wait_until(path.exists, what="the unix socket")
+    with httpx.Client(base_url="http://proxy", timeout=10, transport=httpx.HTTPTransport(uds=str(path))) as c:
+        # only the unix peer is trusted here: 10.1.1.1, the right-most, is the client
+        assert c.get("/who", headers=XFF).json() == {"client": ["10.1.1.1", 0], "scheme": "https"}
+        assert c.get("/status", headers={"X-Forwarded-For": "192.0.2.200"}).status_code == 200
+        assert c.get("/status").status_code == 403  # a unix peer, not in [status] allow
+    with via(srv, "127.0.0.1") as c:
+        assert c.get("/who", headers=XFF).json()["scheme"] == "http"
