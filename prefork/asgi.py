@@ -83,7 +83,7 @@ def build_scope(app: AsgiApp, request: Request, server) -> dict:
         "asgi": dict(_ASGI),
         "http_version": request.version,
         "method": request.method.decode("latin-1"),
-        "scheme": "http",
+        "scheme": request.scheme,
         "path": path,
         "raw_path": raw_path,
         "query_string": request.query,

@@ -79,6 +79,9 @@ class HttpConfig:
     send_timeout: float = 60.0          # send_timeout
     high_water: int = 65536             # pause reading above this much unsent output
     server_header: str = "prefork"
+    # trusted proxies whose X-Forwarded-For/-Proto and Forwarded are believed: ip_network
+    # objects, "unix" (unix-socket peers), "*" (anyone); empty: the headers are never read
+    forwarded_allow: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)

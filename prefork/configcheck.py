@@ -141,6 +141,33 @@ def _addresses(path: str, key: str, value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _trusted_proxies(path: str, key: str, value: Any) -> tuple:
+    """``[http] forwarded_allow``: addresses and networks (parsed here, once),
+    "unix" and "*"; an array, or one comma-separated string (as the command
+    line's ``--forwarded-allow-ips`` gives it)."""
+    import ipaddress
+
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ConfigError(path, key, f"expected an array of addresses or networks, got {_type_name(value)}")
+    out = []
+    for i, item in enumerate(items):
+        where = f"{key}[{i}]"
+        text = _check_str(path, where, item).strip()
+        if text in ("unix", "*"):
+            out.append(text)
+            continue
+        try:
+            out.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(path, where, 'expected an IP address or network (e.g. "10.0.0.0/8"), "unix" or "*", '
+                                           f"got {text!r}") from None
+    return tuple(out)
+
+
 def _rlimit_nofile(path: str, key: str, value: Any) -> int:
     import resource
 
@@ -242,4 +269,5 @@ _HTTP_CHECKS = {
     "send_timeout": lambda p, k, v: _check_float(p, k, v, 0),
     "high_water": lambda p, k, v: _check_int(p, k, v, 1024),
     "server_header": lambda p, k, v: _check_str(p, k, v),
+    "forwarded_allow": _trusted_proxies,
 }

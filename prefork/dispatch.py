@@ -22,6 +22,7 @@ from typing import Callable
 from urllib.parse import unquote_to_bytes
 
 from .config import HttpConfig
+from .forwarded import Trusted, resolve
 from .messages import Handler, Offload, Request, Response
 from .protocols.http import BURST, IDLE, WAITING, HttpContext, HttpProtocol
 
@@ -73,6 +74,17 @@ class Router:
         return None
 
 
+def _forwarded(trusted: Trusted, request: Request) -> None:
+    """A request from a trusted proxy: the client and scheme it forwarded
+    become the request's (the access log, /status's allow and the ASGI
+    scope read them there)."""
+    client, scheme = resolve(trusted, request.headers)
+    if client is not None:
+        request.peer = client
+    if scheme is not None:
+        request.scheme = scheme
+
+
 def _redirect_to(location: bytes) -> Handler:
     def redirect(request: Request) -> Response:
         return Response(301, b"", b"text/html", [(b"Location", location)])
@@ -96,6 +108,8 @@ class HttpServerContext(HttpContext):
         self._access_log = None
         self.draining = False   # graceful stop: no more keep-alive
         self.asgi_calls: dict = {}  # protocol -> its running ASGI call (prefork.asgi), told if the client goes
+        # [http] forwarded_allow: whose forwarded headers to believe (None: nobody's, nothing is read)
+        self.forwarded: Trusted | None = Trusted(config.forwarded_allow) if config.forwarded_allow else None
         super().__init__(config, clock)
 
     @property
@@ -162,6 +176,8 @@ class HttpServerProtocol(HttpProtocol):
         response = router.constants.get(path) if fast else None
         if response is None:
             request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer, trailers)
+            if ctx.forwarded is not None and ctx.forwarded.peer(self.peer):
+                _forwarded(ctx.forwarded, request)
             if self.state == WAITING or self._pending:
                 self._queue(request)
                 return

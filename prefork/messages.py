@@ -37,7 +37,7 @@ class Request:
     """One parsed request, as handlers see it."""
 
     __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive", "_peer",
-                 "trailers")
+                 "trailers", "scheme")
 
     def __init__(self, method: bytes, target: bytes, path: bytes, query: bytes, version: str,
                  headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool, peer=None,
@@ -52,11 +52,17 @@ class Request:
         self.keep_alive = keep_alive
         self._peer = peer  # packed (pack_peer) or as given
         self.trailers = trailers  # a chunked body's trailer fields, apart from the headers
+        self.scheme = "http"  # or what a trusted proxy says ([http] forwarded_allow)
 
     @property
     def peer(self):
-        """The client's address, (host, port) for TCP."""
+        """The client's address, (host, port) for TCP; behind a trusted proxy,
+        the one it forwarded (``prefork.forwarded``)."""
         return unpack_peer(self._peer)
+
+    @peer.setter
+    def peer(self, address) -> None:
+        self._peer = address
 
     def header(self, name: bytes, default: bytes | None = None) -> bytes | None:
         name = name.lower()
