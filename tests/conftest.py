@@ -184,8 +184,15 @@ class Client:
             k, _, v = line.partition(":")
             headers[k.strip().lower()] = v.strip()
         length = 0 if head_only or status in (100, 204, 304) else int(headers.get("content-length", 0))
-        while len(self.buf) < length:
-            self._fill()
+        if len(self.buf) < length:  # gather pieces: growing one bytes object is quadratic for big bodies
+            pieces, have = [self.buf], len(self.buf)
+            while have < length:
+                chunk = self.sock.recv(max(65536, min(length - have, 1 << 20)))
+                if not chunk:
+                    raise ConnectionError(f"closed by the server after {have} of {length} body bytes")
+                pieces.append(chunk)
+                have += len(chunk)
+            self.buf = b"".join(pieces)
         body, self.buf = self.buf[:length], self.buf[length:]
         return status, headers, body
 
@@ -209,12 +216,12 @@ class Client:
 
 def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
     sock.settimeout(timeout)
-    data = b""
+    pieces = []
     while True:
         chunk = sock.recv(65536)
         if not chunk:
-            return data
-        data += chunk
+            return b"".join(pieces)
+        pieces.append(chunk)
 
 
 def children(pid: int) -> list[int]:
