@@ -462,3 +462,17 @@ def test_trailers_go_in_the_last_chunk_when_the_client_sent_te_trailers():
     # HTTP/1.0: close-delimited, dropped
     proto, driver = asyncio.run(main(get(b"/t", version=b"1.0", headers=b"TE: trailers\r\n")))
     assert b"x-checksum" not in driver.out and parse(driver.out)[0][2] == b"datamore" and driver.closed
+
+
+def test_starlette_file_response_uses_pathsend_when_offered(data_file):
+    from starlette.responses import FileResponse
+
+    async def main():
+        proto, driver = serve(FileResponse(data_file))
+        await feed(proto, driver, get(b"/f"))
+        await done(proto)
+        return driver
+
+    driver = asyncio.run(main())
+    [(status, headers, body, _)] = parse(driver.out)
+    assert status == 200 and body == data_file.read_bytes() and driver.files == 1
