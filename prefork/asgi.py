@@ -89,6 +89,7 @@ def _raw_path(request: Request) -> bytes:
 def build_scope(app: AsgiApp, request: Request, server) -> dict:
     """The HTTP connection scope (ASGI HTTP spec 2.3)."""
     peer = request.peer
+    headers = [(name.lower(), value) for name, value in request.headers]
     return {
         "type": "http",
         "asgi": dict(_ASGI),
@@ -99,19 +100,20 @@ def build_scope(app: AsgiApp, request: Request, server) -> dict:
         "raw_path": _raw_path(request),
         "query_string": request.query,
         "root_path": app.root_path,
-        "headers": [(name.lower(), value) for name, value in request.headers],
+        "headers": headers,
         "client": (peer[0], peer[1]) if type(peer) is tuple and len(peer) >= 2 else None,
         "server": server,
         "state": dict(app.state),
-        "extensions": _extensions(request),
+        "extensions": _extensions(headers),
     }
 
 
-def _extensions(request: Request) -> dict:
-    """What is implemented: pathsend always, trailers when the client accepts them."""
-    te = request.header(b"te")
-    if te is not None and b"trailers" in (t.strip() for t in te.lower().split(b",")):
-        return {"http.response.pathsend": {}, "http.response.trailers": {}}
+def _extensions(headers: list) -> dict:
+    """What is implemented: pathsend always, trailers when the client accepts
+    them (``TE: trailers``; ``headers`` lower-cased)."""
+    for name, value in headers:
+        if name == b"te" and b"trailers" in (t.strip() for t in value.lower().split(b",")):
+            return {"http.response.pathsend": {}, "http.response.trailers": {}}
     return {"http.response.pathsend": {}}
 
 

@@ -133,6 +133,7 @@ def test_streamed_body_arrives_as_more_body_messages(framing, step):
     if step == 0:
         assert upload == [{"type": "http.request", "body": BODY, "more_body": False}]
     assert proto.state == IDLE and not driver.closed
+    assert (proto.ctx.reading, proto.ctx.pooled, proto.ctx.requests) == (0, 0, 2)  # /status counts
 
 
 def test_reading_stops_while_the_app_does_not_receive_and_resumes_when_it_does():
