@@ -38,7 +38,7 @@ import asyncio
 import logging
 
 from .asgi_response import AsgiResponse, ClientDisconnected, Exchange
-from .messages import Request
+from .messages import FileChunk, Request
 from .protocols.http import WAITING
 
 __all__ = ["AsgiApp", "ClientDisconnected", "build_scope"]
@@ -233,6 +233,10 @@ class _Call(AsgiResponse):
         proto = self.proto
         self._end()
         if proto.state != WAITING:
+            if type(last) is list:
+                for part in last:
+                    if type(part) is FileChunk:
+                        part.close()
             return
         request = self.request
         request.keep_alive = self.keep_alive
