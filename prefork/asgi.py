@@ -10,9 +10,26 @@ routes on epoll). The response goes out through the driver as the app sends
 it; after the last body the protocol goes back to ``IDLE`` and the requests
 queued behind run, as after a pool result (``HttpServerProtocol._on_result``).
 
-This slice: the request body is the one the protocol has read whole
-(``max_body`` applies), given to the first ``receive()``; no lifespan, no
-extensions.
+Request bodies stream. ``AsgiApp`` is a ``dispatch.StreamingRoute``: a
+request with a body is handed to it when its head is complete
+(``serve_stream``; the ``_Call`` is the protocol's ``BodySink``), and
+``receive()`` gives the body as it arrives, ``more_body`` and all. The
+protocol reads no more while the app has not taken what it was given (one read
+at most is buffered per connection); taking it (``want_body``) reads on, and
+the first ``receive()`` sends the ``100 Continue`` an ``Expect`` asked for, so
+an app that answers without reading never gets one sent. ``max_body``,
+``body_timeout`` and the header limits are the protocol's, as for built-ins: a
+body that fails before the app has begun to answer is answered with the error
+(413, 408, 400); after, the connection closes; either way the app's
+``receive()`` gets ``http.disconnect``. An app that answers before its body
+has all come gets ``Connection: close`` on the answer (and a lingering close:
+the rest is dropped). A request queued behind another (pipelining) has its
+body gathered whole, as before, and gets it in one message.
+
+Extensions: ``http.response.pathsend`` (the file goes out as a ``FileChunk``,
+read in pieces as the transport drains: ``AioConnection``'s pump) and, when the
+client sent ``TE: trailers``, ``http.response.trailers`` (chunked responses
+carry them; a response with a Content-Length, or close-delimited, drops them).
 """
 
 from __future__ import annotations
@@ -20,22 +37,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .dispatch import HttpServerProtocol
-from .messages import Request, no_content
-from .protocols.http import WAITING, status_line
+from .asgi_response import AsgiResponse, ClientDisconnected, Exchange
+from .messages import FileChunk, Request
+from .protocols.http import WAITING
+
+__all__ = ["AsgiApp", "ClientDisconnected", "build_scope"]
 
 log = logging.getLogger("prefork.worker")
 
 SPEC_VERSION = "2.3"
 _ASGI = {"version": "3.0", "spec_version": SPEC_VERSION}
-_CHUNKED = b"Transfer-Encoding: chunked\r\n"
-_CLOSE = b"Connection: close\r\n"
-_KEEP_ALIVE = b"Connection: keep-alive\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
-
-
-class ClientDisconnected(OSError):
-    """``send()`` after the client has gone (ASGI HTTP spec 2.4: an OSError subclass)."""
 
 
 class AsgiApp:
@@ -54,12 +65,20 @@ class AsgiApp:
         self.root_path = prefix + (mount[:-1] if mount.endswith("/") else "")
         self.state: dict = {}  # per worker (lifespan would fill it); each request gets a copy
 
-    def serve(self, proto: HttpServerProtocol, request: Request) -> None:
-        """Run the app for ``request`` on the loop; ``proto`` waits for it."""
+    def serve(self, proto: Exchange, request: Request) -> None:
+        """Run the app for ``request`` (its body whole) on the loop; ``proto`` waits for it."""
+        self._start(proto, request, False)
+
+    def serve_stream(self, proto: Exchange, request: Request) -> "_Call":
+        """The same when the head is complete: the body streams to the call."""
+        return self._start(proto, request, True)
+
+    def _start(self, proto: Exchange, request: Request, streamed: bool) -> "_Call":
         proto.wait()
-        call = _Call(self, proto, request)
+        call = _Call(self, proto, request, streamed)
         proto.ctx.asgi_calls[proto] = call
         call.task = asyncio.get_running_loop().create_task(call.run())
+        return call
 
 
 def _raw_path(request: Request) -> bytes:
@@ -78,6 +97,7 @@ def build_scope(app: AsgiApp, request: Request, server) -> dict:
     raw_path = _raw_path(request)
     if app.prefix:
         path, raw_path = app.prefix + path, app.raw_prefix + raw_path
+    headers = [(name.lower(), value) for name, value in request.headers]
     return {
         "type": "http",
         "asgi": dict(_ASGI),
@@ -88,142 +108,96 @@ def build_scope(app: AsgiApp, request: Request, server) -> dict:
         "raw_path": raw_path,
         "query_string": request.query,
         "root_path": app.root_path,
-        "headers": [(name.lower(), value) for name, value in request.headers],
+        "headers": headers,
         "client": (peer[0], peer[1]) if type(peer) is tuple and len(peer) >= 2 else None,
         "server": server,
         "state": dict(app.state),
-        "extensions": {},
+        "extensions": _extensions(headers),
     }
 
 
-class _Call:
-    """One request handed to an ASGI app: its receive, its send, its end."""
+def _extensions(headers: list) -> dict:
+    """What is implemented: pathsend always, trailers when the client accepts
+    them (``TE: trailers``; ``headers`` lower-cased)."""
+    for name, value in headers:
+        if name == b"te" and b"trailers" in (t.strip() for t in value.lower().split(b",")):
+            return {"http.response.pathsend": {}, "http.response.trailers": {}}
+    return {"http.response.pathsend": {}}
 
-    __slots__ = ("app", "proto", "request", "task", "status", "headers", "started", "head_sent", "done",
-                 "gone", "half_closed", "body_given", "waiter", "chunked", "length", "declared", "keep_alive", "head_only", "no_body")
 
-    def __init__(self, app: AsgiApp, proto: HttpServerProtocol, request: Request):
+class _Call(AsgiResponse):
+    """One request handed to an ASGI app: its receive, its end (its send is
+    ``AsgiResponse``'s). It is the protocol's ``BodySink`` for a streamed body."""
+
+    __slots__ = ("app", "task", "chunks", "body_given")
+
+    def __init__(self, app: AsgiApp, proto: Exchange, request: Request, streamed: bool = False):
+        super().__init__(proto, request, not streamed)
         self.app = app
-        self.proto = proto
-        self.request = request
         self.task = None
-        self.status = 0
-        self.headers: list = []
-        self.started = False     # http.response.start received
-        self.head_sent = False
-        self.done = False        # the response is complete (or failed)
-        self.gone = False        # the client went away
-        self.half_closed = False  # the client has half-closed (it may still read the response)
-        self.body_given = False  # the first receive() has had the request body
-        self.waiter: asyncio.Future | None = None  # a receive() waiting for http.disconnect
-        self.chunked = False
-        self.length = 0          # content bytes sent
-        self.declared = -1       # the app's Content-Length (-1: none)
-        self.keep_alive = request.keep_alive
-        self.head_only = request.method == b"HEAD"
-        self.no_body = False
+        # the request body's pieces not yet given to the app (all of it at once unless streamed);
+        # whether the last http.request (more_body False) has been given
+        self.chunks: list[bytes] = [] if streamed else [request.body]
+        self.body_given = False
+
+    # --- the protocol's side of a streamed body (protocols.http.BodySink) --------------
+
+    def body_data(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self._wake()
+
+    def body_end(self, trailers) -> None:
+        self.body_done = True
+        self._wake()
+
+    def body_failed(self, status: int) -> bool:
+        """The body cannot be had (413, 408, 400): the app hears http.disconnect
+        and its send()s fail; the protocol answers ``status`` if the app has not
+        begun to."""
+        unanswered = not self.head_sent
+        self.gone = True
+        self._end()
+        return unanswered
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # --- the app's side -----------------------------------------------------------------
 
     async def receive(self) -> dict:
-        if not self.body_given:
-            self.body_given = True
-            return {"type": "http.request", "body": self.request.body, "more_body": False}
-        if not (self.done or self.gone or self.half_closed):
-            # only a disconnect can come now: read again, to see the client go
-            self.proto.listen()
+        while True:
+            if self.gone or self.done:
+                return {"type": "http.disconnect"}
+            chunks = self.chunks
+            if chunks:
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                if self.body_done:
+                    self.body_given = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                self.proto.want_body()  # taken: read on
+                return {"type": "http.request", "body": body, "more_body": True}
+            if self.body_done and not self.body_given:
+                self.body_given = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self.half_closed:
+                return {"type": "http.disconnect"}
+            if self.body_done:
+                self.proto.listen()  # only a disconnect can come now: read again, to see the client go
+            else:
+                self.proto.want_body()  # (the first time: the 100 Continue, if one is owed)
             waiter = self.waiter = asyncio.get_running_loop().create_future()
             await waiter
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict) -> None:
-        if self.gone:
-            raise ClientDisconnected("the client has disconnected")
-        kind = message["type"]
-        if kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("http.response.start sent twice")
-            self.started = True
-            self.status = int(message["status"])
-            self.headers = list(message.get("headers", ()))
-            return
-        if kind != "http.response.body":
-            raise RuntimeError(f"unexpected ASGI message {kind!r}")
-        if not self.started:
-            raise RuntimeError("http.response.body before http.response.start")
-        if self.done:
-            raise RuntimeError("http.response.body after the response is complete")
-        body = message.get("body", b"")
-        more = bool(message.get("more_body", False))
-        parts = []
-        if not self.head_sent:
-            parts.append(self._head(len(body), more))
-        if body and not self.no_body:
-            if 0 <= self.declared < self.length + len(body):
-                raise RuntimeError(f"more body than the Content-Length ({self.declared}) the app gave")
-            self.length += len(body)
-            parts.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else bytes(body))
-        if not more:
-            if self.chunked:
-                parts.append(_LAST_CHUNK)
-            elif self.length < self.declared and not self.no_body:
-                if parts:
-                    self.proto.driver.deliver(b"".join(parts))
-                raise RuntimeError(f"less body than the Content-Length ({self.declared}) the app gave")
-            self._complete(b"".join(parts))
-            return
-        driver = self.proto.driver
-        if parts:
-            driver.deliver(b"".join(parts))
-        if self.gone or self.proto.state != WAITING:
-            raise ClientDisconnected("the client has disconnected")
-        if driver.write_blocked():
-            await driver.drained()
-            if self.gone:
-                raise ClientDisconnected("the client has disconnected")
-
-    def _head(self, first: int, more: bool) -> bytes:
-        """The response head, framed: the app's Content-Length, else chunked
-        (HTTP/1.1) or close-delimited (HTTP/1.0) -- or, when the first body
-        is the whole body, its length."""
-        status = self.status
-        ctx = self.proto.ctx
-        parts = [status_line(status), ctx.server_line, ctx.date_line]
-        has_length = False
-        for name, value in self.headers:
-            lower = bytes(name).lower()
-            if lower == b"content-length":
-                has_length = True
-                self.declared = int(value)
-            elif lower in (b"connection", b"transfer-encoding"):
-                continue  # the framing is the server's
-            parts += (bytes(name), b": ", bytes(value), b"\r\n")
-        bodyless = no_content(status)
-        self.no_body = bodyless or self.head_only
-        if not has_length and not bodyless:
-            if self.head_only:
-                pass  # what a GET would get is not known; nothing follows the head anyway
-            elif not more:
-                parts.append(b"Content-Length: %d\r\n" % first)
-            elif self.request.version == "1.1":
-                self.chunked = True
-                parts.append(_CHUNKED)
-            else:
-                self.keep_alive = False  # HTTP/1.0: the body ends with the connection
-        if not self.keep_alive:
-            parts.append(_CLOSE)
-        elif self.request.version == "1.0":
-            parts.append(_KEEP_ALIVE)
-        parts.append(b"\r\n")
-        self.head_sent = True
-        return b"".join(parts)
 
     # --- the server's side --------------------------------------------------------------
 
     async def run(self) -> None:
         try:
-            await self.app.app(build_scope(self.app, self.request, self.proto.driver.sockname()),
-                               self.receive, self.send)
+            scope = build_scope(self.app, self.request, self.proto.driver.sockname())
+            self.te = "http.response.trailers" in scope["extensions"]
+            await self.app.app(scope, self.receive, self.send)
         except Exception:
             if self.gone:
                 return
@@ -248,35 +222,34 @@ class _Call:
     def lost(self) -> None:
         """The connection is gone (called by the protocol's connection_lost)."""
         self.gone = True
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     def eof(self) -> None:
         """The client has half-closed: a receive() gets http.disconnect (as
         uvicorn does); send() still works, the client may be reading."""
         self.half_closed = True
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     def _end(self) -> None:
         self.done = True
         self.proto.ctx.asgi_calls.pop(self.proto, None)
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
-    def _complete(self, last: bytes) -> None:
-        """The last body: the protocol takes over again, as after a pool result."""
+    def _complete(self, last) -> None:
+        """The last body (bytes, or parts with a file): the protocol takes over
+        again, as after a pool result."""
         proto = self.proto
         self._end()
         if proto.state != WAITING:
+            if type(last) is list:
+                for part in last:
+                    if type(part) is FileChunk:
+                        part.close()
             return
         request = self.request
         request.keep_alive = self.keep_alive
         proto.end_wait(last)
-        proto.answered(request, self.status, self.length)
+        proto.answered(request, self.status, self.length, self.file_sent)
         proto.after_wait()
 
     def _fail_500(self) -> None:
@@ -296,5 +269,4 @@ class _Call:
             return
         if proto.ctx.on_response is not None:
             proto.ctx.on_response(self.request, self.status, self.length)
-        proto._finish()
-        proto.driver.abort()
+        proto.abort()

@@ -6,7 +6,10 @@ paths, prefixes, constant responses), its handler runs inline or in the
 worker's thread pool (``Offload``, blocking routes), and its response is
 written back through the protocol (``write_response``) and logged. This is
 the seam where other kinds of application (ASGI, WSGI, WebSocket) plug in
-beside the built-in handlers.
+beside the built-in handlers. A route that takes request bodies as a stream
+(a ``StreamingRoute``: an ASGI app) is handed a request with a body when its
+head is complete (``stream_request``); built-in handlers and the thread pool
+get whole bodies.
 
 The hot path is ``on_request``: a constant route kept alive is answered from a
 whole response cached for the second, and a handler that answers inline with
@@ -18,15 +21,40 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 from urllib.parse import unquote_to_bytes
 
 from .config import HttpConfig
 from .forwarded import Trusted, resolve
 from .messages import Handler, Offload, Request, Response
-from .protocols.http import BURST, IDLE, WAITING, HttpContext, HttpProtocol
+from .protocols.http import BURST, IDLE, WAITING, BodySink, HttpContext, HttpProtocol
 
 log = logging.getLogger("prefork.worker")
+
+
+@runtime_checkable
+class StreamingRoute(Protocol):
+    """A route that answers through the protocol itself (``serve``, an ASGI
+    app) and takes request bodies as a stream: ``serve_stream`` is called when
+    the head of a request with a body is complete; it ``wait()``s like
+    ``serve`` and returns where the body goes."""
+
+    def serve(self, proto: "HttpServerProtocol", request: Request) -> None: ...
+
+    def serve_stream(self, proto: "HttpServerProtocol", request: Request) -> BodySink: ...
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes]:
+    """The path (absolute-form reduced to its path, %-escapes decoded) and the
+    query of a request target. (``on_request`` inlines the same, for speed.)"""
+    path, _, query = target.partition(b"?")
+    if path[:1] != b"/" and b"://" in path:
+        authority_and_path = path.partition(b"://")[2]
+        slash = authority_and_path.find(b"/")
+        path = authority_and_path[slash:] if slash >= 0 else b"/"
+    if 37 in path:
+        path = unquote_to_bytes(path)
+    return path, query
 
 
 class Router:
@@ -37,12 +65,15 @@ class Router:
         self.exact: dict[bytes, tuple[Handler, bool]] = {}
         self.constants: dict[bytes, Response] = {}
         self.prefixes: list[tuple[bytes, Handler, bool]] = []
+        self.streaming = False  # a route takes request bodies as a stream (StreamingRoute)
         for path, handler in (routes or {}).items():
             self.add(path, handler)
 
     def add(self, path: bytes | str, handler: Handler, blocking: bool = False) -> None:
         if isinstance(path, str):
             path = path.encode()
+        if isinstance(handler, StreamingRoute):
+            self.streaming = True
         if path == b"/" and getattr(handler, "serve", None) is not None:
             # an app mounted at "/" (ASGI) gets every path no other route has
             self.exact[path] = (handler, blocking)
@@ -234,6 +265,25 @@ class HttpServerProtocol(HttpProtocol):
             self._offload(request, handler)
             return
         self._handled(request, self._call(request, handler))
+
+    def stream_request(self, method: bytes, target: bytes, version: str, headers: list,
+                       keep_alive: bool) -> BodySink | None:
+        """The head of a request with a body, its turn come: a ``StreamingRoute``
+        takes it now and gets the body as it arrives; any other route gets it whole."""
+        router = self.ctx.router
+        if not router.streaming:
+            return None
+        path, query = split_target(target)
+        found = router.exact.get(path) or router.resolve(path)
+        if found is None or not isinstance(found[0], StreamingRoute):
+            return None
+        ctx = self.ctx
+        requests = self._requests = self._requests + 1
+        ctx.requests += 1
+        if requests >= ctx.keepalive_requests or ctx.draining:
+            keep_alive = False
+        request = Request(method, target, path, query, version, headers, b"", keep_alive, self.peer)
+        return found[0].serve_stream(self, request)
 
     def eof_received(self):
         if self.state == WAITING:

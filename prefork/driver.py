@@ -215,6 +215,10 @@ class BaseDriver:
 
     def deliver(self, out) -> None:
         if self.fd < 0:
+            if type(out) is list:  # the connection is gone: close the file bodies it would have sent
+                for part in out:
+                    if type(part) is FileChunk:
+                        part.close()
             return
         if out:
             self.write(out)

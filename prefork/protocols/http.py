@@ -12,6 +12,19 @@ order) and the serialization of response heads and error pages. The driver
 the deadline has passed. No socket call happens here, so the same code runs on
 every backend and is tested fed whole, byte by byte and pipelined.
 
+Request bodies are gathered whole for ``on_request`` -- unless, when the
+head of a request with a body is complete and its turn has come, the
+subclass's ``stream_request`` returns a ``BodySink`` for it (a route that
+takes its body as a stream, e.g. an ASGI app): then the request is the
+route's from its head on, its body goes to the sink as it is parsed, and
+reading stops after each read the sink has not taken (``want_body`` reads on,
+sending a 100 Continue the first time if one is owed). ``max_body``,
+``body_timeout`` (while reading for it) and the framing errors still apply:
+the sink is told (``body_failed``) and, if its route has not begun to answer,
+the protocol answers the error as for any request; else it closes. A route
+that answers before its body has all come ends the connection (a lingering
+close, as after an error: the rest is read and dropped).
+
 Memory: an idle keep-alive connection holds only its protocol (a slotted
 object). The httptools parser and the per-request state live in a
 ``Parser`` that is borrowed from the worker's pool when a request starts and
@@ -24,7 +37,7 @@ import time
 from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Callable
+from typing import Callable, Protocol
 
 import httptools
 
@@ -121,6 +134,21 @@ class HttpContext:
         phrase = status_line(status)[13:-2]
         return (b"<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n<center><h1>%d %s</h1></center>\r\n"
                 b"</body>\r\n</html>\r\n" % (status, phrase, status, phrase))
+
+
+class BodySink(Protocol):
+    """Where a streamed request body goes (``HttpProtocol.stream_request``):
+    pieces as they are parsed, its end (with a chunked body's trailer
+    fields), or the error that cuts it. After each read whose body it was
+    given the protocol reads no more until the consumer calls ``want_body``."""
+
+    def body_data(self, data: bytes) -> None: ...
+
+    def body_end(self, trailers) -> None: ...
+
+    def body_failed(self, status: int) -> bool:
+        """The body cannot be had (``status``: 400, 408, 413, 431). True when its
+        route has not begun to answer: the protocol answers ``status`` for it."""
 
 
 PENDING_MAX = 64  # pipelined requests queued behind one in the pool before reading pauses
@@ -244,6 +272,9 @@ class HttpProtocol:
         """The peer closed its side: finish (a partial request is dropped)."""
         if self.state == WAITING or self._pending:
             # the peer half-closed after sending: answer what was asked, then close
+            p = self._p
+            if p is not None and p.sink is not None:
+                p.sink = None  # a streamed body that will not come whole (its route hears of the EOF)
             if self._stopped:
                 return b""  # already queued (or an error is): once is enough
             self._stopped = True
@@ -272,6 +303,11 @@ class HttpProtocol:
                 self._release(self._p, reuse=False)
             return self._take()
         if self.state == WAITING:
+            p = self._p
+            if p is not None and p.sink is not None:  # a streamed body is late, as in BODY
+                self._out = []
+                self._fail(408)
+                return self._take()
             self.deadline = 0.0  # the pool's answer is what we wait for
             return b""
         self.connection_lost()
@@ -289,6 +325,53 @@ class HttpProtocol:
     def dispatch(self, request: Request) -> None:
         """A queued request's turn has come (the one before it is answered)."""
         raise NotImplementedError
+
+    def stream_request(self, method: bytes, target: bytes, version: str, headers: list,
+                       keep_alive: bool) -> BodySink | None:
+        """The head of a request with a body is complete and its turn has come:
+        return a ``BodySink`` to hand the request to its route now and stream
+        the body to it (the route ``wait()``s meanwhile, as for the pool), or
+        None to gather the body whole for ``on_request``."""
+        return None
+
+    # --- a streamed request body (stream_request) -------------------------------------
+
+    def _stream_body(self, sink: BodySink, data: bytes) -> None:
+        """A piece of a streamed body: to the sink; then read no more (and no
+        body deadline: the wait is the consumer's) until it is taken."""
+        sink.body_data(data)
+        self.deadline = 0.0
+        if not self._paused and self.driver is not None:
+            self._paused = True
+            self.driver.pause_reading()
+
+    def _stream_end(self, sink: BodySink, trailers) -> None:
+        """A streamed body is whole: reading resumes as for any waiting
+        request (``listen``; pipelined requests queue behind it)."""
+        self.deadline = 0.0
+        if not self._paused and self.driver is not None and self.state == WAITING:
+            self._paused = True
+            self.driver.pause_reading()
+        sink.body_end(trailers)
+
+    def want_body(self) -> None:
+        """A streamed body's consumer has taken what it was given and wants
+        more: read on, with the body deadline, and send the 100 Continue the
+        client may be waiting for (the first time; none if the body has begun)."""
+        p = self._p
+        driver = self.driver
+        if p is None or p.sink is None or self.state != WAITING or driver is None:
+            return
+        out = b""
+        if p.continue_due:
+            p.continue_due = False
+            if not p.body_len:
+                out = _CONTINUE
+        self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
+        if self._paused:
+            self._paused = False
+            driver.resume_reading()
+        driver.deliver(out)  # and the driver arms the deadline
 
     # --- flow control: requests in order, output in bounded bursts ----------------------
 
@@ -318,10 +401,18 @@ class HttpProtocol:
             self._paused = False
             self.driver.resume_reading()
 
-    def end_wait(self, out: bytes = b"") -> None:
+    def end_wait(self, out=b"") -> None:
         """The answer to the request this protocol waited for (``wait``) is
-        here: back to IDLE, with ``out`` (already framed) as the first output."""
-        self._out = [out] if out else []
+        here: back to IDLE, with ``out`` (already framed: bytes, or a list of
+        parts) as the first output. If its streamed body has not all come,
+        nothing more is read but to drop it: its answer must not keep the
+        connection alive (a lingering close follows)."""
+        p = self._p
+        if p is not None and p.sink is not None:
+            p.sink = None
+            self._stopped = True
+            self.linger = True
+        self._out = list(out) if type(out) is list else [out] if out else []
         self._set_state(IDLE)
 
     def after_wait(self) -> None:
@@ -362,6 +453,13 @@ class HttpProtocol:
             else:
                 self._set_state(HEAD)  # the next request is already arriving
                 self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
+
+    def abort(self) -> None:
+        """The answer being sent cannot be finished (a route that failed mid-way):
+        close now, so the client sees it cut, not complete."""
+        self._finish()
+        if self.driver is not None:
+            self.driver.abort()
 
     def _hold(self) -> None:
         """Enough output for one go: queue what follows until it is sent."""
@@ -472,9 +570,17 @@ class HttpProtocol:
             # bytes must never be parsed as a request: Upgrade is not supported,
             # and a request that asks for it with a body is refused (and closed)
             raise ParseError(400, "Upgrade with a request body")
+        if p.expect and p.expect != b"100-continue":
+            raise ParseError(417, "unsupported expectation")
+        if has_body and self.state != WAITING and not self._pending:
+            sink = self.stream_request(p.method, p.url, p.version, p.headers, p.parser.should_keep_alive())
+            if sink is not None:
+                # the request is its route's now; the 100 Continue waits for want_body()
+                p.sink = sink
+                p.body_len = 0
+                p.continue_due = bool(p.expect) and p.version == "1.1"
+                return
         if p.expect:
-            if p.expect != b"100-continue":
-                raise ParseError(417, "unsupported expectation")
             if has_body and p.version == "1.1":
                 if self.state == WAITING:
                     # an earlier request is still in the pool: the 100 goes out
@@ -506,6 +612,16 @@ class HttpProtocol:
         if self.state == CLOSED:
             return  # already answered the last request; nothing more is said
         head_only = status < 0 or self._failing_head()
+        p = self._p
+        if p is not None and p.sink is not None:
+            # a streamed body failed: its request is the one being answered
+            sink = p.sink
+            p.sink = None
+            if sink.body_failed(abs(status)):  # its route has not begun to answer: the error is the answer
+                self._error_response(abs(status), False, head_only)
+                self.linger = True
+            self._finish()
+            return
         if not now and (self.state == WAITING or self._pending):
             # answers to earlier requests are still to come: this one goes after them
             self._stopped = True

@@ -6,6 +6,11 @@ arrives (``proto``), and reports back to it: ``_special_head`` when a head
 that announces a body or an expectation is complete, ``_body_progress`` as the
 body arrives, ``on_request`` when the request is whole. An error raises
 ``ParseError`` (answered with its status) or ``Stop`` (nothing more is parsed).
+
+A request whose route takes its body as a stream (chosen at head time, see
+``HttpProtocol._special_head``) has a ``sink``: its body goes there as it is
+parsed (``HttpProtocol._stream_body``), its end too (``_stream_end``), instead
+of being gathered for ``on_request``.
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ class Parser:
     __slots__ = ("parser", "proto", "url", "headers", "header_bytes", "body", "body_len",
                  "content_length", "chunked", "host_count", "connection", "expect", "in_message", "head_done", "version",
                  "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout", "reusable", "method",
-                 "special", "head_bytes", "trailers", "good_host", "continue_due")
+                 "special", "head_bytes", "trailers", "good_host", "continue_due", "sink")
 
     def __init__(self, config: HttpConfig) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -117,7 +122,9 @@ class Parser:
         self.head_bytes = 0       # bytes received since the request began (for _check_head_size)
         self.trailers: list[tuple[bytes, bytes]] | None = None  # a chunked body's trailer fields
         self.good_host = b""      # the last Host value found valid: most requests repeat it
-        self.continue_due = False  # a 100 Continue owed once the requests before this one are answered
+        self.continue_due = False  # a 100 Continue owed (once the requests before this one are answered,
+        #                            or, for a streamed body, when its consumer first asks for it)
+        self.sink = None           # where a streamed body goes (a BodySink), or None: gathered whole
 
     # httptools callbacks -----------------------------------------------------
 
@@ -221,6 +228,9 @@ class Parser:
         self.body_len += len(body)
         if self.body_len > self.max_body:
             raise ParseError(413, "request body too large")
+        if self.sink is not None:
+            self.proto._stream_body(self.sink, body)
+            return
         if self.body is None:
             self.body = [body]
         else:
@@ -234,6 +244,18 @@ class Parser:
         # such a parser must not go back to the pool
         keep_alive = self.reusable = self.parser.should_keep_alive()
         if self.special:
+            sink = self.sink
+            if sink is not None:  # a streamed body: its request is the route's already
+                self.sink = None
+                self.special = False
+                self.content_length = -1
+                self.chunked = False
+                self.expect = b""
+                self.continue_due = False
+                trailers = self.trailers
+                self.trailers = None
+                self.proto._stream_end(sink, trailers or ())
+                return
             body = self.body
             body = b"" if body is None else body[0] if len(body) == 1 else b"".join(body)
             self.special = False

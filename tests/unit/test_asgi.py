@@ -170,7 +170,8 @@ def test_scope_fields_per_the_http_spec():
     assert all(type(n) is bytes and type(v) is bytes for n, v in scope["headers"])
     assert tuple(scope["client"]) == ("10.1.2.3", 4567)
     assert tuple(scope["server"]) == ("127.0.0.1", 8080)
-    assert scope["state"] == {} and scope["extensions"] == {}
+    assert scope["state"] == {}
+    assert scope["extensions"] == {"http.response.pathsend": {}}  # trailers only with TE: trailers
 
 
 def test_root_path_is_empty_at_slash_and_body_is_given_then_disconnect():

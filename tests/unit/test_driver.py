@@ -257,6 +257,21 @@ def test_deliver_after_close_does_nothing():
     assert d.sent == [] and reactor.pending() == []
 
 
+def test_a_file_body_delivered_after_close_is_closed_not_leaked(tmp_path):
+    from prefork.messages import FileChunk
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+    d, _, _, _ = make()
+    d.close()
+    chunk = FileChunk(os.open(path, os.O_RDONLY), 0, 10)
+    fd = chunk.fd
+    d.deliver([b"head", chunk])
+    assert chunk.fd == -1 and d.sent == []
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
 def test_pause_and_resume_reading_for_the_protocol():
     d, _, _, _ = make()
     d.pause_reading()
