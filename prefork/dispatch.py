@@ -283,6 +283,8 @@ class HttpServerProtocol(HttpProtocol):
         if requests >= ctx.keepalive_requests or ctx.draining:
             keep_alive = False
         request = Request(method, target, path, query, version, headers, b"", keep_alive, self.peer)
+        if ctx.forwarded is not None and ctx.forwarded.peer(self.peer):
+            _forwarded(ctx.forwarded, request)
         return found[0].serve_stream(self, request)
 
     def eof_received(self):

@@ -477,3 +477,30 @@ def test_starlette_file_response_uses_pathsend_when_offered(data_file):
     driver = asyncio.run(main())
     [(status, headers, body, _)] = parse(driver.out)
     assert status == 200 and body == data_file.read_bytes() and driver.files == 1
+
+
+def test_a_streamed_request_from_a_trusted_proxy_gets_the_forwarded_client_and_scheme():
+    """The head-time hand-over builds its own Request: the forwarded step runs there too."""
+    import ipaddress
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((scope["client"], scope["scheme"]))
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body"})
+
+    async def main():
+        router = Router({})
+        router.add("/", AsgiApp(app, "/"), True)
+        ctx = make_ctx(routes=router, forwarded_allow=(ipaddress.ip_network("10.1.2.3"),))
+        driver = FileDriver()
+        proto = HttpServerProtocol(ctx, peer=("10.1.2.3", 4567), driver=driver)
+        driver.proto = proto
+        upload = post(BODY, path=b"/up", headers=b"X-Forwarded-For: 192.0.2.7:99\r\nX-Forwarded-Proto: https\r\n")
+        await feed(proto, driver, upload, 1000)
+        await done(proto)
+
+    asyncio.run(main())
+    assert seen == [(("192.0.2.7", 99), "https")]
