@@ -17,6 +17,7 @@ import time
 from .apps import AppContext, build_router, default_routes
 from .config import Config
 from .connection import Acceptor, Connection
+from .lifespan import LifespanError, app_tasks, cancel_tasks
 from .logs import AccessLog, reopen_error_log
 from .pool import ThreadPool
 from .protocols.echo import EchoProtocol
@@ -67,6 +68,8 @@ def _unblock_signals(_=None) -> None:
     """Undo the master's fork-time mask (the master's own signals are set to be ignored)."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 DRAIN_GRACE = 1.0  # graceful stop: seconds an idle connection may still send a request
+APP_GRACE = 0.5    # graceful stop: seconds ASGI calls cut at the deadline get to see http.disconnect
+LIFESPAN_GRACE = 1.0  # graceful stop: a lifespan shutdown gets at least this much, even past the deadline
 
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # cannot start (as gunicorn's WORKER_BOOT_ERROR): do not respawn in a loop
@@ -120,16 +123,19 @@ class Worker:
         if server.backend == "epoll":
             self.reactor = Reactor(setsize=server.worker_connections + FD_RESERVE + len(sockets))
             self.connection_class = Connection.for_worker(self)
+            self.loop = None
         else:
             from .aio import AioConnection, AsyncioReactor
 
             self.reactor = AsyncioReactor(server.backend)
             self.connection_class = AioConnection.for_worker(self)
+            self.loop = self.reactor.loop  # where ASGI apps (and their lifespans) run
         self.active = 0
         self.sending = 0  # epoll connections with output the kernel has not taken yet
         self.accepted = 0
         self.shed = 0
         self.draining = False
+        self.fast_stop = False
         self.accept_paused = False
         self.pool = None
         if server.threads:
@@ -137,6 +143,7 @@ class Worker:
                                    name=f"worker{index}-pool")
         app = AppContext(config, supervisor.scoreboard if supervisor else None, self)
         self.http = HttpServerContext(config.http, build_router(config, app), clock=self.reactor.clock)
+        self.lifespans = app.lifespans
         if self.pool is not None:
             self.http.submit = self.pool.submit
         if config.log.access_log:
@@ -252,6 +259,7 @@ class Worker:
     def on_fast_stop(self, signum: int = 0) -> None:
         for peer in self.peers:
             peer.reactor.call_soon_threadsafe(peer.on_fast_stop)
+        self.fast_stop = True
         self.reactor.stop()
 
     def on_reopen(self, signum: int = 0) -> None:
@@ -292,18 +300,22 @@ class Worker:
             # the running loop (uvloop only starts reading its signal pipe
             # then; a signal delivered before that would be lost).
             reactor.call_later(0, _unblock_signals)
-        for acceptor in self.acceptors:
-            acceptor.start()
         self._tick()
-        if self.supervisor is not None and self.main_thread:
-            self.supervisor.ready()
         try:
+            if not self._start_apps():
+                return EXIT_OK if self.fast_stop or self.draining else EXIT_BOOT_ERROR
+            for acceptor in self.acceptors:
+                acceptor.start()
+            if self.supervisor is not None and self.main_thread:
+                self.supervisor.ready()
             reactor.run()
         finally:
             for conn in self.connections():
                 conn.close()
             for acceptor in self.acceptors:
                 acceptor.stop()
+            if self.loop is not None:
+                self.loop.run_until_complete(self._stop_apps())
             if self._spare_fd >= 0:
                 os.close(self._spare_fd)
             if self.http.access_log is not None:
@@ -312,6 +324,46 @@ class Worker:
                 self.pool.shutdown()
             reactor.close()
         return EXIT_OK
+
+    # --- ASGI apps: lifespan, and their tasks at the end --------------------------------
+
+    def _start_apps(self) -> bool:
+        """The lifespan startup of every ASGI app, on the loop, before this
+        worker accepts or says it is ready. False: do not serve (the startup
+        failed, or a stop signal came first)."""
+        if not self.lifespans:
+            return True
+        loop = self.loop
+        startup = loop.create_task(self.lifespans.startup())
+        try:
+            loop.run_until_complete(startup)
+        except LifespanError as exc:
+            log.error("worker %d cannot start: %s", self.index, exc)
+            return False
+        except RuntimeError:
+            if startup.done():
+                raise
+            log.info("worker %d: stopped during the ASGI lifespan startup", self.index)
+            startup.cancel()
+            return False
+        return True
+
+    async def _stop_apps(self) -> None:
+        """After the loop has stopped and the connections are closed: the ASGI
+        calls still running (and what they started) get until the graceful
+        deadline -- APP_GRACE if it has passed, to see http.disconnect --
+        and are cancelled then (at once on a fast stop); then the lifespan
+        shutdown, bounded by what is left of ``shutdown_timeout``."""
+        clock = self.reactor.clock
+        graceful = self.draining and not self.fast_stop
+        grace = max(self._stop_deadline - clock(), APP_GRACE) if graceful else 0.0
+        cancelled = await cancel_tasks(app_tasks(self.loop, self.lifespans), grace)
+        if cancelled:
+            log.warning("worker %d: %d ASGI task(s) cancelled", self.index, cancelled)
+        if graceful and self.lifespans.started:
+            await self.lifespans.shutdown(max(self._stop_deadline - clock(), LIFESPAN_GRACE))
+        else:
+            await self.lifespans.cancel()
 
 
 def raise_nofile_limit(needed: int) -> tuple[int, int]:
