@@ -192,6 +192,8 @@ class _Call:
             parts += (bytes(name), b": ", bytes(value), b"\r\n")
         bodyless = no_content(status)
         self.no_body = bodyless or self.head_only
+        if ctx.draining:
+            self.keep_alive = False  # a graceful stop began while the app ran: this is the last response
         if not has_length and not bodyless:
             if self.head_only:
                 pass  # what a GET would get is not known; nothing follows the head anyway

@@ -61,11 +61,15 @@ class Lifespan:
     # --- the app's side -----------------------------------------------------------------
 
     async def _receive(self) -> dict:
+        if not self.sent and not self._started.done() and self._inbox.empty():
+            # asked for a second message without answering lifespan.startup: an
+            # app that treats every scope as HTTP (it waits here until cancelled)
+            self._no_lifespan("waited for another message instead of answering lifespan.startup")
+            await asyncio.get_running_loop().create_future()
         return await self._inbox.get()
 
     async def _send(self, message: dict) -> None:
         kind = message["type"]
-        self.sent = True
         if kind in ("lifespan.startup.complete", "lifespan.startup.failed"):
             if self._started.done():
                 raise RuntimeError(f"{kind} sent after the startup was over")
@@ -81,6 +85,7 @@ class Lifespan:
                 self._stopped.set_result(None)
         else:
             raise RuntimeError(f"unexpected lifespan message {kind!r}")
+        self.sent = True
 
     async def _main(self) -> None:
         scope = {"type": "lifespan", "asgi": dict(_ASGI), "state": self.state}
@@ -92,23 +97,26 @@ class Lifespan:
             self._ended(None)
 
     def _ended(self, exc: Exception | None) -> None:
-        started, stopped = self._started, self._stopped
-        if not started.done():
-            if self.mode == "auto" and not self.sent:
-                self.supported = False
-                how = f"raised {type(exc).__name__}: {exc}" if exc is not None else "returned"
-                log.info("ASGI 'lifespan' protocol appears unsupported by %s (it %s)", self.name, how)
-                started.set_result(None)
-            else:
-                if exc is not None:
-                    log.error("%s: exception in the lifespan startup", self.name, exc_info=exc)
-                how = f"raised {type(exc).__name__}: {exc}" if exc is not None else "returned"
-                started.set_exception(LifespanError(f"{self.name}: the lifespan {how} before "
-                                                    "lifespan.startup.complete"))
+        if not self._started.done():
+            if exc is not None and (self.sent or self.mode != "auto"):
+                log.error("%s: exception in the lifespan startup", self.name, exc_info=exc)
+            self._no_lifespan(f"raised {type(exc).__name__}: {exc}" if exc is not None else "returned")
         elif exc is not None:
             log.error("%s: exception in the lifespan", self.name, exc_info=exc)
-        if not stopped.done():
-            stopped.set_result(None)
+        if not self._stopped.done():
+            self._stopped.set_result(None)
+
+    def _no_lifespan(self, how: str) -> None:
+        """The startup ended without an answer: in "auto" an app that has sent
+        nothing does not support lifespan (one line, and it is served);
+        otherwise the startup failed."""
+        if self.mode == "auto" and not self.sent:
+            self.supported = False
+            log.info("ASGI 'lifespan' protocol appears unsupported by %s (it %s)", self.name, how)
+            self._started.set_result(None)
+        else:
+            self._started.set_exception(LifespanError(f"{self.name}: the lifespan {how} before "
+                                                      "lifespan.startup.complete"))
 
     # --- the worker's side --------------------------------------------------------------
 
@@ -131,7 +139,7 @@ class Lifespan:
         seconds; then the task is cancelled if it still runs."""
         if not self.running:
             return
-        if self._started.done() and self._started.exception() is None:
+        if self.supported and self._started.done() and self._started.exception() is None:
             self._inbox.put_nowait({"type": "lifespan.shutdown"})
             try:
                 await asyncio.wait_for(asyncio.shield(self._stopped), max(timeout, 0.0))

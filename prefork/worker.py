@@ -6,6 +6,7 @@ foreground server calls directly). It returns the process exit status.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import resource
@@ -136,6 +137,11 @@ class Worker:
         self.shed = 0
         self.draining = False
         self.fast_stop = False
+        # the loop's phases: the ASGI apps' startup, serving (reactor.run), their end; a stop
+        # signal stops the loop while it serves and cancels the startup or end task (_phase) otherwise
+        self.serving = False
+        self.ending = False
+        self._phase = None
         self.accept_paused = False
         self.pool = None
         if server.threads:
@@ -212,7 +218,7 @@ class Worker:
         self.active -= 1
         if self.accept_paused and self.active < self.max_connections and self._spare_fd >= 0:
             self.resume_accepting()
-        if self.draining and self.active == 0:
+        if self.draining and self.active == 0 and self.serving:
             self.reactor.stop()
 
     def counters(self) -> dict[int, int]:
@@ -252,7 +258,7 @@ class Worker:
             if not self.draining and not supervisor.master_alive():
                 log.error("worker %d: the master is gone; stopping", self.index)
                 self.on_graceful_stop()
-        if self.draining and self.reactor.clock() >= self._stop_deadline:
+        if self.draining and self.reactor.clock() >= self._stop_deadline and self.serving:
             log.warning("worker %d: shutdown_timeout reached, closing %d connections", self.index, self.active)
             self.reactor.stop()
 
@@ -260,7 +266,7 @@ class Worker:
         for peer in self.peers:
             peer.reactor.call_soon_threadsafe(peer.on_fast_stop)
         self.fast_stop = True
-        self.reactor.stop()
+        self._interrupt(end_too=True)
 
     def on_reopen(self, signum: int = 0) -> None:
         reopen_error_log()
@@ -287,7 +293,17 @@ class Worker:
         for conn in self.connections():
             conn.drain(grace)
         if self.active == 0:
+            self._interrupt(end_too=False)
+
+    def _interrupt(self, end_too: bool) -> None:
+        """Stop the loop if it serves; else cancel the apps' startup (and,
+        with ``end_too``, their end). Never a second loop.stop(): uvloop
+        schedules each as a callback, and one left over ends the next run."""
+        if self.serving:
+            self.serving = False
             self.reactor.stop()
+        elif self._phase is not None and (end_too or not self.ending):
+            self._phase.cancel()
 
     def run(self) -> int:
         reactor = self.reactor
@@ -308,14 +324,16 @@ class Worker:
                 acceptor.start()
             if self.supervisor is not None and self.main_thread:
                 self.supervisor.ready()
+            self.serving = True
             reactor.run()
         finally:
+            self.serving = False
             for conn in self.connections():
                 conn.close()
             for acceptor in self.acceptors:
                 acceptor.stop()
             if self.loop is not None:
-                self.loop.run_until_complete(self._stop_apps())
+                self._end_apps()
             if self._spare_fd >= 0:
                 os.close(self._spare_fd)
             if self.http.access_log is not None:
@@ -333,20 +351,39 @@ class Worker:
         failed, or a stop signal came first)."""
         if not self.lifespans:
             return True
-        loop = self.loop
-        startup = loop.create_task(self.lifespans.startup())
+        self._phase = self.loop.create_task(self.lifespans.startup())
         try:
-            loop.run_until_complete(startup)
+            self._run_to_end(self._phase)
         except LifespanError as exc:
             log.error("worker %d cannot start: %s", self.index, exc)
             return False
-        except RuntimeError:
-            if startup.done():
-                raise
+        except asyncio.CancelledError:
             log.info("worker %d: stopped during the ASGI lifespan startup", self.index)
-            startup.cancel()
             return False
+        finally:
+            self._phase = None
         return True
+
+    def _end_apps(self) -> None:
+        """Run ``_stop_apps`` on the loop; a fast stop meanwhile cuts it short."""
+        self.ending = True
+        loop = self.loop
+        self._phase = loop.create_task(self._stop_apps())
+        try:
+            self._run_to_end(self._phase)
+        except asyncio.CancelledError:  # TERM during a graceful end: cancel whatever still runs
+            self._run_to_end(loop.create_task(cancel_tasks(asyncio.all_tasks(loop))))
+
+    def _run_to_end(self, task: asyncio.Task) -> None:
+        """Run the loop until ``task`` is done (its result or exception is
+        raised); a stop left over from serving does not cut it short."""
+        while True:
+            try:
+                self.loop.run_until_complete(task)
+                return
+            except RuntimeError:
+                if task.done():
+                    raise
 
     async def _stop_apps(self) -> None:
         """After the loop has stopped and the connections are closed: the ASGI

@@ -73,10 +73,11 @@ async def _sse(receive, send) -> None:
         await asyncio.wait([listener], timeout=1)
 
 
-async def _sleep(send) -> None:
+async def _sleep(scope, send) -> None:
     mark("sleeping")
+    seconds = float(scope["query_string"].decode().partition("s=")[2] or 60)
     try:
-        await asyncio.sleep(60)
+        await asyncio.sleep(seconds)
     except asyncio.CancelledError:
         mark("cancelled")
         raise
@@ -93,7 +94,7 @@ async def marker_app(scope, receive, send) -> None:
     if path == "/sse":
         await _sse(receive, send)
     elif path == "/sleep":
-        await _sleep(send)
+        await _sleep(scope, send)
     else:
         state = scope["state"]
         body = json.dumps(dict(state)).encode()
