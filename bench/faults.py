@@ -8,6 +8,9 @@ For each scenario a fresh ``prefork-server`` (``--workers`` workers,
 run the fault is injected:
 
     reload x20     20 SIGHUPs to the master, spread over the middle third
+    asgi reload x20  the same against an ASGI app (``prefork_bench.faultapp``, Starlette
+                   with a lifespan) at ``GET /``: each generation's workers start it up
+                   before they take over, and the old ones shut it down
     kill worker    SIGKILL to one worker
     stop worker    SIGSTOP to one worker: past worker_timeout the master aborts it
     kill master    SIGKILL to the master: every worker must exit by itself
@@ -38,19 +41,28 @@ from pathlib import Path
 from prefork_bench.procs import cmdline, descendants
 from prefork_bench.net import free_port, http_get, stop_process, wait_ready
 from prefork_bench.report import render_table
-from prefork_bench.tools import ensure_program, pin
+from prefork_bench.tools import REPO_ROOT, ensure_program, pin
 from prefork_bench.wrk import parse_wrk, run_wrk
 
-SCENARIOS = ("reload x20", "kill worker", "stop worker", "kill master")
+SCENARIOS = ("reload x20", "asgi reload x20", "kill worker", "stop worker", "kill master")
+RELOADS = ("reload x20", "asgi reload x20")
+# what the server serves and wrk asks for: a built-in handler, or the ASGI app (issue 15)
+ROUTES = {"builtin": ("/plaintext", '[[route]]\npath = "/plaintext"\nhandler = "plaintext"\n'),
+          "asgi": ("/", '[[route]]\npath = "/"\nasgi = "prefork_bench.faultapp:app"\n')}
+
+
+def target(name: str) -> tuple[str, str]:
+    """The path wrk requests and the [[route]] table of scenario ``name``."""
+    return ROUTES["asgi" if name.startswith("asgi") else "builtin"]
 
 
 def workers_of(master: int) -> list[int]:
     return [p for p in descendants(master)[1:] if "worker process" in cmdline(p)]
 
 
-def serves(port: int) -> bool:
+def serves(port: int, path: str = "/plaintext") -> bool:
     try:
-        return http_get(port, "/plaintext", 1.0)[0] == 200
+        return http_get(port, path, 1.0)[0] == 200
     except OSError:
         return False
 
@@ -88,7 +100,7 @@ def wait_for(condition, timeout: float, step: float = 0.01) -> float | None:
 def inject(name: str, master: int, port: int, duration: float, result: dict) -> None:
     time.sleep(duration / 3)  # the fault comes a third of the way into the run  # noqa: a schedule, not readiness
     before = workers_of(master)
-    if name == "reload x20":
+    if name in RELOADS:
         for _ in range(20):
             os.kill(master, signal.SIGHUP)
             time.sleep(duration / 3 / 20)  # noqa: spread over the middle third
@@ -112,6 +124,7 @@ def inject(name: str, master: int, port: int, duration: float, result: dict) -> 
 
 def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     port = free_port()
+    path, route = target(name)
     config = workdir / "server.toml"
     config.write_text(f"""[server]
 workers = {args.workers}
@@ -122,23 +135,22 @@ pid_file = "{workdir / 'prefork.pid'}"
 address = "127.0.0.1:{port}"
 protocol = "http"
 
-[[route]]
-path = "/plaintext"
-handler = "plaintext"
-
+{route}
 [log]
 access_log = ""
 error_log = "{workdir / 'error.log'}"
 """)
     argv = pin(args.server_cpus, [sys.executable, "-m", "prefork.cli", "-c", str(config)], not args.no_pin)
-    proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the server (and the app) of this checkout, whatever is installed
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH")))))
+    proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     result: dict = {"scenario": name}
     try:
         wait_ready(proc, port, 20)
         master = proc.pid  # taskset execs the server: same pid
         wait_for(lambda: len(workers_of(master)) == args.workers, 20)
         wrk = pin(args.wrk_cpus, ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s",
-                                  "--timeout=5s", f"http://127.0.0.1:{port}/plaintext"], not args.no_pin)
+                                  "--timeout=5s", f"http://127.0.0.1:{port}{path}"], not args.no_pin)
         fault = threading.Thread(target=inject, args=(name, master, port, args.duration, result))
         fault.start()
         output, _ = run_wrk(wrk, args.duration)
@@ -171,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="prefork-faults-") as tmp:
             r = run_scenario(name, args, Path(tmp))
         # reloads lose nothing; a lost worker, at most the connections it held
-        limit = 0 if name == "reload x20" else r.get("victim_connections", args.connections)
+        limit = 0 if name in RELOADS else r.get("victim_connections", args.connections)
         if name == "kill master":
             met = r.get("recovery") is not None and not r.get("orphans")
         else:
