@@ -205,10 +205,3 @@ async def cancel_tasks(tasks: set[asyncio.Task], grace: float = 0.0) -> int:
         if stuck:
             log.warning("%d task(s) ignored cancellation; left behind", len(stuck))
     return len(pending)
-
-
-def app_tasks(loop: asyncio.AbstractEventLoop, lifespans: Lifespans) -> set[asyncio.Task]:
-    """The loop's tasks other than the lifespans' and the caller's: the ASGI
-    calls and what they started (an O(tasks) scan, for the end of a worker)."""
-    current = asyncio.current_task(loop)
-    return {task for task in asyncio.all_tasks(loop) if task is not current} - lifespans.tasks()

@@ -18,7 +18,7 @@ import time
 from .apps import AppContext, build_router, default_routes
 from .config import Config
 from .connection import Acceptor, Connection
-from .lifespan import LifespanError, app_tasks, cancel_tasks
+from .lifespan import LifespanError, cancel_tasks
 from .logs import AccessLog, reopen_error_log
 from .pool import ThreadPool
 from .protocols.echo import EchoProtocol
@@ -218,8 +218,8 @@ class Worker:
         self.active -= 1
         if self.accept_paused and self.active < self.max_connections and self._spare_fd >= 0:
             self.resume_accepting()
-        if self.draining and self.active == 0 and self.serving:
-            self.reactor.stop()
+        if self.draining and self.active == 0:
+            self._interrupt(end_too=False)
 
     def counters(self) -> dict[int, int]:
         """This worker's (and its peer threads') numbers, by scoreboard field.
@@ -260,7 +260,7 @@ class Worker:
                 self.on_graceful_stop()
         if self.draining and self.reactor.clock() >= self._stop_deadline and self.serving:
             log.warning("worker %d: shutdown_timeout reached, closing %d connections", self.index, self.active)
-            self.reactor.stop()
+            self._interrupt(end_too=False)
 
     def on_fast_stop(self, signum: int = 0) -> None:
         for peer in self.peers:
@@ -387,20 +387,23 @@ class Worker:
 
     async def _stop_apps(self) -> None:
         """After the loop has stopped and the connections are closed: the ASGI
-        calls still running (and what they started) get until the graceful
-        deadline -- APP_GRACE if it has passed, to see http.disconnect --
-        and are cancelled then (at once on a fast stop); then the lifespan
-        shutdown, bounded by what is left of ``shutdown_timeout``."""
-        clock = self.reactor.clock
+        calls still running (a response cut at the deadline, a background
+        task after the response) get until the graceful deadline -- APP_GRACE
+        if it has passed, to see http.disconnect -- and are cancelled then (at
+        once on a fast stop); then the lifespan shutdown, bounded by what is
+        left of ``shutdown_timeout``; then whatever else runs on the loop (what
+        the app started on its own) is cancelled."""
+        from .asgi import is_call
+
+        loop, clock = self.loop, self.reactor.clock
         graceful = self.draining and not self.fast_stop
         grace = max(self._stop_deadline - clock(), APP_GRACE) if graceful else 0.0
-        cancelled = await cancel_tasks(app_tasks(self.loop, self.lifespans), grace)
+        cancelled = await cancel_tasks({task for task in asyncio.all_tasks(loop) if is_call(task)}, grace)
         if cancelled:
-            log.warning("worker %d: %d ASGI task(s) cancelled", self.index, cancelled)
+            log.warning("worker %d: %d ASGI call(s) cancelled", self.index, cancelled)
         if graceful and self.lifespans.started:
             await self.lifespans.shutdown(max(self._stop_deadline - clock(), LIFESPAN_GRACE))
-        else:
-            await self.lifespans.cancel()
+        await cancel_tasks(asyncio.all_tasks(loop) - {asyncio.current_task()})
 
 
 def raise_nofile_limit(needed: int) -> tuple[int, int]:

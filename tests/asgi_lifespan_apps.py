@@ -95,11 +95,34 @@ async def marker_app(scope, receive, send) -> None:
         await _sse(receive, send)
     elif path == "/sleep":
         await _sleep(scope, send)
+    elif path == "/background":  # the response first, then more work in the same call (Starlette's BackgroundTask)
+        await _respond(send, b"accepted", status=202)
+        await asyncio.sleep(1.0)
+        mark("background-done")
     else:
         state = scope["state"]
         body = json.dumps(dict(state)).encode()
         state["touched"] = True  # a request's copy: the next request must not see it
         await _respond(send, body)
+
+
+async def spawning_app(scope, receive, send) -> None:
+    """Its startup starts a task of its own that runs forever (a refresher,
+    say) and its shutdown leaves it alone: a stop must not wait for it."""
+    if scope["type"] == "lifespan":
+        await receive()
+
+        async def refresh():
+            while True:
+                await asyncio.sleep(0.1)
+
+        scope["state"]["refresher"] = asyncio.ensure_future(refresh())
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        mark("shutdown")
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await _respond(send, b"ok", content_type=b"text/plain")
 
 
 async def failing_startup_app(scope, receive, send) -> None:

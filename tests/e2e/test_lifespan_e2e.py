@@ -215,6 +215,29 @@ def test_an_in_flight_request_finishes_during_a_graceful_stop(serve, markers):
     assert marked(markers, "shutdown") == {worker}
 
 
+def test_a_background_task_after_the_response_finishes_during_a_graceful_stop(serve, markers):
+    srv = serve("marker_app", server="shutdown_timeout = 10")
+    [worker] = srv.wait_workers(1)
+    status, _, body = http_get(srv.port, "/background")
+    assert (status, body) == (202, b"accepted")
+    srv.proc.send_signal(signal.SIGQUIT)  # the connection is closed, the call still runs
+    assert exits(srv) == 0
+    assert marked(markers, "background-done") == {worker}  # waited for, not cancelled
+    assert marked(markers, "shutdown") == {worker}
+    assert "cancelled" not in srv.log()
+
+
+def test_a_task_the_app_started_itself_does_not_hold_up_a_graceful_stop(serve, markers):
+    srv = serve("spawning_app", server="shutdown_timeout = 10")
+    [worker] = srv.wait_workers(1)
+    assert http_get(srv.port, "/")[2] == b"ok"
+    started = time.monotonic()
+    srv.proc.send_signal(signal.SIGQUIT)
+    assert exits(srv) == 0
+    assert time.monotonic() - started < 5.0  # not the 10 s of shutdown_timeout
+    assert marked(markers, "shutdown") == {worker}  # the lifespan shutdown still ran
+
+
 def test_fast_stop_cancels_a_long_app_task(serve, markers):
     srv = serve("marker_app")
     [worker] = srv.wait_workers(1)

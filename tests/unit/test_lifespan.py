@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from prefork.config import ConfigError, load
-from prefork.lifespan import LifespanError, Lifespans, app_tasks, cancel_tasks
+from prefork.lifespan import LifespanError, Lifespans, cancel_tasks
 from testkit import GOOD, write
 
 
@@ -246,20 +246,6 @@ def test_cancel_tasks_waits_the_grace_then_cancels(run):
         return cancelled, quick.cancelled(), slow.cancelled()
 
     assert run(main()) == (1, False, True)
-
-
-def test_app_tasks_are_the_loops_tasks_but_the_lifespans(run):
-    group = lifespans_for((Route(spec_app([])), "on"))
-
-    async def main():
-        await group.startup()
-        call = asyncio.ensure_future(asyncio.sleep(30))
-        found = app_tasks(asyncio.get_running_loop(), group)
-        await cancel_tasks({call})
-        await group.shutdown(1)
-        return found == {call}
-
-    assert run(main())
 
 
 # --- the [[route]] lifespan key -----------------------------------------------------------
