@@ -8,12 +8,15 @@ For each scenario a fresh ``prefork-server`` (``--workers`` workers,
 run the fault is injected:
 
     reload x20     20 SIGHUPs to the master, spread over the middle third
+    asgi reload x20  the same against an ASGI app (``prefork_bench.faultapp``, Starlette
+                   with a lifespan) at ``GET /``: each generation's workers start it up
+                   before they take over, and the old ones shut it down
     kill worker    SIGKILL to one worker
     stop worker    SIGSTOP to one worker: past worker_timeout the master aborts it
     kill master    SIGKILL to the master: every worker must exit by itself
     recycle        no fault: [server] max_requests = --max-requests (jitter a
                    tenth of it), so workers are recycled again and again (/plaintext)
-    recycle asgi   the same on an ASGI route (backend uvloop, a raw ASGI app)
+    recycle asgi   the same on the ASGI app of "asgi reload x20" (backend uvloop)
 
 and the table shows wrk's requests, socket errors and non-2xx responses, the
 workers recycled (the master's "replacing it" lines), and the recovery time:
@@ -42,26 +45,29 @@ from pathlib import Path
 from prefork_bench.procs import cmdline, descendants
 from prefork_bench.net import free_port, http_get, stop_process, wait_ready
 from prefork_bench.report import render_table
-from prefork_bench.tools import ensure_program, pin
+from prefork_bench.tools import REPO_ROOT, ensure_program, pin
 from prefork_bench.wrk import parse_wrk, run_wrk
 
-ROOT = Path(__file__).resolve().parent.parent  # this checkout: the servers import prefork (and the ASGI app) from it
-SCENARIOS = ("reload x20", "kill worker", "stop worker", "kill master", "recycle", "recycle asgi")
-LOSSLESS = ("reload x20", "recycle", "recycle asgi")  # not one failed request allowed
-ASGI_ROUTE = """
-[[route]]
-path = "/asgi"
-asgi = "prefork_bench.asgi_hello:app"
-"""
+SCENARIOS = ("reload x20", "asgi reload x20", "kill worker", "stop worker", "kill master", "recycle", "recycle asgi")
+LOSSLESS = ("reload x20", "asgi reload x20", "recycle", "recycle asgi")  # not one failed request allowed
+RELOADS = ("reload x20", "asgi reload x20")
+# what the server serves and wrk asks for: a built-in handler, or the ASGI app (issue 15)
+ROUTES = {"builtin": ("/plaintext", '[[route]]\npath = "/plaintext"\nhandler = "plaintext"\n'),
+          "asgi": ("/", '[[route]]\npath = "/"\nasgi = "prefork_bench.faultapp:app"\n')}
+
+
+def target(name: str) -> tuple[str, str]:
+    """The path wrk requests and the [[route]] table of scenario ``name``."""
+    return ROUTES["asgi" if "asgi" in name else "builtin"]
 
 
 def workers_of(master: int) -> list[int]:
     return [p for p in descendants(master)[1:] if "worker process" in cmdline(p)]
 
 
-def serves(port: int) -> bool:
+def serves(port: int, path: str = "/plaintext") -> bool:
     try:
-        return http_get(port, "/plaintext", 1.0)[0] == 200
+        return http_get(port, path, 1.0)[0] == 200
     except OSError:
         return False
 
@@ -99,7 +105,7 @@ def wait_for(condition, timeout: float, step: float = 0.01) -> float | None:
 def inject(name: str, master: int, port: int, duration: float, result: dict) -> None:
     time.sleep(duration / 3)  # the fault comes a third of the way into the run  # noqa: a schedule, not readiness
     before = workers_of(master)
-    if name == "reload x20":
+    if name in RELOADS:
         for _ in range(20):
             os.kill(master, signal.SIGHUP)
             time.sleep(duration / 3 / 20)  # noqa: spread over the middle third
@@ -123,12 +129,11 @@ def inject(name: str, master: int, port: int, duration: float, result: dict) -> 
 
 def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     port = free_port()
+    path, route = target(name)
     config = workdir / "server.toml"
     recycle = name.startswith("recycle")
-    asgi = name.endswith("asgi")
     server = (f"max_requests = {args.max_requests}\nmax_requests_jitter = {args.max_requests // 10}\n"
-              if recycle else "") + ('backend = "uvloop"\n' if asgi else "")
-    path = "/asgi" if asgi else "/plaintext"
+              if recycle else "")
     config.write_text(f"""[server]
 workers = {args.workers}
 worker_timeout = 2
@@ -138,17 +143,14 @@ pid_file = "{workdir / 'prefork.pid'}"
 address = "127.0.0.1:{port}"
 protocol = "http"
 
-[[route]]
-path = "/plaintext"
-handler = "plaintext"
-{ASGI_ROUTE if asgi else ""}
+{route}
 [log]
 access_log = ""
 error_log = "{workdir / 'error.log'}"
 """)
     argv = pin(args.server_cpus, [sys.executable, "-m", "prefork.cli", "-c", str(config)], not args.no_pin)
-    # the server imports the ASGI app from this checkout
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    # the server (and the app) of this checkout, whatever is installed
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH")))))
     proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     result: dict = {"scenario": name}
     try:

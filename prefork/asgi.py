@@ -81,6 +81,12 @@ class AsgiApp:
         return call
 
 
+def is_call(task: asyncio.Task) -> bool:
+    """Whether ``task`` runs an ASGI call (``AsgiApp.serve``'s): for the
+    worker's end, which waits for these (an O(tasks) scan, not a hot path)."""
+    return getattr(task.get_coro(), "cr_code", None) is _Call.run.__code__
+
+
 def _raw_path(request: Request) -> bytes:
     raw = request.target.partition(b"?")[0]
     if raw[:1] != b"/" and b"://" in raw:  # absolute-form: its path part

@@ -264,6 +264,8 @@ class AsgiResponse:
                 self.keep_alive = False  # HTTP/1.0: the body ends with the connection
         if not self.body_done or self.half_closed:
             self.keep_alive = False  # the request body has not all come (nor will it be read)
+        if ctx.draining:
+            self.keep_alive = False  # a graceful stop began while the app ran: this is the last response
         if not self.keep_alive:
             parts.append(_CLOSE)
         elif self.request.version == "1.0":

@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from .configcheck import (_DATABASE_CHECKS, _HTTP_CHECKS, _LOG_CHECKS, _SERVER_CHECKS, _STATIC_CHECKS, _STATUS_CHECKS,
-                          PROTOCOLS, ConfigError, _check_int, _check_str, _check_table, _section, _unknown_keys)
+                          LIFESPAN_MODES, PROTOCOLS, ConfigError, _check_int, _check_str, _check_table, _section,
+                          _unknown_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class RouteConfig:
     asgi: str = ""                      # an ASGI 3 app, "package.module:app" (instead of handler)
     asgi_factory: bool = False          # asgi names a callable that returns the app (called with no arguments)
     root_path: str = ""                 # asgi: the prefix a proxy strips before forwarding (scope root_path, as uvicorn's)
+    lifespan: str = "auto"              # asgi: run the app's lifespan per worker: "auto", "on" or "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +194,13 @@ def _routes(path: str, data: dict) -> tuple[RouteConfig, ...]:
             raise ConfigError(path, f"{section}.asgi_factory", "needs asgi")
         if asgi and "blocking" in table:
             raise ConfigError(path, f"{section}.blocking", "an asgi app runs on the worker's loop, not in the pool")
+        lifespan = table.get("lifespan", "auto")
+        if "lifespan" in table:
+            if not asgi:
+                raise ConfigError(path, f"{section}.lifespan", "needs asgi (the lifespan is an ASGI app's)")
+            lifespan = _check_str(path, f"{section}.lifespan", lifespan, LIFESPAN_MODES)
         out.append(RouteConfig(route_path, handler, table.get("blocking"), asgi, table.get("asgi_factory", False),
-                               _root_path(path, section, table, asgi)))
+                               root_path=_root_path(path, section, table, asgi), lifespan=lifespan))
     return tuple(out)
 
 

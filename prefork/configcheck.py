@@ -14,6 +14,7 @@ from typing import Any
 BACKENDS = ("epoll", "uvloop", "asyncio")
 ACCEPT_STRATEGIES = ("reuseport", "shared")
 MODES = ("process", "thread")
+LIFESPAN_MODES = ("auto", "on", "off")  # [[route]] lifespan (prefork.lifespan)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PROTOCOLS = ("http", "echo")
 

@@ -6,6 +6,7 @@ foreground server calls directly). It returns the process exit status.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import resource
@@ -17,6 +18,7 @@ import time
 from .apps import AppContext, build_router, default_routes
 from .config import Config
 from .connection import Acceptor, Connection
+from .lifespan import LifespanError, cancel_tasks
 from .logs import AccessLog, reopen_error_log
 from .pool import ThreadPool
 from .protocols.echo import EchoProtocol
@@ -67,6 +69,8 @@ def _unblock_signals(_=None) -> None:
     """Undo the master's fork-time mask (the master's own signals are set to be ignored)."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 DRAIN_GRACE = 1.0  # graceful stop: seconds an idle connection may still send a request
+APP_GRACE = 0.5    # graceful stop: seconds ASGI calls cut at the deadline get to see http.disconnect
+LIFESPAN_GRACE = 1.0  # graceful stop: a lifespan shutdown gets at least this much, even past the deadline
 
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # cannot start (as gunicorn's WORKER_BOOT_ERROR): do not respawn in a loop
@@ -120,16 +124,24 @@ class Worker:
         if server.backend == "epoll":
             self.reactor = Reactor(setsize=server.worker_connections + FD_RESERVE + len(sockets))
             self.connection_class = Connection.for_worker(self)
+            self.loop = None
         else:
             from .aio import AioConnection, AsyncioReactor
 
             self.reactor = AsyncioReactor(server.backend)
             self.connection_class = AioConnection.for_worker(self)
+            self.loop = self.reactor.loop  # where ASGI apps (and their lifespans) run
         self.active = 0
         self.sending = 0  # epoll connections with output the kernel has not taken yet
         self.accepted = 0
         self.shed = 0
         self.draining = False
+        self.fast_stop = False
+        # the loop's phases: the ASGI apps' startup, serving (reactor.run), their end; a stop
+        # signal stops the loop while it serves and cancels the startup or end task (_phase) otherwise
+        self.serving = False
+        self.ending = False
+        self._phase = None
         self.accept_paused = False
         self.pool = None
         if server.threads:
@@ -137,6 +149,7 @@ class Worker:
                                    name=f"worker{index}-pool")
         app = AppContext(config, supervisor.scoreboard if supervisor else None, self)
         self.http = HttpServerContext(config.http, build_router(config, app), clock=self.reactor.clock)
+        self.lifespans = app.lifespans
         if self.pool is not None:
             self.http.submit = self.pool.submit
         if config.log.access_log:
@@ -206,7 +219,7 @@ class Worker:
         if self.accept_paused and self.active < self.max_connections and self._spare_fd >= 0:
             self.resume_accepting()
         if self.draining and self.active == 0:
-            self.reactor.stop()
+            self._interrupt(end_too=False)
 
     def counters(self) -> dict[int, int]:
         """This worker's (and its peer threads') numbers, by scoreboard field.
@@ -245,14 +258,15 @@ class Worker:
             if not self.draining and not supervisor.master_alive():
                 log.error("worker %d: the master is gone; stopping", self.index)
                 self.on_graceful_stop()
-        if self.draining and self.reactor.clock() >= self._stop_deadline:
+        if self.draining and self.reactor.clock() >= self._stop_deadline and self.serving:
             log.warning("worker %d: shutdown_timeout reached, closing %d connections", self.index, self.active)
-            self.reactor.stop()
+            self._interrupt(end_too=False)
 
     def on_fast_stop(self, signum: int = 0) -> None:
         for peer in self.peers:
             peer.reactor.call_soon_threadsafe(peer.on_fast_stop)
-        self.reactor.stop()
+        self.fast_stop = True
+        self._interrupt(end_too=True)
 
     def on_reopen(self, signum: int = 0) -> None:
         reopen_error_log()
@@ -279,7 +293,17 @@ class Worker:
         for conn in self.connections():
             conn.drain(grace)
         if self.active == 0:
+            self._interrupt(end_too=False)
+
+    def _interrupt(self, end_too: bool) -> None:
+        """Stop the loop if it serves; else cancel the apps' startup (and,
+        with ``end_too``, their end). Never a second loop.stop(): uvloop
+        schedules each as a callback, and one left over ends the next run."""
+        if self.serving:
+            self.serving = False
             self.reactor.stop()
+        elif self._phase is not None and (end_too or not self.ending):
+            self._phase.cancel()
 
     def run(self) -> int:
         reactor = self.reactor
@@ -292,18 +316,24 @@ class Worker:
             # the running loop (uvloop only starts reading its signal pipe
             # then; a signal delivered before that would be lost).
             reactor.call_later(0, _unblock_signals)
-        for acceptor in self.acceptors:
-            acceptor.start()
         self._tick()
-        if self.supervisor is not None and self.main_thread:
-            self.supervisor.ready()
         try:
+            if not self._start_apps():
+                return EXIT_OK if self.fast_stop or self.draining else EXIT_BOOT_ERROR
+            for acceptor in self.acceptors:
+                acceptor.start()
+            if self.supervisor is not None and self.main_thread:
+                self.supervisor.ready()
+            self.serving = True
             reactor.run()
         finally:
+            self.serving = False
             for conn in self.connections():
                 conn.close()
             for acceptor in self.acceptors:
                 acceptor.stop()
+            if self.loop is not None:
+                self._end_apps()
             if self._spare_fd >= 0:
                 os.close(self._spare_fd)
             if self.http.access_log is not None:
@@ -312,6 +342,68 @@ class Worker:
                 self.pool.shutdown()
             reactor.close()
         return EXIT_OK
+
+    # --- ASGI apps: lifespan, and their tasks at the end --------------------------------
+
+    def _start_apps(self) -> bool:
+        """The lifespan startup of every ASGI app, on the loop, before this
+        worker accepts or says it is ready. False: do not serve (the startup
+        failed, or a stop signal came first)."""
+        if not self.lifespans:
+            return True
+        self._phase = self.loop.create_task(self.lifespans.startup())
+        try:
+            self._run_to_end(self._phase)
+        except LifespanError as exc:
+            log.error("worker %d cannot start: %s", self.index, exc)
+            return False
+        except asyncio.CancelledError:
+            log.info("worker %d: stopped during the ASGI lifespan startup", self.index)
+            return False
+        finally:
+            self._phase = None
+        return True
+
+    def _end_apps(self) -> None:
+        """Run ``_stop_apps`` on the loop; a fast stop meanwhile cuts it short."""
+        self.ending = True
+        loop = self.loop
+        self._phase = loop.create_task(self._stop_apps())
+        try:
+            self._run_to_end(self._phase)
+        except asyncio.CancelledError:  # TERM during a graceful end: cancel whatever still runs
+            self._run_to_end(loop.create_task(cancel_tasks(asyncio.all_tasks(loop))))
+
+    def _run_to_end(self, task: asyncio.Task) -> None:
+        """Run the loop until ``task`` is done (its result or exception is
+        raised); a stop left over from serving does not cut it short."""
+        while True:
+            try:
+                self.loop.run_until_complete(task)
+                return
+            except RuntimeError:
+                if task.done():
+                    raise
+
+    async def _stop_apps(self) -> None:
+        """After the loop has stopped and the connections are closed: the ASGI
+        calls still running (a response cut at the deadline, a background
+        task after the response) get until the graceful deadline -- APP_GRACE
+        if it has passed, to see http.disconnect -- and are cancelled then (at
+        once on a fast stop); then the lifespan shutdown, bounded by what is
+        left of ``shutdown_timeout``; then whatever else runs on the loop (what
+        the app started on its own) is cancelled."""
+        from .asgi import is_call
+
+        loop, clock = self.loop, self.reactor.clock
+        graceful = self.draining and not self.fast_stop
+        grace = max(self._stop_deadline - clock(), APP_GRACE) if graceful else 0.0
+        cancelled = await cancel_tasks({task for task in asyncio.all_tasks(loop) if is_call(task)}, grace)
+        if cancelled:
+            log.warning("worker %d: %d ASGI call(s) cancelled", self.index, cancelled)
+        if graceful and self.lifespans.started:
+            await self.lifespans.shutdown(max(self._stop_deadline - clock(), LIFESPAN_GRACE))
+        await cancel_tasks(asyncio.all_tasks(loop) - {asyncio.current_task()})
 
 
 def raise_nofile_limit(needed: int) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from ..config import Config, ConfigError, RouteConfig
 from ..dispatch import Router
+from ..lifespan import Lifespans
 from ..messages import Handler
 
 
@@ -32,6 +33,7 @@ class AppContext:
     scoreboard: Any = None       # prefork.scoreboard.Scoreboard, or None outside a master
     worker: Any = None           # the Worker serving, or None in tests
     shared: dict = field(default_factory=dict)  # per-worker singletons (the database connections)
+    lifespans: Lifespans = field(default_factory=Lifespans)  # the ASGI apps' lifespans (build_router adds them)
 
 
 def _builtins() -> dict[str, tuple[Callable[[AppContext, str], Handler], bool]]:
@@ -145,8 +147,9 @@ def build_router(config: Config, app: AppContext) -> Router:
         if route.asgi:
             from ..asgi import AsgiApp
 
-            app_ = load_asgi(route.asgi, route.asgi_factory)
-            router.add(route.path, AsgiApp(app_, route.path, route.root_path), True)
+            mounted = AsgiApp(load_asgi(route.asgi, route.asgi_factory), route.path, route.root_path)
+            app.lifespans.add(mounted, route.lifespan, route.asgi)
+            router.add(route.path, mounted, True)
             continue
         if route.handler in builtins:
             factory, blocking = builtins[route.handler]
