@@ -74,6 +74,16 @@ def test_keys_of_other_slices_are_set_in_the_raw_data():
     assert origin["http.forwarded_allow"] == "command line: --forwarded-allow-ips"
 
 
+def test_lifespan_and_forwarded_flags_reach_the_checked_config():
+    import ipaddress
+    config = load("tests.asgi_apps:raw_app", "--lifespan", "on", "--forwarded-allow-ips", "10.0.0.0/8,unix")
+    assert [r.lifespan for r in config.routes] == ["on"]
+    assert ipaddress.ip_network("10.0.0.0/8") in config.http.forwarded_allow
+    with pytest.raises(ConfigError) as e:
+        load("tests.asgi_apps:raw_app", "--forwarded-allow-ips", "10.0.0.300")
+    assert "--forwarded-allow-ips" in str(e.value) and "forwarded_allow" in str(e.value)
+
+
 def test_a_file_keeps_its_keys_and_the_flags_win():
     file = {"server": {"workers": 1, "threads": 2}, "listen": [{"address": "127.0.0.1:1", "backlog": 10}],
             "route": [{"path": "/status", "handler": "status"}, {"path": "/", "handler": "plaintext"},
