@@ -41,7 +41,7 @@ class ClientDisconnected(OSError):
 class AsgiApp:
     """One ASGI route of one worker: the app, where it is mounted, its state."""
 
-    __slots__ = ("app", "root_path", "state")
+    __slots__ = ("app", "root_path", "state", "_loop")
 
     def __init__(self, app, mount: str = "/"):
         self.app = app
@@ -49,13 +49,19 @@ class AsgiApp:
         # an exact route is not a mount point
         self.root_path = mount[:-1] if mount.endswith("/") else ""
         self.state: dict = {}  # per worker (lifespan would fill it); each request gets a copy
+        # the worker's loop (a router, and so this object, belongs to one worker):
+        # asyncio.get_running_loop() costs a getpid() system call on every call
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def serve(self, proto: HttpServerProtocol, request: Request) -> None:
         """Run the app for ``request`` on the loop; ``proto`` waits for it."""
         proto.wait()
         call = _Call(self, proto, request)
         proto.ctx.asgi_calls[proto] = call
-        call.task = asyncio.get_running_loop().create_task(call.run())
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        call.task = loop.create_task(call.run())
 
 
 def _raw_path(request: Request) -> bytes:
