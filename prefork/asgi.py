@@ -27,7 +27,8 @@ from .protocols.http import WAITING, status_line
 log = logging.getLogger("prefork.worker")
 
 SPEC_VERSION = "2.3"
-_ASGI = {"version": "3.0", "spec_version": SPEC_VERSION}
+# the methods as scope strings, decoded once (any other is decoded per request)
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
@@ -76,18 +77,30 @@ def _raw_path(request: Request) -> bytes:
 def build_scope(app: AsgiApp, request: Request, server) -> dict:
     """The HTTP connection scope (ASGI HTTP spec 2.3)."""
     peer = request.peer
+    if type(peer) is not tuple:
+        client = None
+    elif len(peer) == 2:
+        client = peer  # a tuple: nobody can change it
+    else:
+        client = (peer[0], peer[1]) if len(peer) > 2 else None
+    method = request.method
+    target = request.target
+    if target[:1] == b"/":  # origin-form, nearly every request: the path part as sent
+        raw_path = target.partition(b"?")[0] if 63 in target else target  # 63: b"?"
+    else:
+        raw_path = _raw_path(request)
     return {
         "type": "http",
-        "asgi": dict(_ASGI),
+        "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
         "http_version": request.version,
-        "method": request.method.decode("latin-1"),
+        "method": _METHODS.get(method) or method.decode("latin-1"),
         "scheme": "http",
         "path": request.path.decode("utf-8", "replace"),
-        "raw_path": _raw_path(request),
+        "raw_path": raw_path,
         "query_string": request.query,
         "root_path": app.root_path,
         "headers": [(name.lower(), value) for name, value in request.headers],
-        "client": (peer[0], peer[1]) if type(peer) is tuple and len(peer) >= 2 else None,
+        "client": client,
         "server": server,
         "state": dict(app.state),
         "extensions": {},
