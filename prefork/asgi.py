@@ -46,13 +46,14 @@ __all__ = ["AsgiApp", "ClientDisconnected", "build_scope"]
 log = logging.getLogger("prefork.worker")
 
 SPEC_VERSION = "2.3"
-_ASGI = {"version": "3.0", "spec_version": SPEC_VERSION}
+# the methods as scope strings, decoded once (any other is decoded per request)
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
 class AsgiApp:
     """One ASGI route of one worker: the app, where it is mounted, its state."""
 
-    __slots__ = ("app", "root_path", "prefix", "raw_prefix", "state")
+    __slots__ = ("app", "root_path", "prefix", "raw_prefix", "state", "_loop")
 
     def __init__(self, app, mount: str = "/", prefix: str = ""):
         self.app = app
@@ -64,6 +65,9 @@ class AsgiApp:
         # "/"); an exact route is not a mount point
         self.root_path = prefix + (mount[:-1] if mount.endswith("/") else "")
         self.state: dict = {}  # per worker (lifespan would fill it); each request gets a copy
+        # the worker's loop (a router, and so this object, belongs to one worker):
+        # asyncio.get_running_loop() costs a getpid() system call on every call
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def serve(self, proto: Exchange, request: Request) -> None:
         """Run the app for ``request`` (its body whole) on the loop; ``proto`` waits for it."""
@@ -77,7 +81,10 @@ class AsgiApp:
         proto.wait()
         call = _Call(self, proto, request, streamed)
         proto.ctx.asgi_calls[proto] = call
-        call.task = asyncio.get_running_loop().create_task(call.run())
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        call.task = loop.create_task(call.run())
         return call
 
 
@@ -99,23 +106,34 @@ def _raw_path(request: Request) -> bytes:
 def build_scope(app: AsgiApp, request: Request, server) -> dict:
     """The HTTP connection scope (ASGI HTTP spec 2.3)."""
     peer = request.peer
+    if type(peer) is not tuple:
+        client = None
+    elif len(peer) == 2:
+        client = peer  # a tuple: nobody can change it
+    else:
+        client = (peer[0], peer[1]) if len(peer) > 2 else None
+    method = request.method
+    target = request.target
+    if target[:1] == b"/":  # origin-form, nearly every request: the path part as sent
+        raw_path = target.partition(b"?")[0] if 63 in target else target  # 63: b"?"
+    else:
+        raw_path = _raw_path(request)
     path = request.path.decode("utf-8", "replace")
-    raw_path = _raw_path(request)
     if app.prefix:
         path, raw_path = app.prefix + path, app.raw_prefix + raw_path
     headers = [(name.lower(), value) for name, value in request.headers]
     return {
         "type": "http",
-        "asgi": dict(_ASGI),
+        "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
         "http_version": request.version,
-        "method": request.method.decode("latin-1"),
+        "method": _METHODS.get(method) or method.decode("latin-1"),
         "scheme": request.scheme,
         "path": path,
         "raw_path": raw_path,
         "query_string": request.query,
         "root_path": app.root_path,
         "headers": headers,
-        "client": (peer[0], peer[1]) if type(peer) is tuple and len(peer) >= 2 else None,
+        "client": client,
         "server": server,
         "state": dict(app.state),
         "extensions": _extensions(headers),
@@ -194,7 +212,7 @@ class _Call(AsgiResponse):
                 self.proto.listen()  # only a disconnect can come now: read again, to see the client go
             else:
                 self.proto.want_body()  # (the first time: the 100 Continue, if one is owed)
-            waiter = self.waiter = asyncio.get_running_loop().create_future()
+            waiter = self.waiter = self.app._loop.create_future()  # the worker's loop (serve set it)
             await waiter
 
     # --- the server's side --------------------------------------------------------------

@@ -241,13 +241,17 @@ class AsgiResponse:
         parts = [status_line(status), ctx.server_line, ctx.date_line]
         has_length = False
         for name, value in self.headers:
-            lower = bytes(name).lower()
+            if type(name) is not bytes:  # bytes-like (the spec allows it): as bytes, once
+                name = bytes(name)
+            if type(value) is not bytes:
+                value = bytes(value)
+            lower = name.lower()
             if lower == b"content-length":
                 has_length = True
                 self.declared = int(value)
-            elif lower in (b"connection", b"transfer-encoding"):
+            elif lower == b"connection" or lower == b"transfer-encoding":
                 continue  # the framing is the server's
-            parts += (bytes(name), b": ", bytes(value), b"\r\n")
+            parts += (name, b": ", value, b"\r\n")
         bodyless = no_content(status)
         self.no_body = bodyless or self.head_only
         if self.trailers and self.te:

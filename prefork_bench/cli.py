@@ -16,6 +16,8 @@
                  backends, req/s and bytes per idle connection.
 ``reload``       ``bench/reload.py``: errors under reloads and worker kills, and
                  the connection spread per accept strategy.
+``asgi``         ``bench/asgi.py``: prefork against uvicorn, granian and hypercorn
+                 on the same ASGI app (FastAPI, Starlette, raw).
 
 Every run is bounded in time and stops by itself; the client processes are
 children of this one and die with it (PR_SET_PDEATHSIG).
@@ -24,8 +26,8 @@ The modules: ``connections`` and ``accept`` (the subcommands) over ``client``
 (the client processes and their epoll loops), ``procs`` (this process's limits,
 /proc readers, the server and machine sampler) and ``report``; ``httpbench``
 (the ``http`` subcommand) over ``wrk``, ``net``, ``tools`` and ``httpreport``;
-the packages ``tfb``, ``backends`` and ``reload`` (the subcommands of the same
-names) over those.
+the packages ``tfb``, ``backends``, ``reload`` and ``asgi`` (the subcommands of
+the same names) over those.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ PROGRAMS = {
     "tfb": ("tfb.cli", "TechEmpower test types: prefork against uvicorn (bench/tfb.py)"),
     "backends": ("backends.cli", "prefork's epoll, uvloop and asyncio backends (bench/backends.py)"),
     "reload": ("reload.cli", "errors under reloads and kills, connection spread (bench/reload.py)"),
+    "asgi": ("asgi.cli", "prefork against uvicorn, granian, hypercorn on one ASGI app (bench/asgi.py)"),
     "proto": ("protobench", "microseconds per request through the HTTP protocol alone, no sockets"),
 }
 

@@ -2,7 +2,9 @@
 
 Feeds batches of pipelined keep-alive requests to one connection's protocol
 (with a fake driver) and reports microseconds per request for a constant
-route (/plaintext), an inline handler (/json) and a 404. It imports the
+route (/plaintext), an inline handler (/json) and a 404; and, on uvloop, the
+ASGI adapter with the bench app of ``bench/asgi.py`` (``asgi-hello``: raw ASGI,
+``asgi-fastapi``: FastAPI JSON; ``prefork_bench/asgi/proto.py``). It imports the
 server classes from wherever the tree at hand defines them, so the same
 script measures a tree before and after a refactoring:
 
@@ -28,6 +30,7 @@ except ImportError:  # the tree before it
 from prefork.apps.builtin import default_routes
 
 CASES = {"plaintext": b"/plaintext", "json": b"/json", "404": b"/missing"}
+ASGI_CASES = ("asgi-hello", "asgi-fastapi")  # run by prefork_bench.asgi.proto
 
 
 class FakeDriver:
@@ -51,7 +54,12 @@ def request(path: bytes) -> bytes:
 
 
 def run(case: str, requests: int, batch: int) -> float:
-    """Seconds per request for ``requests`` requests, ``batch`` per read."""
+    """Seconds per request for ``requests`` requests, ``batch`` per read (the ASGI
+    cases: CPU seconds, one request at a time)."""
+    if case in ASGI_CASES:
+        from .asgi.proto import run as run_asgi
+
+        return run_asgi(case, requests // 10)  # a task per request: ten times fewer
     ctx = Context(HttpConfig(keepalive_requests=1 << 62), default_routes())
     proto = Protocol(ctx, peer=("127.0.0.1", 40000), driver=FakeDriver())
     data = request(CASES[case]) * batch
@@ -76,8 +84,9 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=16, help="pipelined requests per read (1 = keep-alive)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--case", action="append", choices=sorted(CASES))
-    parser.add_argument("--once", choices=sorted(CASES), help="one run of one case, no report (callgrind)")
+    parser.add_argument("--case", action="append", choices=sorted(CASES) + list(ASGI_CASES),
+                        help="default: the non-ASGI cases")
+    parser.add_argument("--once", choices=sorted(CASES) + list(ASGI_CASES), help="one run of one case, no report (callgrind)")
     args = parser.parse_args(argv)
     if args.once:
         run(args.once, args.requests, args.batch)
@@ -88,7 +97,8 @@ def main(argv=None) -> int:
         for case in cases:
             best[case] = min(best[case], run(case, args.requests, args.batch))
     for case in cases:
-        print(f"{case:10s} {best[case] * 1e6:7.3f} us/request (best of {args.rounds}, batch {args.batch})")
+        print(f"{case:12s} {best[case] * 1e6:7.3f} us/request (best of {args.rounds}, "
+              + ("one at a time, CPU time)" if case in ASGI_CASES else f"batch {args.batch})"))
     return 0
 
 
