@@ -78,8 +78,16 @@ async def feed(proto, driver, data: bytes, step: int = 0):
     return b""
 
 
-async def done(proto):
-    await until(lambda: not proto.ctx.asgi_calls and proto.state != WAITING)
+async def done(proto, timeout=5.0):
+    """Until the call has ended: bare turns, then (an app waiting for a thread,
+    as Starlette's FileResponse does for its stat) polling up to ``timeout``."""
+    finished = lambda: not proto.ctx.asgi_calls and proto.state != WAITING  # noqa: E731
+    if await until(finished):
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not finished() and loop.time() < deadline:
+        await asyncio.sleep(0.005)
 
 
 def recorder(log, answer=True):
