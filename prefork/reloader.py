@@ -25,7 +25,7 @@ from types import ModuleType
 from .config import Config
 
 INTERVAL = 1.0  # seconds between two polls of the watched files
-_OWN = ("prefork", "prefork_bench")
+_OWN = ("prefork",)
 
 
 def _app_modules(config: Config) -> list[str]:

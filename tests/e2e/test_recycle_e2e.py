@@ -175,7 +175,9 @@ def test_max_requests_replaces_the_worker_in_its_slot_and_no_request_fails(start
     assert traffic.failures == []
     status, headers, body = answer[0]
     assert status == 200 and body == (b"slow x" if asgi else b"done\n")
-    assert re.search(rf"worker process {old} \(slot 0\) exited with code 0", srv.log())
+    # the master logs the exit once it has reaped the worker (a zombie is not alive already)
+    wait_until(lambda: re.search(rf"worker process {old} \(slot 0\) exited with code 0", srv.log()),
+               timeout=10, what="the master to reap the old worker")
     log = srv.log()
     m = re.search(rf"worker 0 \(pid {old}\) served (\d+) requests \(max_requests {N}\): replacing it", log)
     assert m and int(m.group(1)) >= N, log
