@@ -8,8 +8,9 @@ written back through the protocol (``write_response``) and logged. This is
 the seam where other kinds of application (ASGI, WSGI, WebSocket) plug in
 beside the built-in handlers. A route that takes request bodies as a stream
 (a ``StreamingRoute``: an ASGI app) is handed a request with a body when its
-head is complete (``stream_request``); built-in handlers and the thread pool
-get whole bodies.
+head is complete, or at its turn if it was queued (``stream_request``);
+built-in handlers and the thread pool get whole bodies. What a route is
+(inline, pooled, streaming) is recorded once, by ``Router.add``.
 
 The hot path is ``on_request``: a constant route kept alive is answered from a
 whole response cached for the second, and a handler that answers inline with

@@ -13,8 +13,10 @@ the deadline has passed. No socket call happens here, so the same code runs on
 every backend and is tested fed whole, byte by byte and pipelined.
 
 Request bodies are gathered whole for ``on_request`` -- unless, when the
-head of a request with a body is complete and its turn has come, the
-subclass's ``stream_request`` returns a ``BodySink`` for it (a route that
+head of a request with a body is complete and its turn has come (at once, or,
+queued behind another, when the ones before it are answered: meanwhile its
+body waits, reading paused once it begins), the subclass's
+``stream_request`` returns a ``BodySink`` for it (a route that
 takes its body as a stream, e.g. an ASGI app): then the request is the
 route's from its head on, its body goes to the sink as it is parsed, and
 reading stops after each read the sink has not taken (``want_body`` reads on,
