@@ -4,9 +4,9 @@ An ``[[route]]`` with ``asgi = "package.module:app"`` becomes an ``AsgiApp``
 in the worker's ``Router``; the dispatcher hands it the request
 (``serve``). The connection's protocol then waits (state ``WAITING``, as for
 a request in the thread pool: reading pauses, pipelined requests queue behind
-it, /status counts it as pooled, or as reading while its body streams in) while ``app(scope, receive, send)`` runs as a
-task on the worker's asyncio loop (uvloop or asyncio: config refuses ASGI
-routes on epoll). The response goes out through the driver as the app sends
+it, /status counts it as pooled, or as reading while its body streams in)
+while ``app(scope, receive, send)`` runs as a task on the worker's asyncio
+loop (uvloop or asyncio: config refuses ASGI routes on epoll). The response goes out through the driver as the app sends
 it; after the last body the protocol goes back to ``IDLE`` and the requests
 queued behind run, as after a pool result (``HttpServerProtocol._on_result``).
 
