@@ -4,9 +4,9 @@ An ``[[route]]`` with ``asgi = "package.module:app"`` becomes an ``AsgiApp``
 in the worker's ``Router``; the dispatcher hands it the request
 (``serve``). The connection's protocol then waits (state ``WAITING``, as for
 a request in the thread pool: reading pauses, pipelined requests queue behind
-it, /status counts it as pooled) while ``app(scope, receive, send)`` runs as a
-task on the worker's asyncio loop (uvloop or asyncio: config refuses ASGI
-routes on epoll). The response goes out through the driver as the app sends
+it, /status counts it as pooled, or as reading while its body streams in)
+while ``app(scope, receive, send)`` runs as a task on the worker's asyncio
+loop (uvloop or asyncio: config refuses ASGI routes on epoll). The response goes out through the driver as the app sends
 it; after the last body the protocol goes back to ``IDLE`` and the requests
 queued behind run, as after a pool result (``HttpServerProtocol._on_result``).
 
@@ -23,8 +23,11 @@ body that fails before the app has begun to answer is answered with the error
 (413, 408, 400); after, the connection closes; either way the app's
 ``receive()`` gets ``http.disconnect``. An app that answers before its body
 has all come gets ``Connection: close`` on the answer (and a lingering close:
-the rest is dropped). A request queued behind another (pipelining) has its
-body gathered whole, as before, and gets it in one message.
+the rest is dropped). A request queued behind another (pipelining) is handed
+over when its turn comes, the same way: the body parsed meanwhile (a read at
+most: reading pauses once a queued body begins) first, the rest as it comes,
+the 100 Continue at the first ``receive()``; one that came whole while queued
+gets it in one message.
 
 Extensions: ``http.response.pathsend`` (the file goes out as a ``FileChunk``,
 read in pieces as the transport drains: ``AioConnection``'s pump) and, when the

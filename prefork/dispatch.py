@@ -8,8 +8,9 @@ written back through the protocol (``write_response``) and logged. This is
 the seam where other kinds of application (ASGI, WSGI, WebSocket) plug in
 beside the built-in handlers. A route that takes request bodies as a stream
 (a ``StreamingRoute``: an ASGI app) is handed a request with a body when its
-head is complete (``stream_request``); built-in handlers and the thread pool
-get whole bodies.
+head is complete, or at its turn if it was queued (``stream_request``);
+built-in handlers and the thread pool get whole bodies. What a route is
+(inline, pooled, streaming) is recorded once, by ``Router.add``.
 
 The hot path is ``on_request``: a constant route kept alive is answered from a
 whole response cached for the second, and a handler that answers inline with
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Protocol, cast, runtime_checkable
 from urllib.parse import unquote_to_bytes
 
 from .config import HttpConfig
@@ -57,51 +58,64 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
     return path, query
 
 
+# What a route is, recorded once by ``Router.add`` (a route's ``kind``): its
+# handler runs inline, or in the thread pool, or it is a ``StreamingRoute``
+# that answers through the protocol itself (``serve``, ``serve_stream``).
+# Plain ints: the hot path tests ``kind`` for truth (anything but INLINE
+# leaves it for ``dispatch``) and ``dispatch`` compares it.
+INLINE = 0
+POOLED = 1
+STREAMING = 2
+
+
 class Router:
     """Exact paths in a dict; prefixes (paths ending in "/") longest first.
-    ``constants`` holds the exact paths whose handler is a ``constant``."""
+    ``constants`` holds the exact paths whose handler is a ``constant``.
+    Each route is a ``(handler, kind)``: ``kind`` INLINE, POOLED or STREAMING."""
 
     def __init__(self, routes: dict[bytes, Handler] | None = None):
-        self.exact: dict[bytes, tuple[Handler, bool]] = {}
+        self.exact: dict[bytes, tuple[Handler, int]] = {}
         self.constants: dict[bytes, Response] = {}
-        self.prefixes: list[tuple[bytes, Handler, bool]] = []
+        self.prefixes: list[tuple[bytes, Handler, int]] = []
         self.streaming = False  # a route takes request bodies as a stream (StreamingRoute)
         for path, handler in (routes or {}).items():
             self.add(path, handler)
 
-    def add(self, path: bytes | str, handler: Handler, blocking: bool = False) -> None:
+    def add(self, path: bytes | str, handler: "Handler | StreamingRoute", blocking: bool = False) -> None:
         if isinstance(path, str):
             path = path.encode()
-        if isinstance(handler, StreamingRoute):
+        # the one isinstance on the Protocol, here and not per request
+        kind = STREAMING if isinstance(handler, StreamingRoute) else POOLED if blocking else INLINE
+        if kind == STREAMING:
             self.streaming = True
-        if path == b"/" and getattr(handler, "serve", None) is not None:
+        if path == b"/" and kind == STREAMING:
             # an app mounted at "/" (ASGI) gets every path no other route has
-            self.exact[path] = (handler, blocking)
-            self.prefixes.append((path, handler, blocking))
+            self.exact[path] = (handler, kind)
+            self.prefixes.append((path, handler, kind))
             self.prefixes.sort(key=lambda item: -len(item[0]))
             return
         if path.endswith(b"/") and len(path) > 1:
-            self.prefixes.append((path, handler, blocking))
+            self.prefixes.append((path, handler, kind))
             self.prefixes.sort(key=lambda item: -len(item[0]))
-            self.exact.setdefault(path[:-1], (_redirect_to(path), False))  # /static -> /static/
+            self.exact.setdefault(path[:-1], (_redirect_to(path), INLINE))  # /static -> /static/
         else:
-            self.exact[path] = (handler, blocking)
+            self.exact[path] = (handler, kind)
             response = getattr(handler, "constant", None)
             # only a plain path: a request target equal to it is then routed to it
             # as is (HttpServerProtocol.on_request looks the raw target up first)
             plain = path[:1] == b"/" and b"?" not in path and b"%" not in path
-            if type(response) is Response and response.file is None and not blocking and plain:
+            if type(response) is Response and response.file is None and kind == INLINE and plain:
                 self.constants[path] = response
             else:
                 self.constants.pop(path, None)
 
-    def resolve(self, path: bytes) -> tuple[Handler, bool] | None:
+    def resolve(self, path: bytes) -> tuple[Handler, int] | None:
         found = self.exact.get(path)
         if found is not None:
             return found
-        for prefix, handler, blocking in self.prefixes:
+        for prefix, handler, kind in self.prefixes:
             if path.startswith(prefix):
-                return handler, blocking
+                return handler, kind
         return None
 
 
@@ -256,15 +270,13 @@ class HttpServerProtocol(HttpProtocol):
         if found is None:
             self.write_response(request, None, 404)
             return
-        handler, blocking = found
-        if blocking:  # the pool, or an app that answers through the protocol itself (an ASGI app)
-            serve = getattr(handler, "serve", None)
-            if serve is not None:
-                serve(self, request)
-                return
+        handler, kind = found
+        if kind == STREAMING:  # an app that answers through the protocol itself (an ASGI app)
+            cast(StreamingRoute, handler).serve(self, request)
+        elif kind == POOLED:
             self._offload(request, handler)
-            return
-        self._handled(request, self._call(request, handler))
+        else:
+            self._handled(request, self._call(request, handler))
 
     def stream_request(self, method: bytes, target: bytes, version: str, headers: list,
                        keep_alive: bool) -> BodySink | None:
@@ -275,7 +287,7 @@ class HttpServerProtocol(HttpProtocol):
             return None
         path, query = split_target(target)
         found = router.exact.get(path) or router.resolve(path)
-        if found is None or not isinstance(found[0], StreamingRoute):
+        if found is None or found[1] != STREAMING:
             return None
         ctx = self.ctx
         requests = self._requests = self._requests + 1
@@ -285,7 +297,7 @@ class HttpServerProtocol(HttpProtocol):
         request = Request(method, target, path, query, version, headers, b"", keep_alive, self.peer)
         if ctx.forwarded is not None and ctx.forwarded.peer(self.peer):
             _forwarded(ctx.forwarded, request)
-        return found[0].serve_stream(self, request)
+        return cast(StreamingRoute, found[0]).serve_stream(self, request)
 
     def eof_received(self):
         if self.state == WAITING:

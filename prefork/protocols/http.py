@@ -13,8 +13,10 @@ the deadline has passed. No socket call happens here, so the same code runs on
 every backend and is tested fed whole, byte by byte and pipelined.
 
 Request bodies are gathered whole for ``on_request`` -- unless, when the
-head of a request with a body is complete and its turn has come, the
-subclass's ``stream_request`` returns a ``BodySink`` for it (a route that
+head of a request with a body is complete and its turn has come (at once, or,
+queued behind another, when the ones before it are answered: meanwhile its
+body waits, reading paused once it begins), the subclass's
+``stream_request`` returns a ``BodySink`` for it (a route that
 takes its body as a stream, e.g. an ASGI app): then the request is the
 route's from its head on, its body goes to the sink as it is parsed, and
 reading stops after each read the sink has not taken (``want_body`` reads on,
@@ -82,8 +84,8 @@ class HttpContext:
         self._heads: dict[tuple, bytes] = {}  # response heads of this second, by shape
         self.parser_pool: list[Parser] = []
         self.parser_pool_max = 256
-        self.reading = 0   # connections reading a request (HEAD or BODY), for status
-        self.pooled = 0    # connections whose response is being computed in the pool (WAITING)
+        self.reading = 0   # connections reading a request (HEAD or BODY, or a body streamed to its route)
+        self.pooled = 0    # connections whose response is being computed (WAITING: the pool, an ASGI app)
         self.refresh_date()
 
     def refresh_date(self, now: float | None = None) -> bool:
@@ -274,7 +276,7 @@ class HttpProtocol:
             # the peer half-closed after sending: answer what was asked, then close
             p = self._p
             if p is not None and p.sink is not None:
-                p.sink = None  # a streamed body that will not come whole (its route hears of the EOF)
+                self._sink_drop(p)  # a streamed body that will not come whole (its route hears of the EOF)
             if self._stopped:
                 return b""  # already queued (or an error is): once is enough
             self._stopped = True
@@ -348,11 +350,29 @@ class HttpProtocol:
     def _stream_end(self, sink: BodySink, trailers) -> None:
         """A streamed body is whole: reading resumes as for any waiting
         request (``listen``; pipelined requests queue behind it)."""
+        self._sink_counts(-1)
         self.deadline = 0.0
         if not self._paused and self.driver is not None and self.state == WAITING:
             self._paused = True
             self.driver.pause_reading()
         sink.body_end(trailers)
+
+    def _sink_set(self, p: Parser, sink: BodySink) -> None:
+        p.sink = sink
+        self._sink_counts(1)
+
+    def _sink_drop(self, p: Parser) -> None:
+        p.sink = None
+        self._sink_counts(-1)
+
+    def _sink_counts(self, streaming: int) -> None:
+        """/status: while its streamed body comes, a connection whose request
+        its route has (WAITING) counts as reading, not pooled (``streaming``:
+        1 as the body begins to go to a sink, -1 when it no longer does)."""
+        if self.state == WAITING and not self.held:
+            ctx = self.ctx
+            ctx.reading += streaming
+            ctx.pooled -= streaming
 
     def want_body(self) -> None:
         """A streamed body's consumer has taken what it was given and wants
@@ -397,6 +417,9 @@ class HttpProtocol:
         """While ``WAITING``, read again: pipelined input queues as usual (up
         to ``PENDING_MAX``), and the peer's EOF or reset is seen (an ASGI app
         waiting for ``http.disconnect``)."""
+        p = self._p
+        if p is not None and p.head_done and p.in_message and p.sink is None:
+            return  # a queued request's body has begun: the rest waits for its turn
         if self._paused and self.driver is not None and self.state == WAITING:
             self._paused = False
             self.driver.resume_reading()
@@ -409,7 +432,7 @@ class HttpProtocol:
         connection alive (a lingering close follows)."""
         p = self._p
         if p is not None and p.sink is not None:
-            p.sink = None
+            self._sink_drop(p)
             self._stopped = True
             self.linger = True
         self._out = list(out) if type(out) is list else [out] if out else []
@@ -443,6 +466,8 @@ class HttpProtocol:
                 self.driver.resume_reading()
         if self.state == IDLE and self._p is not None and self._p.in_message:
             p = self._p
+            if p.head_done and self._stream_queued(p):
+                return  # its route has it now, and the body parsed so far
             if p.continue_due:
                 # its turn has come: now the client may send the body it holds back
                 p.continue_due = False
@@ -450,9 +475,28 @@ class HttpProtocol:
                     self._out.append(_CONTINUE)
                 self._set_state(BODY)
                 self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
+            elif p.head_done:  # its body is arriving
+                self._set_state(BODY)
+                self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
             else:
                 self._set_state(HEAD)  # the next request is already arriving
                 self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
+
+    def _stream_queued(self, p: Parser) -> bool:
+        """The turn of a request whose head came while another was answered
+        (its body part-read, held in the parser): as at head time, its route
+        may take it now (``stream_request``), the body so far and the rest as
+        it comes, the 100 Continue (still due if none of it came) at the
+        consumer's first ``want_body``. True when it did."""
+        sink = self.stream_request(p.method, p.url, p.version, p.headers, p.parser.should_keep_alive())
+        if sink is None:
+            return False
+        self._sink_set(p, sink)
+        body = p.body
+        if body:
+            p.body = None
+            self._stream_body(sink, body[0] if len(body) == 1 else b"".join(body))
+        return True
 
     def abort(self) -> None:
         """The answer being sent cannot be finished (a route that failed mid-way):
@@ -576,7 +620,7 @@ class HttpProtocol:
             sink = self.stream_request(p.method, p.url, p.version, p.headers, p.parser.should_keep_alive())
             if sink is not None:
                 # the request is its route's now; the 100 Continue waits for want_body()
-                p.sink = sink
+                self._sink_set(p, sink)
                 p.body_len = 0
                 p.continue_due = bool(p.expect) and p.version == "1.1"
                 return
@@ -598,6 +642,11 @@ class HttpProtocol:
     def _body_progress(self) -> None:
         if self.state == BODY:
             self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
+        elif self.state == WAITING and not self._paused and self.driver is not None:
+            # the body of a request queued behind another: the rest waits in the
+            # kernel's buffer for its turn (its route may want it streamed)
+            self._paused = True
+            self.driver.pause_reading()
 
     def _error_response(self, status: int, keep_alive: bool, head_only: bool = False,
                         http10: bool = False, extra: list | None = None) -> tuple[int, int]:
@@ -616,7 +665,7 @@ class HttpProtocol:
         if p is not None and p.sink is not None:
             # a streamed body failed: its request is the one being answered
             sink = p.sink
-            p.sink = None
+            self._sink_drop(p)
             if sink.body_failed(abs(status)):  # its route has not begun to answer: the error is the answer
                 self._error_response(abs(status), False, head_only)
                 self.linger = True
@@ -650,6 +699,8 @@ class HttpProtocol:
         elif old == WAITING:
             if self.held:
                 self.held = False  # held for its output, not counted as pooled
+            elif self._p is not None and self._p.sink is not None:
+                ctx.reading -= 1  # a streamed body was coming (_sink_counts)
             else:
                 ctx.pooled -= 1
         if new == HEAD or new == BODY:

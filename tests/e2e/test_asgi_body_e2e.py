@@ -1,6 +1,7 @@
 """Streamed request bodies and the pathsend extension over real sockets
 (issue 15), on uvloop and asyncio: an upload of a few MiB to a raw app that
-counts what it receives (Content-Length and chunked), a Starlette app reading
+counts what it receives (Content-Length and chunked; two uploads pipelined,
+the second streamed at its turn), a Starlette app reading
 ``request.stream()``, ``Expect: 100-continue`` on a raw socket, and Starlette's
 ``FileResponse`` served through ``http.response.pathsend`` (bytes compared;
 HEAD; a client that reads nothing keeps the worker's memory bounded).
@@ -72,6 +73,27 @@ def test_an_upload_of_a_few_mib_streams_to_the_app(srv, big_file):
         # beyond max_body: 413 (declared length, before the app runs)
         r = client.post("/count", content=b"x" * (16777216 + 1))
         assert r.status_code == 413
+
+
+def test_two_pipelined_uploads_both_stream_and_are_answered_in_order(srv):
+    """Sent back to back in one go: the second upload's head (and the start of
+    its body) arrives while the app still has the first; at its turn it streams
+    too (more than one http.request message), not gathered whole."""
+    import json
+
+    first, second = os.urandom(3 * 1024 * 1024 + 7), os.urandom(4 * 1024 * 1024 + 11)
+    c = Client(srv.connect())
+    try:
+        c.sock.settimeout(30)
+        c.send(b"".join(b"POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(d), d)
+                        for d in (first, second)))
+        for data in (first, second):
+            status, _, body = c.response()
+            got = json.loads(body)
+            assert status == 200 and (got["bytes"], got["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+            assert got["messages"] > 1, got  # streamed, both of them
+    finally:
+        c.close()
 
 
 def test_expect_100_continue_is_answered_when_the_app_reads(srv):
