@@ -215,7 +215,7 @@ class AioConnection(BaseDriver, asyncio.Protocol):
         name = self.transport.get_extra_info("sockname")
         if type(name) is tuple:
             return (name[0], name[1])
-        return name or None
+        return (name, None) if name else None  # a unix socket: [path, None], as the ASGI spec has it
 
     # --- BaseDriver's hooks -------------------------------------------------------------
 

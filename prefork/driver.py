@@ -98,7 +98,7 @@ class Driver(Protocol):
         connection is gone (asyncio backends only)."""
 
     def sockname(self) -> Any:
-        """The local address: (host, port), or the unix socket's path; None if unknown."""
+        """The local address: (host, port), or (the unix socket's path, None); None if unknown."""
 
 
 class Timers(Protocol):

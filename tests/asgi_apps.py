@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 async def _hello(request: Request):
     return JSONResponse({"hello": "starlette", "root_path": request.scope["root_path"],
-                         "path": request.url.path})
+                         "path": request.url.path, "server": request.scope["server"]})
 
 
 async def _item(request: Request):

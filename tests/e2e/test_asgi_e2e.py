@@ -43,7 +43,7 @@ def test_starlette_json_path_query_and_post(srv):
     with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as client:
         r = client.get("/")
         assert r.status_code == 200
-        assert r.json() == {"hello": "starlette", "root_path": "", "path": "/"}
+        assert r.json() == {"hello": "starlette", "root_path": "", "path": "/", "server": ["127.0.0.1", srv.port]}
         assert r.headers["server"] == "prefork"
         r = client.get("/items/42", params={"q": "a b"})
         assert r.json() == {"id": 42, "q": "a b"}

@@ -93,10 +93,13 @@ def test_an_app_without_a_config_file(run, tmp_path, backend):
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         r = client.get("/items/3", params={"q": "x"})
         assert (r.status_code, r.json()) == (200, {"id": 3, "q": "x"})
-        assert client.get("/").json() == {"hello": "starlette", "root_path": "/pre", "path": "/pre/"}
+        assert client.get("/").json() == {"hello": "starlette", "root_path": "/pre", "path": "/pre/",
+                                          "server": ["127.0.0.1", port]}
         assert client.get("/status").status_code == 404  # only the app: no built-in routes
     with httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://x", timeout=10) as client:
         assert client.get("/items/4").json() == {"id": 4, "q": None}
+        # ASGI spec: on a unix socket the server is [path, None]
+        assert client.get("/").json()["server"] == [sock, None]
     assert len(wait_until(lambda: len(srv.workers()) == 2 and srv.workers(), what="2 workers")) == 2
     assert f"backend = {backend}" in srv.log()
 
