@@ -9,7 +9,7 @@ missing.
 
 The listening sockets are in ``sockets.py``, the pid file in ``pidfile.py``,
 the USR2 upgrade in ``upgrade.py``, what runs in a forked worker in
-``workerproc.py``.
+``workerproc.py``, what each signal does in ``signals.py``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from . import __version__, reloader
 from .checks import load_checked
 from .config import Config, ConfigError
 from .listeners import BindError
-from .logs import hand_to_workers, reopen_error_log
 from .pidfile import PidFile
 from .reactor import READABLE, Reactor
 from .recycle import Recycler
 from .scoreboard import READY, Scoreboard
+from .signals import SignalActions
 from .sockets import Sockets, enable_tcp_migrate_req
 from .systemd import Notifier
 from .upgrade import INHERIT_ENV, start_new_master
@@ -43,7 +43,7 @@ KILL_GRACE = 3.0                  # SIGABRT, then SIGKILL this much later
 BACKOFF_MAX = 10.0
 
 
-class Master:
+class Master(SignalActions):
     def __init__(self, config: Config, argv: list[str], load: Callable[[], Config] | None = None,
                  watch: bool = False):
         self.config = config
@@ -266,78 +266,6 @@ class Master:
                           wp.pid, wp.slot, silent, timeout)
                 wp.abort_sent = now
                 self._kill(wp.pid, signal.SIGABRT)
-
-    # --- signals -----------------------------------------------------------------------------
-
-    def on_signal(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        if signum != signal.SIGCHLD:
-            log.info("received %s", name)
-        handler = getattr(self, "handle_" + name[3:].lower(), None)
-        if handler is not None:
-            handler()
-
-    def handle_chld(self) -> None:
-        self.reap()
-        self.manage_workers()
-
-    def handle_term(self) -> None:
-        self.stop("fast")
-
-    handle_int = handle_term
-
-    def handle_quit(self) -> None:
-        self.stop("graceful")
-
-    def handle_hup(self) -> None:
-        if self.winched:
-            self.winched = False
-            log.info("HUP after WINCH: starting workers again")
-        self.reload()
-
-    def handle_usr1(self) -> None:
-        reopen_error_log()
-        server = self.config.server
-        if server.user and os.getuid() == 0:
-            # the workers reopen as server.user: make the new files theirs first
-            from . import privileges
-
-            ident = privileges.resolve(server.user, server.group)
-            hand_to_workers(self.config.log, ident.uid, ident.gid)
-        for wp in self.workers.values():
-            self._kill(wp.pid, signal.SIGUSR1)
-
-    def handle_usr2(self) -> None:
-        self.upgrade()
-
-    def handle_winch(self) -> None:
-        log.info("gracefully stopping all workers (the master keeps running)")
-        self.winched = True
-        for wp in list(self.workers.values()):
-            self.retire(wp)
-
-    def handle_ttin(self) -> None:
-        if self.config.server.mode == "thread":
-            log.warning("TTIN: mode = \"thread\" has one worker process; change workers and reload")
-            return
-        try:
-            self.sockets.ensure(self.config, self.slots + 1)
-        except BindError as exc:
-            log.error("TTIN: %s", exc)
-            return
-        self.slots += 1
-        log.info("TTIN: %d workers", self.slots)
-        self.manage_workers()
-
-    def handle_ttou(self) -> None:
-        if self.config.server.mode == "thread" or self.slots <= 1:
-            log.warning("TTOU: keeping %d worker(s)", self.slots)
-            return
-        self.slots -= 1
-        log.info("TTOU: %d workers", self.slots)
-        for wp in list(self.workers.values()):
-            if wp.slot >= self.slots:
-                self.retire(wp)
 
     # --- reload, upgrade, stop ---------------------------------------------------------------------
 

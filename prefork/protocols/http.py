@@ -4,13 +4,21 @@
 each complete request to ``on_request``, which a subclass implements (the
 dispatcher, ``prefork.dispatch.HttpServerProtocol``: routes, handlers, the
 access log); the responses it writes with ``write_response`` come back as the
-bytes to send. This module holds the state machine, the limits and timeouts,
-the framing (lengths, chunked bodies, trailers, 100-continue, pipelining in
-order) and the serialization of response heads and error pages. The driver
-(the epoll ``Connection``, or the asyncio adapter) reads ``closing``,
+bytes to send. It holds the state machine, the limits and timeouts, the
+framing (lengths, chunked bodies, trailers, 100-continue, pipelining in
+order); ``HttpContext`` serializes response heads and error pages. The
+driver (the epoll ``Connection``, or the asyncio adapter) reads ``closing``,
 ``linger`` and ``deadline`` after each call and calls ``timeout(now)`` when
 the deadline has passed. No socket call happens here, so the same code runs on
 every backend and is tested fed whole, byte by byte and pipelined.
+
+``HttpProtocol`` is in four modules, one concern each: this one (input, the
+state machine, framing, limits, timeouts, writing responses, errors),
+``http_flow.py`` (``FlowControl``: waiting for an answer computed elsewhere,
+queued pipelined requests, held output), ``http_stream.py`` (``StreamedBody``
+and ``BodySink``: the streamed-body mode below) and ``http_response.py``
+(``HttpContext``, ``status_line``: response heads and error pages). Every
+public name is importable from here.
 
 Request bodies are gathered whole for ``on_request`` -- unless, when the
 head of a request with a body is complete and its turn has come (at once, or,
@@ -35,132 +43,20 @@ returned when it ends on a message boundary.
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from email.utils import formatdate
-from http import HTTPStatus
-from typing import Callable, Protocol
-
 import httptools
 
-from ..config import HttpConfig
-from ..messages import FileChunk, Request, Response, no_content, pack_peer
+from ..messages import FileChunk, Request, Response, pack_peer
+from .http_flow import BURST, PENDING_MAX, FlowControl
 from .http_parser import BODY, CLOSED, HEAD, IDLE, WAITING, Parser, ParseError, Stop
+from .http_response import _CONTINUE, HttpContext, status_line
+from .http_stream import BodySink, StreamedBody
 
-_STATUS_LINES = {
-    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
-}
-
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_CLOSE = b"Connection: close\r\n"
-_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+__all__ = ["BODY", "BURST", "CLOSED", "HEAD", "IDLE", "PENDING_MAX", "WAITING", "BodySink", "HttpContext",
+           "HttpProtocol", "status_line"]
 
 
-def status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = b"HTTP/1.1 %d Unknown\r\n" % status
-    return line
-
-
-class HttpContext:
-    """Per-worker state shared by every HTTP connection: limits, the clock,
-    the cached Date header and response heads, and the pool of idle parsers.
-    ``reading`` and ``pooled`` count the connections in those states (for
-    /status): they change with the state, which only the protocol sees."""
-
-    def __init__(self, config: HttpConfig, clock: Callable[[], float] = time.monotonic):
-        self.config = config
-        self.keepalive_requests = config.keepalive_requests
-        self.keepalive_timeout = config.keepalive_timeout
-        self.retry_after = b"1"
-        # on_response(request, status, length), called for each response written
-        # (not for the error that ends a bad request): the dispatcher's access log
-        self.on_response: Callable | None = None
-        self.clock = clock
-        self.server_line = b"Server: " + config.server_header.encode("latin-1") + b"\r\n"
-        self.date_line = b""
-        self._date_second = -1
-        self._heads: dict[tuple, bytes] = {}  # response heads of this second, by shape
-        self.parser_pool: list[Parser] = []
-        self.parser_pool_max = 256
-        self.reading = 0   # connections reading a request (HEAD or BODY, or a body streamed to its route)
-        self.pooled = 0    # connections whose response is being computed (WAITING: the pool, an ASGI app)
-        self.refresh_date()
-
-    def refresh_date(self, now: float | None = None) -> bool:
-        """Recompute the Date header; the worker calls this once a second.
-        True when the second has changed (and the cached heads are gone)."""
-        second = int(time.time() if now is None else now)
-        if second == self._date_second:
-            return False
-        self._date_second = second
-        self.date_line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
-        self._heads.clear()
-        return True
-
-    def head(self, status: int, content_type: bytes, length: int, extra: list[tuple[bytes, bytes]],
-             keep_alive: bool, http10: bool) -> bytes:
-        # Most responses share a shape (status, type, length, connection): the
-        # head for it is built once per second (the Date changes) and reused.
-        # A response whose extra headers are a tuple (fixed) is cached too.
-        if extra and type(extra) is not tuple:  # a list may change: build it each time
-            return self._build_head(status, content_type, length, extra, keep_alive, http10)
-        key = (status, content_type, length, keep_alive, http10, extra)
-        head = self._heads.get(key)
-        if head is None:
-            if len(self._heads) > 512:
-                self._heads.clear()
-            head = self._heads[key] = self._build_head(status, content_type, length, extra, keep_alive, http10)
-        return head
-
-    def _build_head(self, status: int, content_type: bytes, length: int, extra: list[tuple[bytes, bytes]],
-                    keep_alive: bool, http10: bool) -> bytes:
-        parts = [status_line(status), self.server_line, self.date_line,
-                 b"Content-Type: ", content_type, b"\r\nContent-Length: ", b"%d\r\n" % length]
-        if no_content(status):
-            # no content, so neither Content-Length (RFC 9110 8.6: a 304's would
-            # have to be the 200's) nor Content-Type (15.4.5: no representation
-            # metadata in a 304)
-            del parts[3:]
-        for name, value in extra:
-            parts += (name, b": ", value, b"\r\n")
-        if not keep_alive:
-            parts.append(_CLOSE)
-        elif http10:
-            parts.append(_KEEP_ALIVE)
-        parts.append(b"\r\n")
-        return b"".join(parts)
-
-    def error_body(self, status: int) -> bytes:
-        phrase = status_line(status)[13:-2]
-        return (b"<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n<center><h1>%d %s</h1></center>\r\n"
-                b"</body>\r\n</html>\r\n" % (status, phrase, status, phrase))
-
-
-class BodySink(Protocol):
-    """Where a streamed request body goes (``HttpProtocol.stream_request``):
-    pieces as they are parsed, its end (with a chunked body's trailer
-    fields), or the error that cuts it. After each read whose body it was
-    given the protocol reads no more until the consumer calls ``want_body``."""
-
-    def body_data(self, data: bytes) -> None: ...
-
-    def body_end(self, trailers) -> None: ...
-
-    def body_failed(self, status: int) -> bool:
-        """The body cannot be had (``status``: 400, 408, 413, 431). True when its
-        route has not begun to answer: the protocol answers ``status`` for it."""
-
-
-PENDING_MAX = 64  # pipelined requests queued behind one in the pool before reading pauses
-# Responses one call may produce before the requests that follow wait, held,
-# for them to be sent (``resume``); a call also holds after ``high_water`` bytes
-# of larger responses, and after a file body (one open file per connection).
-BURST = 32
-
-
-class HttpProtocol:
+class HttpProtocol(FlowControl, StreamedBody):
     """One HTTP/1.1 connection's protocol state.
 
     Output is returned from each call as ``bytes`` -- or, when a response
@@ -335,197 +231,6 @@ class HttpProtocol:
         the body to it (the route ``wait()``s meanwhile, as for the pool), or
         None to gather the body whole for ``on_request``."""
         return None
-
-    # --- a streamed request body (stream_request) -------------------------------------
-
-    def _stream_body(self, sink: BodySink, data: bytes) -> None:
-        """A piece of a streamed body: to the sink; then read no more (and no
-        body deadline: the wait is the consumer's) until it is taken."""
-        sink.body_data(data)
-        self.deadline = 0.0
-        if not self._paused and self.driver is not None:
-            self._paused = True
-            self.driver.pause_reading()
-
-    def _stream_end(self, sink: BodySink, trailers) -> None:
-        """A streamed body is whole: reading resumes as for any waiting
-        request (``listen``; pipelined requests queue behind it)."""
-        self._sink_counts(-1)
-        self.deadline = 0.0
-        if not self._paused and self.driver is not None and self.state == WAITING:
-            self._paused = True
-            self.driver.pause_reading()
-        sink.body_end(trailers)
-
-    def _sink_set(self, p: Parser, sink: BodySink) -> None:
-        p.sink = sink
-        self._sink_counts(1)
-
-    def _sink_drop(self, p: Parser) -> None:
-        p.sink = None
-        self._sink_counts(-1)
-
-    def _sink_counts(self, streaming: int) -> None:
-        """/status: while its streamed body comes, a connection whose request
-        its route has (WAITING) counts as reading, not pooled (``streaming``:
-        1 as the body begins to go to a sink, -1 when it no longer does)."""
-        if self.state == WAITING and not self.held:
-            ctx = self.ctx
-            ctx.reading += streaming
-            ctx.pooled -= streaming
-
-    def want_body(self) -> None:
-        """A streamed body's consumer has taken what it was given and wants
-        more: read on, with the body deadline, and send the 100 Continue the
-        client may be waiting for (the first time; none if the body has begun)."""
-        p = self._p
-        driver = self.driver
-        if p is None or p.sink is None or self.state != WAITING or driver is None:
-            return
-        out = b""
-        if p.continue_due:
-            p.continue_due = False
-            if not p.body_len:
-                out = _CONTINUE
-        self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
-        if self._paused:
-            self._paused = False
-            driver.resume_reading()
-        driver.deliver(out)  # and the driver arms the deadline
-
-    # --- flow control: requests in order, output in bounded bursts ----------------------
-
-    def _queue(self, item) -> None:
-        if self._pending is None:
-            self._pending = deque()
-        self._pending.append(item)
-        if len(self._pending) >= PENDING_MAX and not self._paused and self.driver is not None:
-            self._paused = True
-            self.driver.pause_reading()
-
-    def wait(self) -> None:
-        """The answer to the current request is computed elsewhere (the thread
-        pool): requests that follow queue, and reading stops meanwhile."""
-        self._set_state(WAITING)
-        self.deadline = 0.0
-        if not self._paused and self.driver is not None:
-            # read no more meanwhile: what the client sends waits in the kernel's buffer
-            self._paused = True
-            self.driver.pause_reading()
-
-    def listen(self) -> None:
-        """While ``WAITING``, read again: pipelined input queues as usual (up
-        to ``PENDING_MAX``), and the peer's EOF or reset is seen (an ASGI app
-        waiting for ``http.disconnect``)."""
-        p = self._p
-        if p is not None and p.head_done and p.in_message and p.sink is None:
-            return  # a queued request's body has begun: the rest waits for its turn
-        if self._paused and self.driver is not None and self.state == WAITING:
-            self._paused = False
-            self.driver.resume_reading()
-
-    def end_wait(self, out=b"") -> None:
-        """The answer to the request this protocol waited for (``wait``) is
-        here: back to IDLE, with ``out`` (already framed: bytes, or a list of
-        parts) as the first output. If its streamed body has not all come,
-        nothing more is read but to drop it: its answer must not keep the
-        connection alive (a lingering close follows)."""
-        p = self._p
-        if p is not None and p.sink is not None:
-            self._sink_drop(p)
-            self._stopped = True
-            self.linger = True
-        self._out = list(out) if type(out) is list else [out] if out else []
-        self._set_state(IDLE)
-
-    def after_wait(self) -> None:
-        """That answer is written: answer the requests queued meanwhile and
-        hand everything to the driver."""
-        self._run_pending()
-        out = self._take()
-        if self.driver is not None:
-            self.driver.deliver(out)
-
-    def _run_pending(self) -> None:
-        """Answer the requests queued behind a pooled or held one, up to the
-        next wait; then the next request's head or body may come."""
-        pending = self._pending
-        while pending and self.state == IDLE:
-            item = pending.popleft()
-            if type(item) is int:  # an error (or the peer's EOF) queued behind the requests
-                if item:
-                    self._fail(item, now=True)
-                else:
-                    self.connection_lost()
-            else:
-                self.dispatch(item)
-        if not pending:
-            self._pending = None
-            if self._paused and self.state != WAITING:
-                self._paused = False
-                self.driver.resume_reading()
-        if self.state == IDLE and self._p is not None and self._p.in_message:
-            p = self._p
-            if p.head_done and self._stream_queued(p):
-                return  # its route has it now, and the body parsed so far
-            if p.continue_due:
-                # its turn has come: now the client may send the body it holds back
-                p.continue_due = False
-                if not p.body_len:
-                    self._out.append(_CONTINUE)
-                self._set_state(BODY)
-                self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
-            elif p.head_done:  # its body is arriving
-                self._set_state(BODY)
-                self.deadline = self.ctx.clock() + self.ctx.config.body_timeout
-            else:
-                self._set_state(HEAD)  # the next request is already arriving
-                self.deadline = self.ctx.clock() + self.ctx.config.header_timeout
-
-    def _stream_queued(self, p: Parser) -> bool:
-        """The turn of a request whose head came while another was answered
-        (its body part-read, held in the parser): as at head time, its route
-        may take it now (``stream_request``), the body so far and the rest as
-        it comes, the 100 Continue (still due if none of it came) at the
-        consumer's first ``want_body``. True when it did."""
-        sink = self.stream_request(p.method, p.url, p.version, p.headers, p.parser.should_keep_alive())
-        if sink is None:
-            return False
-        self._sink_set(p, sink)
-        body = p.body
-        if body:
-            p.body = None
-            self._stream_body(sink, body[0] if len(body) == 1 else b"".join(body))
-        return True
-
-    def abort(self) -> None:
-        """The answer being sent cannot be finished (a route that failed mid-way):
-        close now, so the client sees it cut, not complete."""
-        self._finish()
-        if self.driver is not None:
-            self.driver.abort()
-
-    def _hold(self) -> None:
-        """Enough output for one go: queue what follows until it is sent."""
-        if self.driver is None:
-            return  # nobody would call resume()
-        self.state = WAITING  # as for the pool (requests queue), but not counted as pooled
-        self.held = True
-        self.deadline = 0.0   # the driver's send timeout is what applies now
-        self.driver.hold()
-
-    def resume(self):
-        """The driver has sent the output of a ``held`` protocol: answer the
-        requests queued meanwhile (up to the next hold). Returns the output,
-        as ``data_received`` does."""
-        if not self.held or self.state != WAITING:
-            return b""
-        self.held = False
-        self.state = IDLE
-        self.deadline = self.ctx.clock() + self.ctx.keepalive_timeout
-        self._out = []
-        self._run_pending()
-        return self._take()
 
     def write_response(self, request: Request, response: Response | None, status: int = 0) -> None:
         """Queue ``response`` (or, when it is None, an error page for ``status``)
