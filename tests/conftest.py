@@ -264,6 +264,20 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, what: s
         time.sleep(interval)
 
 
+def until_still(read, quiet: float = 0.5, timeout: float = 20.0, what: str = "a value to settle"):
+    """Poll ``read()`` until it returns the same value for ``quiet`` seconds
+    (e.g. a count an app writes stops moving: it waits in ``send()``); that value."""
+    def settled():
+        before = read()
+        deadline = time.monotonic() + quiet
+        while time.monotonic() < deadline:
+            if read() != before:
+                return None
+            time.sleep(0.05)
+        return (before,)
+    return wait_until(settled, timeout=timeout, what=what)[0]
+
+
 def pid_alive(pid: int) -> bool:
     """Is any thread of process ``pid`` still running? Not the main thread's
     state alone: it shows as a zombie while other threads (a worker's pool)

@@ -1,6 +1,7 @@
 """What the unit and e2e halves of a subject share (tests/unit/test_x.py and
 tests/e2e/test_x_e2e.py): fake /proc trees for the limits doctor, the
-expected /fortunes page, the hostile request corpus, the privileges setup.
+expected /fortunes page, the hostile request corpus, the privileges setup,
+the listening sockets a process holds.
 tests/ is on sys.path (conftest.py lives here), so both import it."""
 
 from __future__ import annotations
@@ -114,3 +115,32 @@ def write(tmp_path, text):
 
 
 GOOD = '[server]\nworkers = 2\n\n[[listen]]\naddress = "127.0.0.1:8080"\n'
+
+
+def all_listening_inodes() -> set[int]:
+    """Inodes of every TCP socket in the LISTEN state on this machine."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    listening.add(int(fields[9]))
+    return listening
+
+
+def listening_inodes(pid: int) -> set[int]:
+    """Inodes of the TCP listening sockets among ``pid``'s open fds."""
+    listening = all_listening_inodes()
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inode = int(target[8:-1])
+            if inode in listening:
+                inodes.add(inode)
+    return inodes

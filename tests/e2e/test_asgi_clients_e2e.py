@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from conftest import wait_until
+from conftest import until_still, wait_until
 from tests.framework_apps import HUNDRED_CHUNK, HUNDRED_CHUNKS
 
 
@@ -99,15 +99,8 @@ def test_a_client_that_reads_nothing_of_100_mb(start_server, tmp_path):
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_until(progress.exists, what="the app's first send")
 
-        def stalled():  # the count has stopped moving: the app waits in send()
-            before = int(progress.read_text())
-            deadline = time.monotonic() + 0.5
-            while time.monotonic() < deadline:
-                if int(progress.read_text()) != before:
-                    return None
-                time.sleep(0.05)
-            return before
-        sent = wait_until(stalled, timeout=30, what="the app to block in send()")
+        # the count has stopped moving: the app waits in send()
+        sent = until_still(lambda: int(progress.read_text()), timeout=30, what="the app to block in send()")
         peak = max(rss(worker) for _ in range(5))
         assert sent < 20, f"{sent} MiB handed over to a client that reads nothing"
         assert peak - base < 20 << 20, f"worker RSS grew by {(peak - base) >> 20} MiB"

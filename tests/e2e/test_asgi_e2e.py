@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import Client
+from conftest import Client, until_still
 
 ROUTES = """
 [[route]]
@@ -131,7 +131,6 @@ def test_send_waits_for_a_slow_reader(start_server, tmp_path):
     the worker buffering the whole 64 MiB; once the client reads, it all comes."""
     import os
     import socket
-    import time
 
     from conftest import wait_until
     from tests.asgi_apps import BIG_CHUNK, BIG_CHUNKS
@@ -146,15 +145,8 @@ def test_send_waits_for_a_slow_reader(start_server, tmp_path):
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_until(progress.exists, what="the app's first send")
 
-        def settled():  # the count has stopped moving (or the app has sent everything)
-            before = int(progress.read_text())
-            deadline = time.monotonic() + 0.5
-            while time.monotonic() < deadline:
-                if int(progress.read_text()) != before:
-                    return None
-                time.sleep(0.05)
-            return before
-        stalled = wait_until(settled, timeout=20, what="the app's sends to stop")
+        # the count has stopped moving (or the app has sent everything)
+        stalled = until_still(lambda: int(progress.read_text()), what="the app's sends to stop")
         assert stalled < BIG_CHUNKS // 4, f"{stalled} chunks sent to a client that reads nothing"
         sock.settimeout(10)
         data = b""

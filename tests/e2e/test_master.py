@@ -12,37 +12,9 @@ import pytest
 
 from conftest import (ROOT, Client, cmdline, free_port, http_get, listening_on, make_config, pid_alive,
                       wait_until)
+from testkit import all_listening_inodes, listening_inodes
 
 GET = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-def all_listening_inodes() -> set[int]:
-    """Inodes of every TCP socket in the LISTEN state on this machine."""
-    listening = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if fields[3] == "0A":  # TCP_LISTEN
-                    listening.add(int(fields[9]))
-    return listening
-
-
-def listening_inodes(pid: int) -> set[int]:
-    """Inodes of the TCP listening sockets among ``pid``'s open fds."""
-    listening = all_listening_inodes()
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inode = int(target[8:-1])
-            if inode in listening:
-                inodes.add(inode)
-    return inodes
 
 
 def test_titles_and_one_socket_per_slot(start_server):

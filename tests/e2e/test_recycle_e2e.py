@@ -18,6 +18,7 @@ import time
 import pytest
 
 from conftest import Client, pid_alive, wait_until
+from testkit import listening_inodes
 
 N = 300  # max_requests in these tests
 
@@ -50,24 +51,6 @@ LEAKY_ROUTES = {
     "epoll": '[[route]]\npath = "/leak"\nhandler = "tests.recycle_apps:handler"\n',
     "uvloop": '[[route]]\npath = "/"\nasgi = "tests.recycle_apps:app"\n',
 }
-
-
-def listening_sockets(pid: int) -> set[int]:
-    """Inodes of the listening TCP sockets among ``pid``'s fds."""
-    listening = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            next(f)
-            listening |= {int(line.split()[9]) for line in f if line.split()[3] == "0A"}
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:[") and int(target[8:-1]) in listening:
-            inodes.add(int(target[8:-1]))
-    return inodes
 
 
 class Traffic:
@@ -146,7 +129,7 @@ def test_max_requests_replaces_the_worker_in_its_slot_and_no_request_fails(start
     srv = start_server(server=f'workers = 1\naccept = "{accept}"\nmax_requests = {N}\nshutdown_timeout = 20',
                        names=("http",), extra=ASGI_ROUTES if asgi else BUILTIN_ROUTES)
     [old] = srv.wait_workers(1)
-    old_sockets = listening_sockets(old)
+    old_sockets = listening_inodes(old)
     # N - 1 requests, kept alive and on new connections (the last one, /status,
     # makes the worker publish its count at once): no recycle yet
     keep = Client(srv.connect())
@@ -164,7 +147,7 @@ def test_max_requests_replaces_the_worker_in_its_slot_and_no_request_fails(start
     with Traffic(srv.port, path, pace=0.005) as traffic:
         new = wait_until(lambda: [p for p in srv.workers() if p != old], timeout=15, what="the successor")[0]
         # the successor serves the old worker's listening socket (not one bound anew)
-        assert wait_until(lambda: listening_sockets(new) == old_sockets, timeout=5, what="the same socket")
+        assert wait_until(lambda: listening_inodes(new) == old_sockets, timeout=5, what="the same socket")
         # the old worker retires once its successor is ready: it closes its idle
         # connection (after the drain grace) while the slow request is in flight
         assert keep.closed(timeout=10)
@@ -194,7 +177,7 @@ def test_each_successor_takes_its_own_slots_socket(start_server, backend):
     srv = start_server(server="workers = 2\nmax_requests = 40\nmax_requests_jitter = 10", names=("http",),
                        extra=ASGI_ROUTES if asgi else BUILTIN_ROUTES)
     first = srv.wait_workers(2)
-    sockets = {pid: listening_sockets(pid) for pid in first}
+    sockets = {pid: listening_inodes(pid) for pid in first}
     assert len(set.union(*sockets.values())) == 2  # one socket per slot
 
     def started() -> dict[int, int]:
@@ -208,7 +191,7 @@ def test_each_successor_takes_its_own_slots_socket(start_server, backend):
             slot = started().get(pid)
             if slot is not None and pid_alive(pid):
                 try:
-                    held = listening_sockets(pid)
+                    held = listening_inodes(pid)
                 except OSError:  # exited meanwhile
                     continue
                 assert held == slot_sockets[slot] or not pid_alive(pid), (pid, slot)
