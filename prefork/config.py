@@ -175,7 +175,7 @@ def _routes(path: str, data: dict) -> tuple[RouteConfig, ...]:
             raise ConfigError(path, f"{section}.path", "missing")
         given = [key for key in ("handler", "asgi", "wsgi") if key in table]
         if len(given) != 1:
-            raise ConfigError(path, f"{section}.{given[-1] if given else 'handler'}",
+            raise ConfigError(path, f"{section}.{'handler' if 'handler' in given or not given else given[-1]}",
                               "expected exactly one of handler, asgi and wsgi" if given else "missing")
         route_path = _check_str(path, f"{section}.path", table["path"])
         if not route_path.startswith("/"):
