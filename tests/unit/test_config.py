@@ -185,6 +185,8 @@ def test_asgi_factory_calls_the_callable(tmp_path):
 
 
 def test_wsgi_apps_are_imported_when_the_config_is_checked(tmp_path):
+    from prefork.checks import load_checked
+
     for route, why in (('wsgi = "tests.wsgi_apps:nope"', "no attribute 'nope'"),
                        ('wsgi = "tests.wsgi_apps:raw_app"\nwsgi_factory = true', "factory .* failed")):
         path = write(tmp_path, GOOD + f'\n[[route]]\npath = "/"\n{route}\n')
