@@ -114,13 +114,15 @@ class ErrorStream:
 class WsgiApp:
     """One WSGI route of one worker: the app and where it is mounted."""
 
-    __slots__ = ("app", "script_name")
+    __slots__ = ("app", "script_name", "mount")
 
     def __init__(self, app: Callable, mount: str = "/", prefix: str = ""):
         self.app = app
-        # SCRIPT_NAME: what a proxy strips (root_path) plus a prefix route's
-        # mount point without its trailing slash ("" for "/" and exact routes)
-        self.script_name = prefix + (mount[:-1] if mount.endswith("/") else "")
+        # a prefix route's mount point without its trailing slash ("" for "/"
+        # and exact routes), taken off the path for PATH_INFO; SCRIPT_NAME is
+        # what a proxy strips (root_path) plus it
+        self.mount = mount[:-1] if mount.endswith("/") else ""
+        self.script_name = prefix + self.mount
 
     def serve(self, proto: Exchange, request: Request) -> None:
         """Run the app for ``request`` (its body whole) in the pool; ``proto`` waits."""
@@ -156,13 +158,13 @@ def _server_name(host: bytes | None, sockname, scheme: str) -> tuple[str, str]:
 
 def build_environ(app: WsgiApp, request: Request, sockname=None, errors: Any = None) -> dict:
     """The environ of PEP 3333 for ``request`` (its body whole)."""
-    script = app.script_name
+    mount = app.mount
     path = request.path.decode("latin-1")
-    if script and path.startswith(script):
-        path = path[len(script):]
+    if mount and path.startswith(mount):
+        path = path[len(mount):]
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method.decode("latin-1"),
-        "SCRIPT_NAME": script,
+        "SCRIPT_NAME": app.script_name,
         "PATH_INFO": path,
         "QUERY_STRING": request.query.decode("latin-1"),
         "SERVER_PROTOCOL": "HTTP/" + request.version,
