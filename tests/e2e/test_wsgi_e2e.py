@@ -120,7 +120,7 @@ def test_http10_is_close_delimited(srv):
 
 
 def test_app_errors(srv):
-    workers = srv.workers()
+    workers = srv.wait_workers(1)
     with _client(srv) as client:
         r = client.get("/fail-before")
         assert r.status_code == 500
@@ -193,7 +193,7 @@ def test_big_response_to_a_client_that_reads_nothing(srv):
     (a bounded number of 64 KiB pieces made), the worker's memory stays
     bounded, /status counts the connection as writing; the thread is released
     (the iterable closed) when send_timeout closes the connection."""
-    [worker] = srv.workers()
+    [worker] = srv.wait_workers(1)
     with _client(srv) as client:
         before = _counts(client)
         rss_before = _rss_kib(worker)
