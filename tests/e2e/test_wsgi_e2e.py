@@ -1,5 +1,6 @@
 """WSGI apps over the wire (issue 16): a raw PEP 3333 app wrapped in
-``wsgiref.validate.validator`` at "/" and a Flask app mounted at "/flask/"
+``wsgiref.validate.validator`` at "/", a Flask app mounted at "/flask/" and
+the Django fixture project's WSGI side at "/dj/"
 (fixtures in tests/wsgi_apps.py) behind a real prefork-server, on the epoll
 reactor and on uvloop, driven with httpx and raw sockets.
 
@@ -25,6 +26,10 @@ handler = "status"
 [[route]]
 path = "/flask/"
 wsgi = "tests.wsgi_apps:flask_app"
+
+[[route]]
+path = "/dj/"
+wsgi = "tests.django_project.wsgi:application"
 
 [[route]]
 path = "/"
@@ -178,6 +183,17 @@ def test_flask(srv):
         assert (r.status_code, r.json()) == (418, {"error": "teapot", "detail": "short and stout"})
         assert client.get("/flask/crash").status_code == 500  # Flask's own 500
         assert client.get("/flask/nowhere").status_code == 404
+
+
+def test_django(srv):
+    with _client(srv) as client:
+        r = client.get("/dj/sync/bob", params={"q": "1 2"})
+        # the view runs in the worker's pool, not on the reactor's thread
+        assert r.json() == {"view": "sync", "name": "bob", "method": "GET", "query": "1 2", "main_thread": False}
+        r = client.post("/dj/async", json={"k": [1, 2]})
+        assert r.json() == {"view": "async", "method": "POST", "body": {"k": [1, 2]}, "scheme": "http",
+                            "remote_addr": "127.0.0.1", "path": "/dj/async", "main_thread": False}
+        assert client.get("/dj/nowhere").status_code == 404  # Django's own
 
 
 def _rss_kib(pid: int) -> int:
