@@ -1,4 +1,4 @@
-"""The WSGI adapter's pure parts (prefork/wsgi.py): the environ, header
+"""The WSGI adapter (prefork/wsgi.py, prefork/wsgi_environ.py): the environ, header
 joining, start_response's rules, the framing and the flow control of a call,
 driven with a fake protocol and driver (the hand-back runs at once).
 tests/e2e/test_wsgi_e2e.py has the same over real sockets."""
@@ -16,7 +16,8 @@ import pytest
 from prefork.dispatch import SERVED, Router
 from prefork.messages import Request
 from prefork.protocols.http import IDLE, WAITING
-from prefork.wsgi import ErrorStream, WsgiApp, _Call, build_environ, check_headers, check_status
+from prefork.wsgi import WsgiApp, _Call
+from prefork.wsgi_environ import ErrorStream, build_environ, check_headers, check_status
 
 
 def _request(method=b"GET", path=b"/", query=b"", headers=((b"Host", b"example.com:8080"),), body=b"",
