@@ -2,7 +2,7 @@
 ``wsgiref.validate.validator`` at "/", a Flask app mounted at "/flask/" and
 the Django fixture project's WSGI side at "/dj/"
 (fixtures in tests/wsgi_apps.py) behind a real prefork-server, on the epoll
-reactor and on uvloop, driven with httpx and raw sockets.
+reactor, uvloop and asyncio, driven with httpx and raw sockets.
 
 tests/unit/test_wsgi.py has the pure parts (environ, start_response, framing)."""
 
@@ -38,8 +38,9 @@ wsgi_factory = true
 """
 
 
-@pytest.fixture(params=["epoll", "uvloop"])
+@pytest.fixture(params=["epoll", "uvloop", "asyncio"])
 def backend(request):
+    """WSGI apps run on every backend, the native epoll reactor included."""
     return request.param
 
 
@@ -243,3 +244,29 @@ def test_client_disconnect_mid_response_closes_the_iterable(srv):
         sock.close()  # gone mid-response
         wait_until(lambda: _counts(client)["closed"] > before["closed"], what="close() on disconnect")
         assert _counts(client)["produced"] - before["produced"] < 1600
+
+
+def test_a_full_pool_queue_is_a_503(start_server):
+    """threads = 1, queue = 1: the thread held by a client that reads
+    nothing, one request queued, the next one gets 503 at once."""
+    srv = start_server(names=("http",), extra=ROUTES, server="threads = 1\nqueue = 1")
+    with _client(srv) as client:
+        hog = srv.connect()
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        hog.sendall(b"GET /big?1600 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert hog.recv(100).startswith(b"HTTP/1.1 200 OK")  # the one thread is in the app, held
+        queued = Client(srv.connect())
+        queued.send(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        # the queued one and the held one count as writing, beside this /status request
+        wait_until(lambda: _writing(client) >= 3, what="the request queued")
+        refused = Client(srv.connect())
+        refused.send(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert refused.response()[0] == 503
+        refused.close()
+        hog.close()  # the thread is freed: the queued request is answered
+        assert queued.response()[2] == b"just one"
+        queued.close()
+
+
+def _writing(client) -> int:
+    return int(re.search(r"Writing: (\d+)", client.get("/status").text).group(1))
