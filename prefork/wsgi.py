@@ -24,21 +24,27 @@ the client is gone (the driver closes a client that reads nothing for
 with its traceback); after, the connection is closed. The iterable's
 ``close()`` is always called, before the last piece is handed over.
 
+``wsgi.file_wrapper`` over a regular file, returned before anything else
+was sent, goes out as a ``FileChunk`` (sendfile on epoll; read as the
+transport drains on the asyncio backends): the thread never reads it.
+
 Not yet: request bodies larger than ``max_body`` streamed into ``wsgi.input``
-(here it is an ``io.BytesIO`` of the whole body), ``wsgi.file_wrapper`` with
-sendfile (it is ``wsgiref.util.FileWrapper``, read in the thread).
+(here it is an ``io.BytesIO`` of the whole body).
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import stat
 import threading
 from typing import Any, Callable, Protocol
 
 from .dispatch import HttpServerContext
-from .messages import Request, no_content
+from .messages import FileChunk, Request, no_content
 from .protocols.http import WAITING
-from .wsgi_environ import build_environ, check_headers, check_status
+from .wsgi_environ import FileWrapper, build_environ, check_headers, check_status
 
 __all__ = ["WsgiApp", "ClientDisconnected"]
 
@@ -185,7 +191,9 @@ class _Call:
         try:
             environ = build_environ(self.app, self.request, self.server)
             result = self.app.app(environ, self.start_response)
-            self._iterate(result)
+            parts = self._file(result)
+            if parts is None:
+                self._iterate(result)
         except ClientDisconnected:
             self._close(result)
             return
@@ -195,12 +203,40 @@ class _Call:
             return
         self._close(result)
         try:
+            if parts is not None:
+                self._hand(self._complete, parts)
+                return
             last, self.pending = self.pending or b"", None
             self._emit(last, False)
         except ClientDisconnected:
             pass
         except BaseException:
             self._error()
+
+    def _file(self, result) -> list | None:
+        """A ``wsgi.file_wrapper`` over a regular file, returned with nothing
+        sent yet: the head and a ``FileChunk`` (its own fd: the app closes the
+        file) from the file's position on, for sendfile. None for anything else."""
+        if type(result) is not FileWrapper or self.status is None or self.head_sent or self.pending is not None:
+            return None
+        filelike = result.filelike
+        try:
+            fd = filelike.fileno()
+            info = os.fstat(fd)
+            offset = filelike.tell()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        size = max(info.st_size - offset, 0)
+        self.committed = True
+        head = self._head(size, False)
+        if 0 <= self.declared != size:
+            raise ValueError(f"the file's {size} bytes break the Content-Length ({self.declared}) the app gave")
+        if self.no_body or not size:
+            return [head]
+        self.length = size
+        return [head, FileChunk(os.dup(fd), offset, size)]
 
     def done(self, result, exc) -> None:
         """The pool's hand-back after ``run``: nothing to do (``run`` catches everything)."""
@@ -334,6 +370,7 @@ class _Call:
             while not self.gone and (self.blocked or self.inflight > self.high_water):
                 cond.wait(1.0)
             if self.gone:
+                _close_files(data)
                 raise ClientDisconnected("the client has disconnected")
             self.inflight += len(data)
         self.hand_back(fn, data)
@@ -375,14 +412,16 @@ class _Call:
         proto.ctx.asgi_calls.pop(proto, None)
         return not self.gone and proto.state == WAITING
 
-    def _complete(self, last: bytes) -> None:
+    def _complete(self, last) -> None:
+        """The last of the response (bytes, or parts with a file)."""
         if not self._end():
+            _close_files(last)
             return
         proto = self.proto
         request = self.request
         request.keep_alive = self.keep_alive
         proto.end_wait(last)
-        proto.answered(request, self.code, self.length)
+        proto.answered(request, self.code, self.length, type(last) is list and len(last) > 1)
         proto.after_wait()
 
     def _fail_500(self) -> None:
@@ -403,3 +442,11 @@ class _Call:
         if proto.ctx.on_response is not None:
             proto.ctx.on_response(self.request, self.code, self.length)
         proto.abort()
+
+
+def _close_files(parts) -> None:
+    """The file bodies of output that will not be sent."""
+    if type(parts) is list:
+        for part in parts:
+            if type(part) is FileChunk:
+                part.close()

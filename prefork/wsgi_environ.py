@@ -9,11 +9,18 @@ from __future__ import annotations
 import io
 import logging
 from typing import Any, Protocol
-from wsgiref.util import FileWrapper, is_hop_by_hop
+from wsgiref import util
+from wsgiref.util import is_hop_by_hop
 
 from .messages import Request
 
 log = logging.getLogger("prefork.worker")
+
+
+class FileWrapper(util.FileWrapper):
+    """``wsgi.file_wrapper``: wsgiref's (it iterates the file in blocks), of
+    its own type so that the adapter knows it when the app returns it, and
+    sends a regular file with sendfile (epoll) instead of reading it."""
 
 
 class Mount(Protocol):

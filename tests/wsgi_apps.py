@@ -6,15 +6,17 @@ e2e tests run one worker, so the count is the server's."""
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import threading
+from urllib.parse import parse_qsl
 from wsgiref.validate import validator
 
 from flask import Flask, Response, jsonify, request, stream_with_context
 
 _lock = threading.Lock()
-_counts = {"closed": 0, "started": 0, "produced": 0}  # a test fixture's per-process counters
+_counts = {"closed": 0, "started": 0, "produced": 0, "file_reads": 0}  # a test fixture's per-process counters
 
 
 def _count(name: str) -> None:
@@ -137,6 +139,33 @@ raw_app = validator(_raw)
 def make_raw_app():
     """A factory (wsgi_factory = true)."""
     return raw_app
+
+
+class CountingFile(io.FileIO):
+    """A file whose reads are counted: a file sent with sendfile is never read by the app's thread."""
+
+    def read(self, size=-1):
+        _count("file_reads")
+        return super().read(size)
+
+    def readinto(self, buffer):
+        _count("file_reads")
+        return super().readinto(buffer)
+
+
+def file_app(environ, start_response):
+    """``/files/?PATH[&skip=N]``: the file at PATH (test-only), through wsgi.file_wrapper."""
+    if environ["PATH_INFO"] == "/reads":
+        return _json(start_response, dict(_counts))
+    query = dict(parse_qsl(environ["QUERY_STRING"]))
+    f = CountingFile(query["path"], "r")
+    if "skip" in query:
+        f.seek(int(query["skip"]))
+    headers = [("Content-Type", "application/octet-stream")]
+    if "length" in query:
+        headers.append(("Content-Length", query["length"]))
+    start_response("200 OK", headers)
+    return environ["wsgi.file_wrapper"](f, 8192)
 
 
 # --- Flask -----------------------------------------------------------------------------------

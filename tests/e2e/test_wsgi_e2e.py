@@ -28,6 +28,10 @@ path = "/flask/"
 wsgi = "tests.wsgi_apps:flask_app"
 
 [[route]]
+path = "/files/"
+wsgi = "tests.wsgi_apps:file_app"
+
+[[route]]
 path = "/dj/"
 wsgi = "tests.django_project.wsgi:application"
 
@@ -195,6 +199,25 @@ def test_django(srv):
         assert r.json() == {"view": "async", "method": "POST", "body": {"k": [1, 2]}, "scheme": "http",
                             "remote_addr": "127.0.0.1", "path": "/dj/async", "main_thread": False}
         assert client.get("/dj/nowhere").status_code == 404  # Django's own
+
+
+def test_file_wrapper_goes_out_without_the_thread_reading_it(srv, tmp_path):
+    data = os.urandom(300_000)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    with _client(srv) as client:
+        reads = client.get("/files/reads").json()["file_reads"]
+        r = client.get("/files/", params={"path": str(path)})
+        assert r.content == data and r.headers["content-length"] == str(len(data))
+        r = client.get("/files/", params={"path": str(path), "skip": "1000"})  # from the file's position on
+        assert r.content == data[1000:]
+        r = client.head("/files/", params={"path": str(path)})
+        assert r.content == b"" and r.headers["content-length"] == str(len(data))
+        assert client.get("/files/", params={"path": str(path)}).content == data  # kept alive after a file
+        # the app's thread never read the file (sendfile, or the reactor's reads on asyncio)
+        assert client.get("/files/reads").json()["file_reads"] == reads
+        with pytest.raises(httpx.RemoteProtocolError):  # a Content-Length the file breaks: cut
+            client.get("/files/", params={"path": str(path), "length": "10"})
 
 
 def _rss_kib(pid: int) -> int:

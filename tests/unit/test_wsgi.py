@@ -5,7 +5,9 @@ tests/e2e/test_wsgi_e2e.py has the same over real sockets."""
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
 import threading
 from types import SimpleNamespace
@@ -14,7 +16,7 @@ from wsgiref.validate import check_environ
 import pytest
 
 from prefork.dispatch import SERVED, Router
-from prefork.messages import Request
+from prefork.messages import FileChunk, Request
 from prefork.protocols.http import IDLE, WAITING
 from prefork.wsgi import WsgiApp, _Call
 from prefork.wsgi_environ import ErrorStream, build_environ, check_headers, check_status
@@ -147,6 +149,7 @@ class FakeProto:
 
     def answered(self, request, status, length, hold=False):
         self.events.append(("answered", status, length, request.keep_alive))
+        self.hold = hold
 
     def after_wait(self):
         self.events.append(("after_wait",))
@@ -340,3 +343,32 @@ def test_the_thread_waits_above_high_water_and_stops_when_the_client_goes():
     call.lost()  # the client went: the thread stops, the iterable is closed, nothing completes
     thread.join(5)
     assert not thread.is_alive() and proto.events == [] and bodies[0].closed == 1
+
+
+def test_file_wrapper_on_a_regular_file_is_a_file_chunk(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"0123456789")
+    opened = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        f = open(path, "rb")
+        f.seek(3)
+        opened.append(f)
+        return environ["wsgi.file_wrapper"](f)
+    proto, _ = run(app)
+    kind, out = proto.events[0]
+    assert kind == "end_wait" and type(out) is list and len(out) == 2
+    assert out[0].endswith(b"Content-Length: 7\r\n\r\n")
+    chunk = out[1]
+    assert type(chunk) is FileChunk and (chunk.offset, chunk.count) == (3, 7)
+    assert opened[0].closed and os.pread(chunk.fd, 7, 3) == b"3456789"  # its own fd: the app's file is closed
+    assert proto.events[1] == ("answered", 200, 7, True) and proto.hold  # held until the file is sent
+    chunk.close()
+
+    def pipe_app(environ, start_response):  # not a regular file: iterated as wsgiref's FileWrapper does
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"abc"), 2)
+    proto, _ = run(pipe_app)
+    sent = b"".join(proto.driver.out) + proto.events[0][1]
+    assert sent.endswith(b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n")
