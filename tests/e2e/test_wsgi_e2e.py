@@ -8,6 +8,7 @@ tests/unit/test_wsgi.py has the pure parts (environ, start_response, framing).""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -293,3 +294,44 @@ def test_a_full_pool_queue_is_a_503(start_server):
 
 def _writing(client) -> int:
     return int(re.search(r"Writing: (\d+)", client.get("/status").text).group(1))
+
+
+def _status_figure(client, name: str) -> int:
+    return int(re.search(rf"{name}: (\d+)", client.get("/status").text).group(1))
+
+
+def test_slow_clients_hold_no_pool_thread(start_server):
+    """200 connections trickling their heads and 50 trickling their bodies
+    against a 4-thread pool: the reactor holds them all (reading), no call
+    is in the pool (writing is /status's own request alone), a normal request
+    is answered at once, and the trickled requests are answered once whole."""
+    srv = start_server(names=("http",), extra=ROUTES, server="threads = 4")
+    heads, bodies = [], []
+    try:
+        for _ in range(200):
+            sock = srv.connect()
+            sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n")
+            heads.append(sock)
+        for _ in range(50):
+            sock = srv.connect()
+            sock.sendall(b"POST /env HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n\r\n0123")
+            bodies.append(sock)
+        for sock in heads:
+            sock.sendall(b"X-Trickle: 1\r\n")
+        for sock in bodies:
+            sock.sendall(b"4567")
+        with _client(srv) as client:
+            wait_until(lambda: _status_figure(client, "Reading") >= 250, what="250 connections reading")
+            start = time.monotonic()
+            assert client.get("/one").text == "just one"
+            assert time.monotonic() - start < 1.0
+            assert _status_figure(client, "Writing") == 1  # this request: nothing waits in the pool
+        for sock in heads[:20]:
+            sock.sendall(b"\r\n")
+            assert Client(sock).response()[2] == b"just one"
+        for sock in bodies[:20]:
+            sock.sendall(b"89abcdefghij")
+            assert json.loads(Client(sock).response()[2])["body"] == "0123456789abcdefghij"
+    finally:
+        for sock in heads + bodies:
+            sock.close()
