@@ -202,6 +202,12 @@ class AioConnection(BaseDriver, asyncio.Protocol):
                 drain.set_result(None)
         return drain
 
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        if self.fd < 0 or not self.flags & HIGH_WATER:
+            callback()
+            return
+        self.drained().add_done_callback(lambda _: callback())
+
     def _wake_writer(self) -> None:
         drain = self._drain
         if drain is not None:

@@ -123,13 +123,13 @@ def _app_route(args: argparse.Namespace, i: int, origin: dict[str, str]) -> dict
             app = None  # "asgi": the config's check of the route names the problem
         interface = "asgi" if app is None else detect_interface(app)
         if interface == "wsgi" and not args.factory and _takes_no_arguments(app):
-            raise ConfigError(COMMAND_LINE, f"route[{i}].asgi", f"/: {args.app!r} is a function of no arguments, "
+            raise ConfigError(COMMAND_LINE, f"route[{i}].wsgi", f"/: {args.app!r} is a function of no arguments, "
                                                                 "not an app: if it returns the app, add --factory")
     route: dict[str, Any] = {"path": "/", interface: args.app}
     origin[f"route[{i}].{interface}"] = COMMAND_LINE
     if args.factory:
-        route["asgi_factory"] = True
-        origin[f"route[{i}].asgi_factory"] = f"{COMMAND_LINE}: --factory"
+        route[f"{interface}_factory"] = True
+        origin[f"route[{i}].{interface}_factory"] = f"{COMMAND_LINE}: --factory"
     if args.root_path is not None:
         route["root_path"] = args.root_path
         origin[f"route[{i}].root_path"] = f"{COMMAND_LINE}: --root-path"

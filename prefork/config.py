@@ -94,6 +94,8 @@ class RouteConfig:
     asgi_factory: bool = False          # asgi names a callable that returns the app (called with no arguments)
     root_path: str = ""                 # asgi: the prefix a proxy strips before forwarding (scope root_path, as uvicorn's)
     lifespan: str = "auto"              # asgi: run the app's lifespan per worker: "auto", "on" or "off"
+    wsgi: str = ""                      # a WSGI (PEP 3333) app, "package.module:app" (instead of handler)
+    wsgi_factory: bool = False          # wsgi names a callable that returns the app (called with no arguments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,14 +170,13 @@ def _routes(path: str, data: dict) -> tuple[RouteConfig, ...]:
     for i, item in enumerate(raw):
         section = f"route[{i}]"
         table = _check_table(path, section, item)
-        if "wsgi" in table:
-            raise ConfigError(path, f"{section}.wsgi", "WSGI apps are not supported yet")
         _unknown_keys(path, section, table, {f.name for f in fields(RouteConfig)})
         if "path" not in table:
             raise ConfigError(path, f"{section}.path", "missing")
-        if ("handler" in table) == ("asgi" in table):
-            raise ConfigError(path, f"{section}.handler", "expected exactly one of handler and asgi"
-                              if "asgi" in table else "missing")
+        given = [key for key in ("handler", "asgi", "wsgi") if key in table]
+        if len(given) != 1:
+            raise ConfigError(path, f"{section}.{'handler' if 'handler' in given or not given else given[-1]}",
+                              "expected exactly one of handler, asgi and wsgi" if given else "missing")
         route_path = _check_str(path, f"{section}.path", table["path"])
         if not route_path.startswith("/"):
             raise ConfigError(path, f"{section}.path", f"expected a path starting with '/', got {route_path!r}")
@@ -186,31 +187,39 @@ def _routes(path: str, data: dict) -> tuple[RouteConfig, ...]:
         asgi = _check_str(path, f"{section}.asgi", table.get("asgi", ""))
         if "asgi" in table and not asgi:
             raise ConfigError(path, f"{section}.asgi", "expected 'package.module:app'")
-        for flag in ("blocking", "asgi_factory"):
+        wsgi = _check_str(path, f"{section}.wsgi", table.get("wsgi", ""))
+        if "wsgi" in table and not wsgi:
+            raise ConfigError(path, f"{section}.wsgi", "expected 'package.module:app'")
+        for flag in ("blocking", "asgi_factory", "wsgi_factory"):
             value = table.get(flag)
             if value is not None and not isinstance(value, bool):
                 raise ConfigError(path, f"{section}.{flag}", f"expected true or false, got {value!r}")
         if not asgi and "asgi_factory" in table:
             raise ConfigError(path, f"{section}.asgi_factory", "needs asgi")
+        if not wsgi and "wsgi_factory" in table:
+            raise ConfigError(path, f"{section}.wsgi_factory", "needs wsgi")
         if asgi and "blocking" in table:
             raise ConfigError(path, f"{section}.blocking", "an asgi app runs on the worker's loop, not in the pool")
+        if wsgi and "blocking" in table:
+            raise ConfigError(path, f"{section}.blocking", "a wsgi app always runs in the thread pool")
         lifespan = table.get("lifespan", "auto")
         if "lifespan" in table:
             if not asgi:
                 raise ConfigError(path, f"{section}.lifespan", "needs asgi (the lifespan is an ASGI app's)")
             lifespan = _check_str(path, f"{section}.lifespan", lifespan, LIFESPAN_MODES)
         out.append(RouteConfig(route_path, handler, table.get("blocking"), asgi, table.get("asgi_factory", False),
-                               root_path=_root_path(path, section, table, asgi), lifespan=lifespan))
+                               root_path=_root_path(path, section, table, asgi or wsgi), lifespan=lifespan,
+                               wsgi=wsgi, wsgi_factory=table.get("wsgi_factory", False)))
     return tuple(out)
 
 
-def _root_path(path: str, section: str, table: dict, asgi: str) -> str:
+def _root_path(path: str, section: str, table: dict, app: str) -> str:
     if "root_path" not in table:
         return ""
     key = f"{section}.root_path"
     text = _check_str(path, key, table["root_path"])
-    if not asgi:
-        raise ConfigError(path, key, "needs asgi")
+    if not app:
+        raise ConfigError(path, key, "needs asgi or wsgi")
     if text and (not text.startswith("/") or not text.isascii()):
         raise ConfigError(path, key, f"expected an ASCII path starting with '/' (or \"\"), got {text!r}")
     return text.rstrip("/")
@@ -265,6 +274,10 @@ def from_dict(data: dict, path: str = "<config>") -> Config:
                           f"must not exceed http.max_header_bytes ({http.max_header_bytes})")
     routes = _routes(path, data)
     server = _asgi_backend(path, data, server, routes)
+    first_wsgi = next((i for i, route in enumerate(routes) if route.wsgi), None)
+    if first_wsgi is not None and server.threads == 0:
+        raise ConfigError(path, "server.threads", f"0, but the WSGI app of route[{first_wsgi}].wsgi runs in "
+                                                  "the thread pool: at least 1")
     config = Config(path=path, server=server, listen=_listeners(path, data), http=http, log=log,
                     routes=routes, static=static, status=status, database=database)
     _check_privileges(config)

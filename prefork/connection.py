@@ -63,6 +63,14 @@ class Connection(BaseDriver):
     def __repr__(self) -> str:
         return f"<Connection fd={self.fd}>"
 
+    # when_drained(): the waiting callback of each connection that has one (a
+    # WSGI call's thread waiting for room): per worker (for_worker), not a slot
+    drain_waiters: dict
+
+    @classmethod
+    def for_worker(cls, worker: Host) -> type:
+        return type(cls.__name__, (cls,), {"__slots__": (), "worker": worker, "drain_waiters": {}})
+
     @classmethod
     def open_connections(cls) -> list:
         return [d for d in cls.worker.reactor.watched() if isinstance(d, cls)]
@@ -149,9 +157,34 @@ class Connection(BaseDriver):
         self.worker.reactor.remove(fd, WRITABLE)
         if self.flags & HIGH_WATER:
             self._resume(HIGH_WATER)
+            if self.drain_waiters:
+                self._wake_drain()
         if self.flags & HELD:
             self.worker.reactor.call_soon(BaseDriver._continue, self)
         self.after()
+
+    def when_drained(self, callback) -> None:
+        if self.fd < 0 or not self.flags & HIGH_WATER:
+            callback()
+            return
+        self.drain_waiters[self] = callback
+
+    def _wake_drain(self) -> None:
+        callback = self.drain_waiters.pop(self, None)
+        if callback is not None:
+            callback()
+
+    def sockname(self):
+        if self.fd < 0:
+            return None
+        sock = socket.socket(fileno=self.fd)
+        try:
+            name = sock.getsockname()
+        except OSError:
+            return None
+        finally:
+            sock.detach()
+        return (name[0], name[1]) if type(name) is tuple else (name, None)
 
     # --- BaseDriver's hooks ------------------------------------------------------
 
@@ -256,6 +289,8 @@ class Connection(BaseDriver):
         except OSError:
             pass
         self.proto.connection_lost()
+        if self.drain_waiters:
+            self._wake_drain()
         worker.connection_closed()
 
 

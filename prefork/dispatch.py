@@ -45,6 +45,14 @@ class StreamingRoute(Protocol):
     def serve_stream(self, proto: "HttpServerProtocol", request: Request) -> BodySink: ...
 
 
+@runtime_checkable
+class ServedRoute(Protocol):
+    """A route that answers through the protocol itself (``serve``: a WSGI
+    app, run in the pool) and gets whole request bodies."""
+
+    def serve(self, proto: "HttpServerProtocol", request: Request) -> None: ...
+
+
 def split_target(target: bytes) -> tuple[bytes, bytes]:
     """The path (absolute-form reduced to its path, %-escapes decoded) and the
     query of a request target. (``on_request`` inlines the same, for speed.)"""
@@ -66,12 +74,13 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
 INLINE = 0
 POOLED = 1
 STREAMING = 2
+SERVED = 3  # a ServedRoute: answers through the protocol (``serve``), bodies whole
 
 
 class Router:
     """Exact paths in a dict; prefixes (paths ending in "/") longest first.
     ``constants`` holds the exact paths whose handler is a ``constant``.
-    Each route is a ``(handler, kind)``: ``kind`` INLINE, POOLED or STREAMING."""
+    Each route is a ``(handler, kind)``: ``kind`` INLINE, POOLED, STREAMING or SERVED."""
 
     def __init__(self, routes: dict[bytes, Handler] | None = None):
         self.exact: dict[bytes, tuple[Handler, int]] = {}
@@ -85,11 +94,12 @@ class Router:
         if isinstance(path, str):
             path = path.encode()
         # the one isinstance on the Protocol, here and not per request
-        kind = STREAMING if isinstance(handler, StreamingRoute) else POOLED if blocking else INLINE
+        kind = (STREAMING if isinstance(handler, StreamingRoute) else SERVED if isinstance(handler, ServedRoute)
+                else POOLED if blocking else INLINE)
         if kind == STREAMING:
             self.streaming = True
-        if path == b"/" and kind == STREAMING:
-            # an app mounted at "/" (ASGI) gets every path no other route has
+        if path == b"/" and kind >= STREAMING:
+            # an app mounted at "/" (ASGI, WSGI) gets every path no other route has
             self.exact[path] = (handler, kind)
             self.prefixes.append((path, handler, kind))
             self.prefixes.sort(key=lambda item: -len(item[0]))
@@ -148,6 +158,8 @@ class HttpServerContext(HttpContext):
         self.router = routes if isinstance(routes, Router) else Router(routes)
         # submit(fn, arg, done) -> bool: the worker's thread pool; None runs offloaded work inline
         self.submit: Callable | None = None
+        # hand_back(fn, *args): fn(*args) on the reactor thread, from any thread (WSGI calls' responses)
+        self.hand_back: Callable | None = None
         self._constant_out: dict[Response, bytes] = {}  # constant responses of this second, kept alive
         self.requests = 0  # counter, for status
         self._access_log = None
@@ -271,8 +283,8 @@ class HttpServerProtocol(HttpProtocol):
             self.write_response(request, None, 404)
             return
         handler, kind = found
-        if kind == STREAMING:  # an app that answers through the protocol itself (an ASGI app)
-            cast(StreamingRoute, handler).serve(self, request)
+        if kind >= STREAMING:  # an app that answers through the protocol itself (ASGI, WSGI)
+            cast(ServedRoute, handler).serve(self, request)
         elif kind == POOLED:
             self._offload(request, handler)
         else:

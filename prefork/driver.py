@@ -97,6 +97,11 @@ class Driver(Protocol):
         """An awaitable done when the output is below ``high_water`` again, or the
         connection is gone (asyncio backends only)."""
 
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (on the reactor thread) once the output is below
+        ``high_water`` again or the connection is gone: at once if it is now.
+        One waiter per connection (a WSGI call's thread, woken through it)."""
+
     def sockname(self) -> Any:
         """The local address: (host, port), or (the unix socket's path, None); None if unknown."""
 
@@ -244,6 +249,9 @@ class BaseDriver:
 
     def drained(self) -> Any:
         raise NotImplementedError  # the asyncio backends' (aio.AioConnection)
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        raise NotImplementedError
 
     def sockname(self) -> Any:
         return None

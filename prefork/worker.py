@@ -152,6 +152,7 @@ class Worker:
         self.lifespans = app.lifespans
         if self.pool is not None:
             self.http.submit = self.pool.submit
+            self.http.hand_back = self.reactor.call_soon_threadsafe
         if config.log.access_log:
             self.http.access_log = AccessLog(config.log.access_log)
         self.acceptors = []

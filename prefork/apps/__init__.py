@@ -96,20 +96,26 @@ def load_callable(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def load_asgi(spec: str, factory: bool = False) -> Callable[..., Any]:
-    """Import the ASGI app ``"package.module:app"`` (with ``factory``: call
-    that with no arguments for the app); raise ValueError saying why not."""
+def load_asgi(spec: str, factory: bool = False, interface: str = "asgi") -> Callable[..., Any]:
+    """Import the ASGI (or WSGI, ``interface``) app ``"package.module:app"``
+    (with ``factory``: call that with no arguments for the app); raise
+    ValueError saying why not."""
     obj = _import(spec, "'package.module:app'")
     if factory:
         if not callable(obj):
-            raise ValueError(f"{spec!r} is not callable (asgi_factory = true)")
+            raise ValueError(f"{spec!r} is not callable ({interface}_factory = true)")
         try:
             obj = obj()
         except Exception as exc:
             raise ValueError(f"the factory {spec!r} failed: {type(exc).__name__}: {exc}") from None
     if not callable(obj):
-        raise ValueError(f"{spec!r} is not an ASGI app (not callable)")
+        raise ValueError(f"{spec!r} is not an {interface.upper()} app (not callable)")
     return obj
+
+
+def load_wsgi(spec: str, factory: bool = False) -> Callable[..., Any]:
+    """Import the WSGI app ``"package.module:app"``, as ``load_asgi``."""
+    return load_asgi(spec, factory, "wsgi")
 
 
 def _route_key(config: Config, i: int, explicit: bool) -> str:
@@ -127,6 +133,12 @@ def check_routes(config: Config) -> None:
                 load_asgi(route.asgi, route.asgi_factory)
             except ValueError as exc:
                 raise ConfigError(config.path, f"route[{i}].asgi", f"{route.path}: {exc}") from None
+            continue
+        if route.wsgi:
+            try:
+                load_wsgi(route.wsgi, route.wsgi_factory)
+            except ValueError as exc:
+                raise ConfigError(config.path, f"route[{i}].wsgi", f"{route.path}: {exc}") from None
             continue
         if route.handler in builtins:
             if route.handler == "static" and not config.static.root:
@@ -150,6 +162,11 @@ def build_router(config: Config, app: AppContext) -> Router:
             mounted = AsgiApp(load_asgi(route.asgi, route.asgi_factory), route.path, route.root_path)
             app.lifespans.add(mounted, route.lifespan, route.asgi)
             router.add(route.path, mounted, True)
+            continue
+        if route.wsgi:
+            from ..wsgi import WsgiApp
+
+            router.add(route.path, WsgiApp(load_wsgi(route.wsgi, route.wsgi_factory), route.path, route.root_path))
             continue
         if route.handler in builtins:
             factory, blocking = builtins[route.handler]

@@ -104,6 +104,20 @@ def test_an_app_without_a_config_file(run, tmp_path, backend):
     assert f"backend = {backend}" in srv.log()
 
 
+@pytest.mark.parametrize("interface", ["auto", "wsgi"])
+def test_a_wsgi_app_without_a_config_file(run, interface):
+    """A Flask app from the command line (auto-detected as WSGI): the native
+    epoll reactor (the default without an ASGI route), a mount point from
+    --root-path in SCRIPT_NAME."""
+    port = free_port()
+    srv = run("tests.wsgi_apps:flask_app", "--bind", f"127.0.0.1:{port}", "--interface", interface,
+              "--root-path", "/pre", port=port)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        r = client.get("/json", params={"q": "1"})
+        assert r.json() == {"hello": "flask", "args": {"q": "1"}, "root": "/pre", "path": "/json"}
+    assert "backend = epoll" in srv.log()
+
+
 def test_check_with_an_app_good_and_bad():
     ok = cli("-t", "tests.asgi_apps:fastapi_app")
     assert ok.returncode == 0, ok.stderr

@@ -178,12 +178,18 @@ def test_file_and_flags_combine(tmp_path):
     assert [(r.path, r.handler or r.asgi) for r in config.routes] == [("/status", "status"), ("/", APP)]
 
 
-def test_wsgi_is_refused_for_now():
-    assert error("tests.asgi_apps:raw_app", "--interface", "wsgi") == \
-        "command line: route[0].wsgi: WSGI apps are not supported yet"
-    assert error("tests.unit.test_cliapp:_wsgi") == "command line: route[0].wsgi: WSGI apps are not supported yet"
-    with pytest.raises(ConfigError, match=r"route\[0\]\.wsgi: WSGI apps are not supported yet"):
-        from_dict(conf(route=[{"path": "/", "wsgi": "a:b"}]))
+def test_wsgi_route_from_the_command_line():
+    config = load("tests.wsgi_apps:raw_app", "--interface", "wsgi")
+    assert [(r.path, r.wsgi, r.asgi) for r in config.routes] == [("/", "tests.wsgi_apps:raw_app", "")]
+    assert config.server.backend == "epoll"  # WSGI runs on every backend, the native reactor included
+    config = load("tests.unit.test_cliapp:_wsgi")  # auto: detected as WSGI
+    assert config.routes[0].wsgi == "tests.unit.test_cliapp:_wsgi"
+    config = load("tests.wsgi_apps:make_raw_app", "--interface", "wsgi", "--factory", "--root-path", "/pre")
+    assert (config.routes[0].wsgi_factory, config.routes[0].root_path) == (True, "/pre")
+    assert error("tests.wsgi_apps:nope", "--interface", "wsgi").startswith("command line: route[0].wsgi: /: ")
+    assert load("tests.wsgi_apps:raw_app", "--interface", "wsgi", "--backend", "uvloop").server.backend == "uvloop"
+    with pytest.raises(ConfigError, match=r"server\.threads: 0, but the WSGI app of route\[0\]\.wsgi"):
+        from_dict(conf(server={"threads": 0}, route=[{"path": "/", "wsgi": "a:b"}]))
 
 
 def test_a_factory_without_factory_says_so():
@@ -201,7 +207,7 @@ def test_root_path_config():
     for value, fragment in (("pre", "starting with '/'"), ("/é", "ASCII"), (1, "string")):
         with pytest.raises(ConfigError, match=rf"route\[0\]\.root_path: .*{fragment}"):
             from_dict(conf(route=[{"path": "/", "asgi": APP, "root_path": value}]))
-    with pytest.raises(ConfigError, match=r"route\[0\]\.root_path: needs asgi"):
+    with pytest.raises(ConfigError, match=r"route\[0\]\.root_path: needs asgi or wsgi"):
         from_dict(conf(route=[{"path": "/", "handler": "plaintext", "root_path": "/x"}]))
 
 

@@ -184,8 +184,27 @@ def test_asgi_factory_calls_the_callable(tmp_path):
         load_checked(bad)
 
 
+def test_wsgi_apps_are_imported_when_the_config_is_checked(tmp_path):
+    from prefork.checks import load_checked
+
+    for route, why in (('wsgi = "tests.wsgi_apps:nope"', "no attribute 'nope'"),
+                       ('wsgi = "tests.wsgi_apps:raw_app"\nwsgi_factory = true', "factory .* failed")):
+        path = write(tmp_path, GOOD + f'\n[[route]]\npath = "/"\n{route}\n')
+        with pytest.raises(ConfigError, match=rf"route\[0\]\.wsgi: /: .*{why}"):
+            load_checked(path)
+    path = write(tmp_path, GOOD + '\n[[route]]\npath = "/"\nwsgi = "tests.wsgi_apps:make_raw_app"\nwsgi_factory = true\n')
+    route = load_checked(path).routes[0]
+    assert (route.wsgi, route.wsgi_factory, route.handler) == ("tests.wsgi_apps:make_raw_app", True, "")
+
+
 @pytest.mark.parametrize("route, key, why", [
-    ('handler = "status"\nasgi = "tests.asgi_apps:raw_app"', r"route\[0\]\.handler", "exactly one of handler and asgi"),
+    ('handler = "status"\nasgi = "tests.asgi_apps:raw_app"', r"route\[0\]\.handler",
+     "exactly one of handler, asgi and wsgi"),
+    ('asgi = "tests.asgi_apps:raw_app"\nwsgi = "tests.wsgi_apps:raw_app"', r"route\[0\]\.wsgi",
+     "exactly one of handler, asgi and wsgi"),
+    ('wsgi = "tests.wsgi_apps:raw_app"\nblocking = true', r"route\[0\]\.blocking", "always runs in the thread pool"),
+    ('handler = "status"\nwsgi_factory = true', r"route\[0\]\.wsgi_factory", "needs wsgi"),
+    ('wsgi = ""', r"route\[0\]\.wsgi", "package.module:app"),
     ('asgi = "tests.asgi_apps:raw_app"\nblocking = true', r"route\[0\]\.blocking", "loop"),
     ('handler = "status"\nasgi_factory = true', r"route\[0\]\.asgi_factory", "needs asgi"),
     ('asgi = "tests.asgi_apps:raw_app"\nasgi_factory = 1', r"route\[0\]\.asgi_factory", "true or false"),

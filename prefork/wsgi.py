@@ -1,0 +1,452 @@
+"""WSGI applications (PEP 3333) as one more kind of route.
+
+An ``[[route]]`` with ``wsgi = "package.module:app"`` becomes a ``WsgiApp`` in
+the worker's ``Router`` (a ``dispatch.ServedRoute``: it answers through the
+protocol itself, and gets whole request bodies). The reactor reads the
+request head and its whole body (up to ``max_body``, as for pooled handlers)
+before the app is called; the connection's protocol then waits (state
+``WAITING``: reading pauses, pipelined requests queue, /status counts it as
+writing) while ``app(environ, start_response)`` runs in the worker's thread
+pool (``[server] threads``; a full queue is a 503). So a pool thread never
+waits for a slow client to send.
+
+The response: the thread iterates the app's iterable and hands each piece,
+framed, to the reactor thread (``hand_back``: the reactor's
+``call_soon_threadsafe``), which delivers it on the connection. One piece is
+held back until the next comes, so a response of one piece (or a list) goes
+out in one delivery with a Content-Length; longer ones are chunked on
+HTTP/1.1 and close-delimited on HTTP/1.0 unless the app gave a Content-Length.
+The thread waits only while the connection's unsent output is above
+``high_water`` (the driver's ``write_blocked``/``when_drained``) or that much
+is still on its way to the reactor; it stops, and the iterable is closed, when
+the client is gone (the driver closes a client that reads nothing for
+``send_timeout``). An app error before the head is out is a 500 (logged once,
+with its traceback); after, the connection is closed. The iterable's
+``close()`` is always called, before the last piece is handed over.
+
+``wsgi.file_wrapper`` over a regular file, returned before anything else
+was sent, goes out as a ``FileChunk`` (sendfile on epoll; read as the
+transport drains on the asyncio backends): the thread never reads it.
+
+Not yet: request bodies larger than ``max_body`` streamed into ``wsgi.input``
+(here it is an ``io.BytesIO`` of the whole body).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import stat
+import threading
+from typing import Any, Callable, Protocol
+
+from .dispatch import HttpServerContext
+from .messages import FileChunk, Request, no_content
+from .protocols.http import WAITING
+from .wsgi_environ import FileWrapper, build_environ, check_headers, check_status
+
+__all__ = ["WsgiApp", "ClientDisconnected"]
+
+log = logging.getLogger("prefork.worker")
+
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+_CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class ClientDisconnected(OSError):
+    """Raised in the app's thread by ``write()`` (and ends the iteration) when
+    the client has gone."""
+
+
+class Writer(Protocol):
+    """What a call asks of the connection's driver (part of ``driver.Driver``)."""
+
+    def deliver(self, out) -> None: ...
+
+    def write_blocked(self) -> bool: ...
+
+    def when_drained(self, callback: Callable[[], None]) -> None: ...
+
+    def sockname(self) -> Any: ...
+
+
+class Exchange(Protocol):
+    """What a call needs of its connection's protocol (``HttpServerProtocol``)."""
+
+    ctx: HttpServerContext
+    driver: Writer
+    state: int
+
+    def wait(self) -> None: ...
+
+    def end_wait(self, out=b"") -> None: ...
+
+    def after_wait(self) -> None: ...
+
+    def answered(self, request: Request, status: int, length: int, hold: bool = False) -> None: ...
+
+    def write_response(self, request: Request, response: Any, status: int = 0) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class WsgiApp:
+    """One WSGI route of one worker: the app and where it is mounted."""
+
+    __slots__ = ("app", "script_name", "mount")
+
+    def __init__(self, app: Callable, mount: str = "/", prefix: str = ""):
+        self.app = app
+        # a prefix route's mount point without its trailing slash ("" for "/"
+        # and exact routes), taken off the path for PATH_INFO; SCRIPT_NAME is
+        # what a proxy strips (root_path) plus it
+        self.mount = mount[:-1] if mount.endswith("/") else ""
+        self.script_name = prefix + self.mount
+
+    def serve(self, proto: Exchange, request: Request) -> None:
+        """Run the app for ``request`` (its body whole) in the pool; ``proto`` waits."""
+        ctx = proto.ctx
+        submit, hand_back = ctx.submit, ctx.hand_back
+        if submit is None or hand_back is None:
+            log.error("WSGI app for %s: no thread pool to run it in", request.path.decode("latin-1"))
+            proto.write_response(request, None, 500)
+            return
+        server = None
+        if request.header(b"host") is None:  # HTTP/1.0 without Host: the local address
+            server = proto.driver.sockname()
+        call = _Call(self, proto, request, hand_back, server)
+        if not submit(call.run, None, call.done):
+            proto.write_response(request, None, 503)  # the pool's queue is full
+            return
+        proto.wait()
+        ctx.asgi_calls[proto] = call  # told (lost) if the client goes
+
+
+class _Call:
+    """One request handed to a WSGI app. The thread's side: ``run`` (the app,
+    the iteration), ``start_response``, ``write``; the reactor's side:
+    ``_deliver``, ``_complete``, ``_fail_500``, ``_abort``, ``lost``."""
+
+    __slots__ = ("app", "proto", "request", "hand_back", "server", "cond", "gone", "blocked", "inflight",
+                 "high_water", "status", "code", "headers", "head_sent", "declared", "length", "chunked",
+                 "keep_alive", "no_body", "pending", "committed")
+
+    def __init__(self, app: WsgiApp, proto: Exchange, request: Request, hand_back: Callable, server=None):
+        self.app = app
+        self.proto = proto
+        self.request = request
+        self.hand_back = hand_back
+        self.server = server
+        self.cond = threading.Condition()
+        self.gone = False        # the client went away (set on the reactor thread)
+        self.blocked = False     # the connection's output is above high_water
+        self.inflight = 0        # bytes handed to the reactor, not yet delivered
+        self.high_water = proto.ctx.config.high_water
+        self.status: str | None = None
+        self.code = 0
+        self.headers: list = []
+        self.head_sent = False   # the head has been handed to the reactor
+        self.declared = -1       # the app's Content-Length
+        self.length = 0          # body bytes handed over
+        self.chunked = False
+        self.keep_alive = request.keep_alive
+        self.no_body = False
+        self.pending: bytes | None = None  # the last piece, held back until the next (or the end)
+        # a first non-empty piece (or write()) came: the headers count as sent for
+        # start_response's exc_info, though that piece may still be held back
+        self.committed = False
+
+    # --- the app's side (a pool thread) -----------------------------------------------------
+
+    def start_response(self, status: str, headers: list, exc_info=None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.committed:  # the headers count as sent (PEP 3333): too late to change them
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # no cycle through the traceback
+        elif self.status is not None:
+            raise AssertionError("start_response called a second time without exc_info")
+        code = check_status(status)
+        check_headers(headers)
+        self.status, self.code, self.headers = status, code, headers
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333's ``write()``: out now (after what the iteration held back)."""
+        if type(data) is not bytes:
+            raise TypeError(f"write() takes bytes, not {type(data).__name__}")
+        if self.status is None:
+            raise AssertionError("write() before start_response")
+        self._flush()
+        if data:
+            self.committed = True
+            self._emit(data, True)
+
+    def run(self, _arg=None) -> None:
+        result = None
+        try:
+            environ = build_environ(self.app, self.request, self.server)
+            result = self.app.app(environ, self.start_response)
+            parts = self._file(result)
+            if parts is None:
+                self._iterate(result)
+        except ClientDisconnected:
+            self._close(result)
+            return
+        except BaseException:  # an app error never ends the worker
+            self._close(result)
+            self._error()
+            return
+        self._close(result)
+        try:
+            if parts is not None:
+                self._hand(self._complete, parts)
+                return
+            last, self.pending = self.pending or b"", None
+            self._emit(last, False)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self._error()
+
+    def _file(self, result) -> list | None:
+        """A ``wsgi.file_wrapper`` over a regular file, returned with nothing
+        sent yet: the head and a ``FileChunk`` (its own fd: the app closes the
+        file) from the file's position on, for sendfile. None for anything else."""
+        if type(result) is not FileWrapper or self.status is None or self.head_sent or self.pending is not None:
+            return None
+        filelike = result.filelike
+        try:
+            fd = filelike.fileno()
+            info = os.fstat(fd)
+            offset = filelike.tell()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        size = max(info.st_size - offset, 0)
+        self.committed = True
+        head = self._head(size, False)
+        if 0 <= self.declared != size:
+            raise ValueError(f"the file's {size} bytes break the Content-Length ({self.declared}) the app gave")
+        if self.no_body or not size:
+            return [head]
+        self.length = size
+        return [head, FileChunk(os.dup(fd), offset, size)]
+
+    def done(self, result, exc) -> None:
+        """The pool's hand-back after ``run``: nothing to do (``run`` catches everything)."""
+
+    def _iterate(self, result) -> None:
+        if type(result) is list or type(result) is tuple:  # the whole body at once: one piece
+            for chunk in result:
+                if type(chunk) is not bytes:
+                    raise TypeError(f"the app's iterable gave {type(chunk).__name__}, not bytes")
+            body = b"".join(result)
+            if body:
+                self._piece(body)
+            return
+        for chunk in result:
+            if type(chunk) is not bytes:
+                raise TypeError(f"the app's iterable gave {type(chunk).__name__}, not bytes")
+            if chunk:
+                self._piece(chunk)
+            elif self.gone:
+                raise ClientDisconnected("the client has disconnected")
+
+    def _piece(self, chunk: bytes) -> None:
+        if self.status is None:
+            raise AssertionError("a body before start_response")
+        self.committed = True
+        self._flush()
+        self.pending = chunk
+
+    def _flush(self) -> None:
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            self._emit(pending, True)
+
+    def _close(self, result) -> None:
+        close = getattr(result, "close", None)
+        if close is None:
+            return
+        try:
+            close()
+        except Exception:
+            log.exception("WSGI app for %s: the iterable's close() failed", self._where())
+
+    def _where(self) -> str:
+        return self.request.path.decode("latin-1")
+
+    def _error(self) -> None:
+        if self.gone:
+            return
+        if not self.head_sent:
+            log.exception("WSGI app for %s failed", self._where())
+            self.hand_back(self._fail_500)
+        else:
+            log.exception("WSGI app for %s failed mid-response: closing the connection", self._where())
+            self.hand_back(self._abort, b"")
+
+    def _emit(self, body: bytes, more: bool) -> None:
+        """Frame ``body`` (the last of the response unless ``more``) and hand it over."""
+        if self.status is None:
+            raise AssertionError("the app returned without calling start_response")
+        parts = []
+        if not self.head_sent:
+            parts.append(self._head(len(body), more))
+        if body and not self.no_body:
+            if 0 <= self.declared < self.length + len(body):
+                raise ValueError(f"more body than the Content-Length ({self.declared}) the app gave")
+            self.length += len(body)
+            parts.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
+        if more:
+            if parts:
+                self._hand(self._deliver, b"".join(parts))
+            return
+        if self.chunked:
+            parts.append(_LAST_CHUNK)
+        elif self.length < self.declared and not self.no_body:
+            log.error("WSGI app for %s: %d bytes of the Content-Length (%d) it gave: closing the connection",
+                      self._where(), self.length, self.declared)
+            self._hand(self._abort, b"".join(parts))
+            return
+        self._hand(self._complete, b"".join(parts))
+
+    def _head(self, first: int, more: bool) -> bytes:
+        code = self.code
+        ctx = self.proto.ctx
+        parts = [b"HTTP/1.1 " + self.status.encode("latin-1") + b"\r\n"]
+        own_server = own_date = False
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == "content-length":
+                value = value.strip()
+                if not value.isdigit():
+                    raise ValueError(f"bad Content-Length {value!r}")
+                self.declared = int(value)
+            elif lower == "server":
+                own_server = True
+            elif lower == "date":
+                own_date = True
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if not own_server:
+            parts.append(ctx.server_line)
+        if not own_date:
+            parts.append(ctx.date_line)
+        bodyless = no_content(code)
+        head_only = self.request.method == b"HEAD"
+        self.no_body = bodyless or head_only
+        if self.declared < 0 and not bodyless:
+            if not more:
+                parts.append(b"Content-Length: %d\r\n" % first)
+            elif head_only:
+                pass  # nothing follows the head anyway
+            elif self.request.version == "1.1":
+                self.chunked = True
+                parts.append(_CHUNKED)
+            else:
+                self.keep_alive = False  # HTTP/1.0: the body ends with the connection
+        if ctx.draining:
+            self.keep_alive = False
+        if not self.keep_alive:
+            parts.append(_CLOSE)
+        elif self.request.version == "1.0":
+            parts.append(_KEEP_ALIVE)
+        parts.append(b"\r\n")
+        self.head_sent = True
+        return b"".join(parts)
+
+    def _hand(self, fn: Callable[[bytes], None], data: bytes) -> None:
+        """Hand ``data`` to the reactor thread (``fn`` delivers it), waiting
+        first while the connection is above high water or that much is on its way."""
+        cond = self.cond
+        with cond:
+            while not self.gone and (self.blocked or self.inflight > self.high_water):
+                cond.wait(1.0)
+            if self.gone:
+                _close_files(data)
+                raise ClientDisconnected("the client has disconnected")
+            self.inflight += len(data)
+        self.hand_back(fn, data)
+
+    # --- the reactor's side --------------------------------------------------------------------
+
+    def _deliver(self, data: bytes) -> None:
+        proto = self.proto
+        if self.gone or proto.state != WAITING:
+            self.lost()
+            return
+        driver = proto.driver
+        driver.deliver(data)
+        blocked = not self.gone and driver.write_blocked()
+        with self.cond:
+            self.inflight -= len(data)
+            self.blocked = blocked
+            self.cond.notify()
+        if blocked:
+            driver.when_drained(self._drained)
+
+    def _drained(self) -> None:
+        with self.cond:
+            self.blocked = False
+            self.cond.notify()
+
+    def lost(self) -> None:
+        """The connection is gone (the protocol's connection_lost): the thread stops."""
+        with self.cond:
+            self.gone = True
+            self.cond.notify()
+
+    def eof(self) -> None:
+        """The client has half-closed: it may still read the response."""
+
+    def _end(self) -> bool:
+        """The call is over; whether the protocol still waits for it."""
+        proto = self.proto
+        proto.ctx.asgi_calls.pop(proto, None)
+        return not self.gone and proto.state == WAITING
+
+    def _complete(self, last) -> None:
+        """The last of the response (bytes, or parts with a file)."""
+        if not self._end():
+            _close_files(last)
+            return
+        proto = self.proto
+        request = self.request
+        request.keep_alive = self.keep_alive
+        proto.end_wait(last)
+        proto.answered(request, self.code, self.length, type(last) is list and len(last) > 1)
+        proto.after_wait()
+
+    def _fail_500(self) -> None:
+        if not self._end():
+            return
+        proto = self.proto
+        proto.end_wait()
+        proto.write_response(self.request, None, 500)
+        proto.after_wait()
+
+    def _abort(self, last: bytes) -> None:
+        """Started but cannot be finished: what there is, then close."""
+        if not self._end():
+            return
+        proto = self.proto
+        if last:
+            proto.driver.deliver(last)
+        if proto.ctx.on_response is not None:
+            proto.ctx.on_response(self.request, self.code, self.length)
+        proto.abort()
+
+
+def _close_files(parts) -> None:
+    """The file bodies of output that will not be sent."""
+    if type(parts) is list:
+        for part in parts:
+            if type(part) is FileChunk:
+                part.close()

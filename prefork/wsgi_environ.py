@@ -1,0 +1,142 @@
+"""The pure parts of the WSGI adapter (``wsgi.py``, above it): the PEP 3333
+``environ`` of a request whose body is all here (``build_environ``), the
+``wsgi.errors`` stream (the error log, a line at a time), and the checks of
+what an app gives ``start_response`` (``check_status``, ``check_headers``).
+Imports nothing of prefork but ``messages``."""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any, Protocol
+from wsgiref import util
+from wsgiref.util import is_hop_by_hop
+
+from .messages import Request
+
+log = logging.getLogger("prefork.worker")
+
+
+class FileWrapper(util.FileWrapper):
+    """``wsgi.file_wrapper``: wsgiref's (it iterates the file in blocks), of
+    its own type so that the adapter knows it when the app returns it, and
+    sends a regular file with sendfile (epoll) instead of reading it."""
+
+
+class Mount(Protocol):
+    """Where a WSGI app is mounted (``wsgi.WsgiApp``)."""
+
+    mount: str        # a prefix route's mount point, taken off the path for PATH_INFO
+    script_name: str  # SCRIPT_NAME: root_path plus the mount point
+
+
+class ErrorStream:
+    """``wsgi.errors``: what the app writes goes to the error log, a line at a time."""
+
+    def __init__(self, logger: logging.Logger = log):
+        self._log = logger
+        self._buf = ""
+
+    def write(self, text: str) -> None:
+        lines = (self._buf + text).split("\n")
+        self._buf = lines.pop()
+        for line in lines:
+            self._log.error("wsgi.errors: %s", line)
+
+    def writelines(self, seq) -> None:
+        for text in seq:
+            self.write(text)
+
+    def flush(self) -> None:
+        if self._buf:
+            self._log.error("wsgi.errors: %s", self._buf)
+            self._buf = ""
+
+
+def _server_name(host: bytes | None, sockname, scheme: str) -> tuple[str, str]:
+    if host:
+        text = host.decode("latin-1")
+        if text.startswith("["):  # [v6]:port
+            name, _, port = text.partition("]")
+            return name + "]", port[1:] or ("443" if scheme == "https" else "80")
+        name, _, port = text.partition(":")
+        return name, port or ("443" if scheme == "https" else "80")
+    if sockname and sockname[1] is not None:
+        return str(sockname[0]), str(sockname[1])
+    return "localhost", "80"
+
+
+def build_environ(app: Mount, request: Request, sockname=None, errors: Any = None) -> dict:
+    """The environ of PEP 3333 for ``request`` (its body whole)."""
+    mount = app.mount
+    path = request.path.decode("latin-1")
+    if mount and path.startswith(mount):
+        path = path[len(mount):]
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method.decode("latin-1"),
+        "SCRIPT_NAME": app.script_name,
+        "PATH_INFO": path,
+        "QUERY_STRING": request.query.decode("latin-1"),
+        "SERVER_PROTOCOL": "HTTP/" + request.version,
+    }
+    host = None
+    for name, value in request.headers:
+        lower = name.lower()
+        if lower == b"content-type":
+            environ["CONTENT_TYPE"] = value.decode("latin-1")
+            continue
+        if lower == b"content-length":
+            environ["CONTENT_LENGTH"] = value.decode("latin-1")
+            continue
+        if b"_" in name:
+            continue  # X_Forwarded_For would pass for X-Forwarded-For: dropped (as nginx and gunicorn do)
+        if lower == b"host" and host is None:
+            host = value
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        text = value.decode("latin-1")
+        old = environ.get(key)
+        if old is not None:
+            text = old + ("; " if key == "HTTP_COOKIE" else ", ") + text
+        environ[key] = text
+    body = request.body
+    if body and "CONTENT_LENGTH" not in environ:
+        environ["CONTENT_LENGTH"] = str(len(body))  # a chunked body, read whole
+    environ["SERVER_NAME"], environ["SERVER_PORT"] = _server_name(host, sockname, request.scheme)
+    peer = request.peer
+    if type(peer) is tuple and len(peer) >= 2:
+        environ["REMOTE_ADDR"] = str(peer[0])
+        environ["REMOTE_PORT"] = str(peer[1])
+    environ.update({
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": request.scheme,
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": errors if errors is not None else ErrorStream(),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+    })
+    return environ
+
+
+def check_status(status: Any) -> int:
+    """The code of a PEP 3333 status string ("200 OK"); ValueError if it is not one."""
+    if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " " \
+            or "\r" in status or "\n" in status:
+        raise ValueError(f"start_response: bad status {status!r} (expected e.g. '200 OK')")
+    return int(status[:3])
+
+
+def check_headers(headers: Any) -> None:
+    """PEP 3333's response headers: a list of (str, str), no hop-by-hop ones."""
+    if type(headers) is not list:
+        raise TypeError(f"start_response: headers must be a list, not {type(headers).__name__}")
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str or type(item[1]) is not str:
+            raise TypeError(f"start_response: a header must be a (str, str) tuple, not {item!r}")
+        name, value = item
+        if is_hop_by_hop(name):
+            raise ValueError(f"start_response: hop-by-hop header {name!r} is the server's")
+        if not name or any(c in name for c in ":\r\n ") or "\r" in value or "\n" in value:
+            raise ValueError(f"start_response: bad header {item!r}")
