@@ -73,6 +73,13 @@ class FlowControl:
         self._out = list(out) if type(out) is list else [out] if out else []
         self._set_state(IDLE)
 
+    def answer_waited(self, request, out, status: int, length: int, hold: bool = False) -> None:
+        """``end_wait(out)``, ``answered(...)`` and ``after_wait()`` in one call:
+        an ASGI call's last body (the hot path of every ASGI request)."""
+        self.end_wait(out)
+        self.answered(request, status, length, hold)
+        self.after_wait()
+
     def after_wait(self) -> None:
         """That answer is written: answer the requests queued meanwhile and
         hand everything to the driver."""
