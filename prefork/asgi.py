@@ -125,6 +125,7 @@ def build_scope(app: AsgiApp, request: Request, server) -> dict:
     if app.prefix:
         path, raw_path = app.prefix + path, app.raw_prefix + raw_path
     headers = [(name.lower(), value) for name, value in request.headers]
+    state = app.state
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
@@ -138,7 +139,7 @@ def build_scope(app: AsgiApp, request: Request, server) -> dict:
         "headers": headers,
         "client": client,
         "server": server,
-        "state": dict(app.state),
+        "state": dict(state) if state else {},  # a copy: what the app adds stays the request's
         "extensions": _extensions(headers),
     }
 
@@ -275,9 +276,7 @@ class _Call(AsgiResponse):
             return
         request = self.request
         request.keep_alive = self.keep_alive
-        proto.end_wait(last)
-        proto.answered(request, self.status, self.length, self.file_sent)
-        proto.after_wait()
+        proto.answer_waited(request, last, self.status, self.length, self.file_sent)
 
     def _fail_500(self) -> None:
         proto = self.proto

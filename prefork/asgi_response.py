@@ -64,6 +64,8 @@ class Exchange(Protocol):
 
     def after_wait(self) -> None: ...
 
+    def answer_waited(self, request: Request, out, status: int, length: int, hold: bool = False) -> None: ...
+
     def answered(self, request: Request, status: int, length: int, hold: bool = False) -> None: ...
 
     def write_response(self, request: Request, response: Response | None, status: int = 0) -> None: ...
@@ -211,7 +213,8 @@ class AsgiResponse:
             if parts:
                 self.proto.driver.deliver(_join(parts))
             return
-        self._complete(_join(parts))
+        # a file part comes only from _pathsend, which sets file_sent when it adds one
+        self._complete(parts if self.file_sent else b"".join(parts))
 
     def _trailers(self, message: dict) -> None:
         """http.response.trailers: in a chunked response to a client that takes

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Protocol, cast, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 from urllib.parse import unquote_to_bytes
 
 from .config import HttpConfig
@@ -284,7 +284,7 @@ class HttpServerProtocol(HttpProtocol):
             return
         handler, kind = found
         if kind >= STREAMING:  # an app that answers through the protocol itself (ASGI, WSGI)
-            cast(ServedRoute, handler).serve(self, request)
+            handler.serve(self, request)  # a ServedRoute (no typing.cast: a call per request)
         elif kind == POOLED:
             self._offload(request, handler)
         else:
@@ -309,7 +309,7 @@ class HttpServerProtocol(HttpProtocol):
         request = Request(method, target, path, query, version, headers, b"", keep_alive, self.peer)
         if ctx.forwarded is not None and ctx.forwarded.peer(self.peer):
             _forwarded(ctx.forwarded, request)
-        return cast(StreamingRoute, found[0]).serve_stream(self, request)
+        return found[0].serve_stream(self, request)  # a StreamingRoute
 
     def eof_received(self):
         if self.state == WAITING:

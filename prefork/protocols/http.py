@@ -87,12 +87,14 @@ class HttpProtocol(FlowControl, StreamedBody):
         self._requests = 0   # requests on this connection (keepalive_requests)
         self._pending: deque | None = None     # requests (or an error status) waiting their turn
         self._stopped = False                   # nothing more is parsed (an error is queued)
-        self._paused = False
+        self._paused = False     # reading stopped by the protocol; None: once input comes (wait())
         self.held = False    # waiting (state WAITING) for the driver to send the output: resume()
 
     # --- input from the driver ------------------------------------------------
 
     def data_received(self, data):
+        if self._paused is None and self.state == WAITING and not self.held:
+            self._lazy_pause()  # input while a request waits (wait()): this read, then no more
         if self.state == CLOSED or self._stopped:
             return b""
         p = self._p
@@ -147,6 +149,11 @@ class HttpProtocol(FlowControl, StreamedBody):
             pool = self.ctx.parser_pool
             if p.reusable and len(pool) < self.ctx.parser_pool_max:
                 pool.append(p)
+        if (self._paused is None and self.state == WAITING and (self._pending or self._p is not None)
+                and not self.held):
+            # this read began a wait and went on past its request (pipelined, or its
+            # own body still to come): read no more, as wait() once did at once
+            self._lazy_pause()
         if not out:
             self._out = None
             return b""

@@ -40,13 +40,21 @@ class FlowControl:
 
     def wait(self) -> None:
         """The answer to the current request is computed elsewhere (the thread
-        pool): requests that follow queue, and reading stops meanwhile."""
+        pool, an ASGI app): requests that follow queue, and reading stops
+        meanwhile -- lazily: ``_paused`` None means "pause once input comes"
+        (``data_received`` does, after queueing that read: one read at most
+        beyond the waiting request, as when it paused here). Most clients send
+        nothing until they are answered, so most waits never pause."""
         self._set_state(WAITING)
         self.deadline = 0.0
         if not self._paused and self.driver is not None:
-            # read no more meanwhile: what the client sends waits in the kernel's buffer
-            self._paused = True
-            self.driver.pause_reading()
+            self._paused = None
+
+    def _lazy_pause(self) -> None:
+        """Input came while ``WAITING`` (``_paused`` None): read no more
+        meanwhile; what the client sends waits in the kernel's buffer."""
+        self._paused = True
+        self.driver.pause_reading()
 
     def listen(self) -> None:
         """While ``WAITING``, read again: pipelined input queues as usual (up
@@ -55,7 +63,9 @@ class FlowControl:
         p = self._p
         if p is not None and p.head_done and p.in_message and p.sink is None:
             return  # a queued request's body has begun: the rest waits for its turn
-        if self._paused and self.driver is not None and self.state == WAITING:
+        if self._paused is None:
+            self._paused = False  # reading is on (wait() did not pause): it stays on
+        elif self._paused and self.driver is not None and self.state == WAITING:
             self._paused = False
             self.driver.resume_reading()
 
@@ -72,6 +82,15 @@ class FlowControl:
             self.linger = True
         self._out = list(out) if type(out) is list else [out] if out else []
         self._set_state(IDLE)
+        if self._paused is None:
+            self._paused = False  # nothing came meanwhile: reading never paused
+
+    def answer_waited(self, request, out, status: int, length: int, hold: bool = False) -> None:
+        """``end_wait(out)``, ``answered(...)`` and ``after_wait()`` in one call:
+        an ASGI call's last body (the hot path of every ASGI request)."""
+        self.end_wait(out)
+        self.answered(request, status, length, hold)
+        self.after_wait()
 
     def after_wait(self) -> None:
         """That answer is written: answer the requests queued meanwhile and

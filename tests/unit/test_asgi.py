@@ -450,3 +450,30 @@ def test_head_without_a_length_gets_no_invented_content_length():
     out = bytes(asyncio.run(main()).out)
     assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"\r\n\r\n")
     assert b"Content-Length" not in out and b"Transfer-Encoding" not in out
+
+
+def test_listening_for_a_disconnect_keeps_reading_past_pipelined_input():
+    """An app waiting in receive() for http.disconnect: input that comes then
+    (a pipelined request) is queued without stopping reading, so the EOF that
+    follows is still seen (the lazy pause of wait() must not apply after listen())."""
+    got = []
+
+    async def app(scope, receive, send):
+        await receive()
+        got.append(await receive())
+        await hello(b"late")(scope, receive, send)
+
+    async def main():
+        proto, driver = serve(app)
+        feed(proto, driver, get(b"/"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        feed(proto, driver, get(b"/next"))
+        assert not driver.paused and len(proto._pending) == 1
+        driver.deliver(proto.eof_received())
+        await settle(proto, driver)
+        return proto, driver
+
+    proto, driver = asyncio.run(main())
+    assert got == [{"type": "http.disconnect"}]
+    assert parse(driver.out)[0][2] == b"late"

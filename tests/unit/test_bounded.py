@@ -128,14 +128,41 @@ def test_held_connection_is_not_timed_out_nor_counted_as_pooled():
 
 
 def test_reading_stops_while_a_request_waits_in_the_pool():
+    """Lazily: the first read that comes while a request waits is queued, then
+    reading stops until the answer is out (one read at most beyond it)."""
     proto, driver, jobs = proto_with({b"/slow": lambda request: Offload(lambda r: Response(200, b"ok"))})
     proto.data_received(get(b"/slow"))
-    assert proto.state == WAITING and driver.calls == ["pause"]
+    assert proto.state == WAITING and driver.calls == []  # nothing more came: no need to stop
+    proto.data_received(get(b"/plaintext"))
+    assert driver.calls == ["pause"] and len(proto._pending) == 1
     fn, arg, done = jobs.pop()
     done(fn(arg), None)
     assert driver.calls == ["pause", "resume"]
-    [r] = parse_responses(parts(driver.delivered[-1])[0])
-    assert r.status == 200
+    responses = parse_responses(parts(driver.delivered[-1])[0])
+    assert [r.status for r in responses] == [200, 404]  # /plaintext is not a route here
+
+
+def test_a_wait_with_nothing_behind_it_never_stops_reading():
+    proto, driver, jobs = proto_with({b"/slow": lambda request: Offload(lambda r: Response(200, b"ok"))})
+    for _ in range(3):
+        proto.data_received(get(b"/slow"))
+        fn, arg, done = jobs.pop()
+        done(fn(arg), None)
+        [r] = parse_responses(parts(driver.delivered[-1])[0])
+        assert r.status == 200 and proto._paused is False
+    assert driver.calls == []
+
+
+def test_reading_stops_at_once_when_the_read_that_began_the_wait_goes_on():
+    """Pipelined behind the waiting request in the same read (whole, or a head
+    begun): reading stops then, as it did before the pause was lazy."""
+    for tail in (get(b"/plaintext"), b"GET /plaintext HTTP/1.1\r\nHo"):
+        proto, driver, jobs = proto_with({b"/slow": lambda request: Offload(lambda r: Response(200, b"ok"))})
+        proto.data_received(get(b"/slow") + tail)
+        assert proto.state == WAITING and driver.calls == ["pause"]
+        fn, arg, done = jobs.pop()
+        done(fn(arg), None)
+        assert driver.calls == ["pause", "resume"]
 
 
 def test_head_size_is_checked_while_a_request_waits_in_the_pool():
