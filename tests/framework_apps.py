@@ -66,7 +66,9 @@ async def _st_stream(request: Request):
     return StreamingResponse(_lines(int(request.query_params.get("n", "5"))), media_type="text/plain")
 
 
-def _record(state, name: str) -> None:
+async def _record(state, name: str) -> None:
+    # async: it runs on the loop, so two requests' tasks cannot interleave (a
+    # sync one runs in a thread, where two could lose an update)
     state.done = [*getattr(state, "done", []), name]
 
 
