@@ -40,7 +40,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .asgi_response import AsgiResponse, ClientDisconnected, Exchange
+from .asgi_response import AsgiResponse, Exchange
+from .framing import ClientDisconnected
 from .messages import FileChunk, Request
 from .protocols.http import WAITING
 

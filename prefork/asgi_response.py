@@ -21,18 +21,11 @@ import stat
 from typing import Any, Protocol
 
 from .dispatch import HttpServerContext
+from .framing import LAST_CHUNK, ClientDisconnected, end_head
 from .messages import FileChunk, Request, Response, no_content
 from .protocols.http import WAITING, status_line
 
-_CHUNKED = b"Transfer-Encoding: chunked\r\n"
-_CLOSE = b"Connection: close\r\n"
-_KEEP_ALIVE = b"Connection: keep-alive\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
 _NO_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"trailer", b"connection", b"te"))
-
-
-class ClientDisconnected(OSError):
-    """``send()`` after the client has gone (ASGI HTTP spec 2.4: an OSError subclass)."""
 
 
 class Writer(Protocol):
@@ -203,7 +196,7 @@ class AsgiResponse:
     def _last(self, parts: list) -> None:
         """The last body: end the framing; complete, or wait for the trailers."""
         if self.chunked:
-            parts.append(b"0\r\n" if self.trailers else _LAST_CHUNK)
+            parts.append(b"0\r\n" if self.trailers else LAST_CHUNK)
         elif self.length < self.declared and not self.no_body:
             if parts:
                 self.proto.driver.deliver(_join(parts))
@@ -259,24 +252,13 @@ class AsgiResponse:
         self.no_body = bodyless or self.head_only
         if self.trailers and self.te:
             more = True  # chunked, to carry them
-        if not has_length and not bodyless:
-            if self.head_only and not known:
-                pass  # what a GET would get is not known; nothing follows the head anyway
-            elif not more:
-                parts.append(b"Content-Length: %d\r\n" % first)
-            elif self.request.version == "1.1":
-                self.chunked = True
-                parts.append(_CHUNKED)
-            else:
-                self.keep_alive = False  # HTTP/1.0: the body ends with the connection
-        if not self.body_done or self.half_closed:
-            self.keep_alive = False  # the request body has not all come (nor will it be read)
-        if ctx.draining:
-            self.keep_alive = False  # a graceful stop began while the app ran: this is the last response
-        if not self.keep_alive:
-            parts.append(_CLOSE)
-        elif self.request.version == "1.0":
-            parts.append(_KEEP_ALIVE)
-        parts.append(b"\r\n")
+        keep_alive = self.keep_alive
+        if not self.body_done or self.half_closed or ctx.draining:
+            # the request body has not all come (nor will it be read), or a
+            # graceful stop began while the app ran: this is the last response
+            keep_alive = False
+        # a HEAD's length is not known (what a GET would get) unless it is a file's
+        self.chunked, self.keep_alive = end_head(parts, self.request.version, has_length or bodyless, more, first,
+                                                 self.head_only, known, keep_alive)
         self.head_sent = True
         return b"".join(parts)

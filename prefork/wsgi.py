@@ -42,6 +42,7 @@ import threading
 from typing import Any, Callable, Protocol
 
 from .dispatch import HttpServerContext
+from .framing import LAST_CHUNK, ClientDisconnected, end_head
 from .messages import FileChunk, Request, no_content
 from .protocols.http import WAITING
 from .wsgi_environ import FileWrapper, build_environ, check_headers, check_status
@@ -50,15 +51,6 @@ __all__ = ["WsgiApp", "ClientDisconnected"]
 
 log = logging.getLogger("prefork.worker")
 
-_CHUNKED = b"Transfer-Encoding: chunked\r\n"
-_CLOSE = b"Connection: close\r\n"
-_KEEP_ALIVE = b"Connection: keep-alive\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
-
-
-class ClientDisconnected(OSError):
-    """Raised in the app's thread by ``write()`` (and ends the iteration) when
-    the client has gone."""
 
 
 class Writer(Protocol):
@@ -310,7 +302,7 @@ class _Call:
                 self._hand(self._deliver, b"".join(parts))
             return
         if self.chunked:
-            parts.append(_LAST_CHUNK)
+            parts.append(LAST_CHUNK)
         elif self.length < self.declared and not self.no_body:
             log.error("WSGI app for %s: %d bytes of the Content-Length (%d) it gave: closing the connection",
                       self._where(), self.length, self.declared)
@@ -342,23 +334,9 @@ class _Call:
         bodyless = no_content(code)
         head_only = self.request.method == b"HEAD"
         self.no_body = bodyless or head_only
-        if self.declared < 0 and not bodyless:
-            if not more:
-                parts.append(b"Content-Length: %d\r\n" % first)
-            elif head_only:
-                pass  # nothing follows the head anyway
-            elif self.request.version == "1.1":
-                self.chunked = True
-                parts.append(_CHUNKED)
-            else:
-                self.keep_alive = False  # HTTP/1.0: the body ends with the connection
-        if ctx.draining:
-            self.keep_alive = False
-        if not self.keep_alive:
-            parts.append(_CLOSE)
-        elif self.request.version == "1.0":
-            parts.append(_KEEP_ALIVE)
-        parts.append(b"\r\n")
+        # the app produced the whole body a GET would get: a HEAD's length is known
+        self.chunked, self.keep_alive = end_head(parts, self.request.version, self.declared >= 0 or bodyless, more,
+                                                 first, head_only, True, self.keep_alive and not ctx.draining)
         self.head_sent = True
         return b"".join(parts)
 
