@@ -20,9 +20,9 @@ import os
 import stat
 from typing import Any, Protocol
 
-from .dispatch import HttpServerContext
+from .dispatch import Waiting
 from .framing import LAST_CHUNK, ClientDisconnected, end_head
-from .messages import FileChunk, Request, Response, no_content
+from .messages import FileChunk, Request, no_content
 from .protocols.http import WAITING, status_line
 
 _NO_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"trailer", b"connection", b"te"))
@@ -40,30 +40,16 @@ class Writer(Protocol):
     def sockname(self) -> Any: ...
 
 
-class Exchange(Protocol):
-    """What a call needs of its connection's protocol (``HttpServerProtocol``)."""
+class Exchange(Waiting, Protocol):
+    """What an ASGI call needs of its connection's protocol (``HttpServerProtocol``)."""
 
-    ctx: HttpServerContext
     driver: Writer
-    state: int
-
-    def wait(self) -> None: ...
 
     def listen(self) -> None: ...
 
     def want_body(self) -> None: ...
 
-    def end_wait(self, out=b"") -> None: ...
-
-    def after_wait(self) -> None: ...
-
     def answer_waited(self, request: Request, out, status: int, length: int, hold: bool = False) -> None: ...
-
-    def answered(self, request: Request, status: int, length: int, hold: bool = False) -> None: ...
-
-    def write_response(self, request: Request, response: Response | None, status: int = 0) -> None: ...
-
-    def abort(self) -> None: ...
 
 
 def _join(parts: list):

@@ -33,6 +33,27 @@ from .protocols.http import BURST, IDLE, WAITING, BodySink, HttpContext, HttpPro
 log = logging.getLogger("prefork.worker")
 
 
+class Waiting(Protocol):
+    """What an app route's call (ASGI, WSGI) needs of its connection's
+    protocol (``HttpServerProtocol``) to answer a request the protocol waits
+    for; each adapter's ``Exchange`` adds its driver's part and the rest."""
+
+    ctx: "HttpServerContext"
+    state: int
+
+    def wait(self) -> None: ...
+
+    def end_wait(self, out=b"") -> None: ...
+
+    def after_wait(self) -> None: ...
+
+    def answered(self, request: Request, status: int, length: int, hold: bool = False) -> None: ...
+
+    def write_response(self, request: Request, response: Response | None, status: int = 0) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 @runtime_checkable
 class StreamingRoute(Protocol):
     """A route that answers through the protocol itself (``serve``, an ASGI

@@ -41,7 +41,7 @@ import stat
 import threading
 from typing import Any, Callable, Protocol
 
-from .dispatch import HttpServerContext
+from .dispatch import Waiting
 from .framing import LAST_CHUNK, ClientDisconnected, end_head
 from .messages import FileChunk, Request, no_content
 from .protocols.http import WAITING
@@ -65,24 +65,10 @@ class Writer(Protocol):
     def sockname(self) -> Any: ...
 
 
-class Exchange(Protocol):
-    """What a call needs of its connection's protocol (``HttpServerProtocol``)."""
+class Exchange(Waiting, Protocol):
+    """What a WSGI call needs of its connection's protocol (``HttpServerProtocol``)."""
 
-    ctx: HttpServerContext
     driver: Writer
-    state: int
-
-    def wait(self) -> None: ...
-
-    def end_wait(self, out=b"") -> None: ...
-
-    def after_wait(self) -> None: ...
-
-    def answered(self, request: Request, status: int, length: int, hold: bool = False) -> None: ...
-
-    def write_response(self, request: Request, response: Any, status: int = 0) -> None: ...
-
-    def abort(self) -> None: ...
 
 
 class WsgiApp:
