@@ -128,17 +128,13 @@ def check_routes(config: Config) -> None:
     explicit = bool(config.routes)
     for i, route in enumerate(config.routes or default_routes(config)):
         key = _route_key(config, i, explicit)
-        if route.asgi:
+        if route.asgi or route.wsgi:  # an app: its import, with the key that names it
+            interface = "asgi" if route.asgi else "wsgi"
+            spec, factory = (route.asgi, route.asgi_factory) if route.asgi else (route.wsgi, route.wsgi_factory)
             try:
-                load_asgi(route.asgi, route.asgi_factory)
+                load_asgi(spec, factory, interface)
             except ValueError as exc:
-                raise ConfigError(config.path, f"route[{i}].asgi", f"{route.path}: {exc}") from None
-            continue
-        if route.wsgi:
-            try:
-                load_wsgi(route.wsgi, route.wsgi_factory)
-            except ValueError as exc:
-                raise ConfigError(config.path, f"route[{i}].wsgi", f"{route.path}: {exc}") from None
+                raise ConfigError(config.path, f"route[{i}].{interface}", f"{route.path}: {exc}") from None
             continue
         if route.handler in builtins:
             if route.handler == "static" and not config.static.root:
