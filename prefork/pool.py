@@ -5,6 +5,11 @@ caller answers 503), so a slow disk or database never grows memory without
 bound. Each result comes back to the reactor thread with
 ``call_soon_threadsafe`` (the reactor's eventfd), and the reactor thread writes
 the response: a pool thread never touches a socket.
+
+``busy()`` says how many threads are running a job (application code: a WSGI
+app, an offloaded handler) right now, for ``/status``: each thread sets and
+clears its own flag around the call (one writer per flag, so no lock, O(1) per
+job); the reader adds up the flags, one per thread.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ class ThreadPool:
                  name: str = "pool"):
         self._hand_back = call_soon_threadsafe
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+        self._busy = [0] * threads  # per thread: 1 while it runs a job
+        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"{name}-{i}", daemon=True)
                          for i in range(threads)]
         self.submitted = 0
         self.rejected = 0
@@ -38,6 +44,10 @@ class ThreadPool:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def busy(self) -> int:
+        """Threads running a job now (read by the reactor thread for /status)."""
+        return sum(self._busy)
+
     def submit(self, fn: Callable[[Any], Any], arg: Any, done: Done) -> bool:
         """Queue ``fn(arg)``; ``done(result, exc)`` runs later on the reactor
         thread. Returns False (and queues nothing) when the queue is full."""
@@ -49,18 +59,22 @@ class ThreadPool:
         self.submitted += 1
         return True
 
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
         get = self._queue.get
         hand_back = self._hand_back
+        busy = self._busy
         while True:
             job = get()
             if job is None:
                 return
             fn, arg, done = job
+            busy[index] = 1
             try:
                 result, exc = fn(arg), None
             except BaseException as e:  # handed to the reactor, which answers 500
                 result, exc = None, e
+            finally:
+                busy[index] = 0
             hand_back(done, result, exc)
 
     def shutdown(self, timeout: float = 5.0) -> None:

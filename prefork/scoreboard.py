@@ -25,6 +25,7 @@ READING = 8     # connections receiving a request
 WRITING = 9     # connections with a response being computed or sent
 WAITING = 10    # idle keep-alive connections
 SLOT = 11
+BUSY = 12       # pool threads running application code (a WSGI app, an offloaded handler)
 FIELDS = 16
 
 

@@ -24,7 +24,7 @@ from .pool import ThreadPool
 from .protocols.echo import EchoProtocol
 from .dispatch import HttpServerContext, HttpServerProtocol
 from .reactor import Reactor
-from .scoreboard import (ACCEPTED, ACTIVE, HANDLED, READING, READY, REQUESTS, SLOT, WAITING, WRITING,
+from .scoreboard import (ACCEPTED, ACTIVE, BUSY, HANDLED, READING, READY, REQUESTS, SLOT, WAITING, WRITING,
                          Scoreboard)
 
 log = logging.getLogger("prefork.worker")
@@ -227,7 +227,8 @@ class Worker:
 
         O(1) on the epoll backend: the protocols count the connections reading
         a request or waiting for the pool, the connections count those with
-        unsent output; only the asyncio backends look at each connection."""
+        unsent output; only the asyncio backends look at each connection.
+        BUSY is the pool threads running application code (one flag per thread)."""
         reading = writing = 0
         workers = self.group  # any thread may answer /status: count them all
         for worker in workers:
@@ -240,7 +241,8 @@ class Worker:
         writing = min(writing, active - reading)
         return {ACCEPTED: sum(w.accepted + w.shed for w in workers), HANDLED: sum(w.accepted for w in workers),
                 ACTIVE: active, REQUESTS: sum(w.http.requests for w in workers), READING: reading,
-                WRITING: writing, WAITING: active - reading - writing, SLOT: self.index}
+                WRITING: writing, WAITING: active - reading - writing, SLOT: self.index,
+                BUSY: sum(w.pool.busy() for w in workers if w.pool is not None)}
 
     def connections(self) -> list:
         """Every open connection (an O(table) scan: for shutdown and status, not hot paths)."""

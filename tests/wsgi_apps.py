@@ -215,3 +215,19 @@ def _flask_teapot():
 @flask_app.get("/crash")
 def _flask_crash():
     raise RuntimeError("unhandled")
+
+
+def hold_app(environ, start_response):
+    """A small raw app for the slow-client and threads-busy tests: "/hold?<path>"
+    keeps its pool thread until the file <path> exists (20 s at most), so
+    /status shows a busy thread; anything else answers "ok" at once."""
+    if environ["PATH_INFO"].endswith("/hold"):
+        import os
+        import time
+
+        flag, deadline = environ["QUERY_STRING"], time.monotonic() + 20
+        while not os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the app's own work: waiting for the test's go
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(2 + len(body)))])
+    return [b"ok" + body]

@@ -13,11 +13,11 @@ import ipaddress
 import os
 
 from ..messages import Request, Response
-from ..scoreboard import (ACCEPTED, ACTIVE, FIELDS, GENERATION, HANDLED, PID, READING, REQUESTS, SLOT, WAITING,
-                          WRITING)
+from ..scoreboard import (ACCEPTED, ACTIVE, BUSY, FIELDS, GENERATION, HANDLED, PID, READING, REQUESTS, SLOT,
+                          WAITING, WRITING)
 
 _NAMES = {ACTIVE: "active", ACCEPTED: "accepted", HANDLED: "handled", REQUESTS: "requests",
-          READING: "reading", WRITING: "writing", WAITING: "waiting"}
+          READING: "reading", WRITING: "writing", WAITING: "waiting", BUSY: "busy"}
 
 
 class _Access:
@@ -100,11 +100,12 @@ def _render_status(t: dict[str, int], rows: list[dict[str, int]], extra: list[st
         "server accepts handled requests",
         f" {t['accepted']} {t['handled']} {t['requests']} ",
         f"Reading: {t['reading']} Writing: {t['writing']} Waiting: {t['waiting']} ",
+        f"Threads busy: {t['busy']} ",
     ]
     for r in rows:
         lines.append(f"worker {r['slot']} pid {r['pid']} generation {r['generation']}: active {r['active']} "
                      f"accepted {r['accepted']} handled {r['handled']} requests {r['requests']} "
-                     f"reading {r['reading']} writing {r['writing']} waiting {r['waiting']}")
+                     f"reading {r['reading']} writing {r['writing']} waiting {r['waiting']} busy {r['busy']}")
     lines += extra
     return Response(200, ("\n".join(lines) + "\n").encode(), b"text/plain")
 
@@ -121,6 +122,7 @@ _METRICS = (
     ("reading", "prefork_connections_reading", "gauge", "Connections receiving a request."),
     ("writing", "prefork_connections_writing", "gauge", "Connections with a response in progress."),
     ("waiting", "prefork_connections_waiting", "gauge", "Idle keep-alive connections."),
+    ("busy", "prefork_threads_busy", "gauge", "Pool threads running application code."),
 )
 
 

@@ -32,6 +32,30 @@ def test_pool_unit_full_queue_and_results():
         pool.shutdown()
 
 
+def test_pool_busy_counts_threads_running_jobs():
+    """busy() is the threads inside a job: up while jobs run (queued ones do
+    not count), down when they return or raise."""
+    pool = ThreadPool(lambda fn, *a: fn(*a), threads=3, queue_size=4)
+    gate = threading.Event()
+    finished = []
+    try:
+        assert pool.busy() == 0
+        for _ in range(2):
+            assert pool.submit(lambda _: gate.wait(5), None, lambda r, e: finished.append(e))
+        wait_until(lambda: pool.busy() == 2, what="two threads busy")
+        assert pool.submit(lambda _: (gate.wait(5), 1 / 0), None, lambda r, e: finished.append(e))
+        assert pool.submit(lambda _: None, None, lambda r, e: finished.append(e))  # queued: no thread free
+        wait_until(lambda: pool.busy() == 3, what="three threads busy")
+        assert pool.pending() == 1 and pool.busy() == 3
+        gate.set()
+        wait_until(lambda: len(finished) == 4, what="every job done")
+        assert pool.busy() == 0
+        assert sum(isinstance(e, ZeroDivisionError) for e in finished) == 1
+    finally:
+        gate.set()
+        pool.shutdown()
+
+
 def test_parse_range_unit():
     assert _parse_range(b"bytes=0-0", 10) == (0, 0)
     assert _parse_range(b"bytes=5-", 10) == (5, 9)
