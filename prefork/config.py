@@ -79,6 +79,7 @@ class HttpConfig:
     keepalive_requests: int = 1000      # keepalive_requests
     send_timeout: float = 60.0          # send_timeout
     high_water: int = 65536             # pause reading above this much unsent output
+    wsgi_body_buffer: int = 65536       # WSGI request bodies larger than this (or chunked) stream to wsgi.input
     server_header: str = "prefork"
     # trusted proxies whose X-Forwarded-For/-Proto and Forwarded are believed: ip_network
     # objects, "unix" (unix-socket peers), "*" (anyone); empty: the headers are never read

@@ -269,6 +269,7 @@ _HTTP_CHECKS = {
     "keepalive_requests": lambda p, k, v: _check_int(p, k, v, 1),
     "send_timeout": lambda p, k, v: _check_float(p, k, v, 0),
     "high_water": lambda p, k, v: _check_int(p, k, v, 1024),
+    "wsgi_body_buffer": lambda p, k, v: _check_int(p, k, v, 1024),
     "server_header": lambda p, k, v: _check_str(p, k, v),
     "forwarded_allow": _trusted_proxies,
 }

@@ -59,11 +59,12 @@ class StreamingRoute(Protocol):
     """A route that answers through the protocol itself (``serve``, an ASGI
     app) and takes request bodies as a stream: ``serve_stream`` is called when
     the head of a request with a body is complete; it ``wait()``s like
-    ``serve`` and returns where the body goes."""
+    ``serve`` and returns where the body goes, or returns None (without
+    waiting) to have this body whole, at ``serve`` (a WSGI app's small body)."""
 
     def serve(self, proto: "HttpServerProtocol", request: Request) -> None: ...
 
-    def serve_stream(self, proto: "HttpServerProtocol", request: Request) -> BodySink: ...
+    def serve_stream(self, proto: "HttpServerProtocol", request: Request) -> BodySink | None: ...
 
 
 @runtime_checkable
@@ -323,14 +324,17 @@ class HttpServerProtocol(HttpProtocol):
         if found is None or found[1] != STREAMING:
             return None
         ctx = self.ctx
-        requests = self._requests = self._requests + 1
-        ctx.requests += 1
+        requests = self._requests + 1
         if requests >= ctx.keepalive_requests or ctx.draining:
             keep_alive = False
         request = Request(method, target, path, query, version, headers, b"", keep_alive, self.peer)
         if ctx.forwarded is not None and ctx.forwarded.peer(self.peer):
             _forwarded(ctx.forwarded, request)
-        return found[0].serve_stream(self, request)  # a StreamingRoute
+        sink = found[0].serve_stream(self, request)  # a StreamingRoute
+        if sink is not None:  # (None: it wants this one's body whole, as on_request counts it)
+            self._requests = requests
+            ctx.requests += 1
+        return sink
 
     def eof_received(self):
         if self.state == WAITING:

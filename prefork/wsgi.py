@@ -1,10 +1,10 @@
 """WSGI applications (PEP 3333) as one more kind of route.
 
 An ``[[route]]`` with ``wsgi = "package.module:app"`` becomes a ``WsgiApp`` in
-the worker's ``Router`` (a ``dispatch.ServedRoute``: it answers through the
-protocol itself, and gets whole request bodies). The reactor reads the
-request head and its whole body (up to ``max_body``, as for pooled handlers)
-before the app is called; the connection's protocol then waits (state
+the worker's ``Router`` (a ``dispatch.StreamingRoute``: it answers through
+the protocol itself). The reactor reads the request head and a body up to
+``wsgi_body_buffer`` whole before the app is called (larger ones stream: see
+below); the connection's protocol then waits (state
 ``WAITING``: reading pauses, pipelined requests queue, /status counts it as
 writing) while ``app(environ, start_response)`` runs in the worker's thread
 pool (``[server] threads``; a full queue is a 503). So a pool thread never
@@ -28,8 +28,13 @@ with its traceback); after, the connection is closed. The iterable's
 was sent, goes out as a ``FileChunk`` (sendfile on epoll; read as the
 transport drains on the asyncio backends): the thread never reads it.
 
-Not yet: request bodies larger than ``max_body`` streamed into ``wsgi.input``
-(here it is an ``io.BytesIO`` of the whole body).
+A request body larger than ``[http] wsgi_body_buffer`` (a chunked one once it is) streams:
+``WsgiApp`` is a ``dispatch.StreamingRoute`` that takes such a request at head
+time (``serve_stream``; the ``_Call`` is the protocol's ``BodySink``) and the
+app reads it from ``wsgi.input``, a ``wsgi_input.BodyInput`` the reactor
+fills, holding about that much at most (reading pauses while it is full). A
+smaller body comes whole (``wsgi.input`` an ``io.BytesIO``). An app that
+answers before its body has all come gets ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from .framing import LAST_CHUNK, ClientDisconnected, end_head
 from .messages import FileChunk, Request, no_content
 from .protocols.http import WAITING
 from .wsgi_environ import FileWrapper, build_environ, check_headers, check_status
+from .wsgi_input import CHUNKED, BodyInput, body_kind
 
 __all__ = ["WsgiApp", "ClientDisconnected"]
 
@@ -69,6 +75,8 @@ class Exchange(Waiting, Protocol):
     """What a WSGI call needs of its connection's protocol (``HttpServerProtocol``)."""
 
     driver: Writer
+
+    def want_body(self) -> None: ...
 
 
 class WsgiApp:
@@ -102,6 +110,31 @@ class WsgiApp:
         proto.wait()
         ctx.asgi_calls[proto] = call  # told (lost) if the client goes
 
+    def serve_stream(self, proto: Exchange, request: Request) -> "_Call | None":
+        """The head of a request with a body: a body longer than
+        ``wsgi_body_buffer`` streams to the app's ``wsgi.input`` (the call is
+        the protocol's ``BodySink``), and so does a chunked one once more
+        than that has come (one that ends first is given whole, with its
+        CONTENT_LENGTH); None for a shorter one, which comes whole to
+        ``serve`` (and so does any when the pool is full: ``serve`` answers it 503)."""
+        ctx = proto.ctx
+        limit = ctx.config.wsgi_body_buffer
+        submit, hand_back = ctx.submit, ctx.hand_back
+        kind = body_kind(request.headers, limit)
+        if submit is None or hand_back is None or not kind:
+            return None
+        server = proto.driver.sockname() if request.header(b"host") is None else None
+        call = _Call(self, proto, request, hand_back, server)
+        call.body = BodyInput(limit, hand_back, proto.want_body, ctx.config.body_timeout + 1.0)
+        if kind == CHUNKED:
+            call.deferred = True
+            call.body.ask()  # read it meanwhile (and send a 100 Continue owed)
+        elif not submit(call.run, None, call.done):
+            return None
+        proto.wait()
+        ctx.asgi_calls[proto] = call
+        return call
+
 
 class _Call:
     """One request handed to a WSGI app. The thread's side: ``run`` (the app,
@@ -110,7 +143,7 @@ class _Call:
 
     __slots__ = ("app", "proto", "request", "hand_back", "server", "cond", "gone", "blocked", "inflight",
                  "high_water", "status", "code", "headers", "head_sent", "declared", "length", "chunked",
-                 "keep_alive", "no_body", "pending", "committed")
+                 "keep_alive", "no_body", "pending", "committed", "body", "deferred")
 
     def __init__(self, app: WsgiApp, proto: Exchange, request: Request, hand_back: Callable, server=None):
         self.app = app
@@ -136,6 +169,8 @@ class _Call:
         # a first non-empty piece (or write()) came: the headers count as sent for
         # start_response's exc_info, though that piece may still be held back
         self.committed = False
+        self.body: BodyInput | None = None  # a streamed body (serve_stream): wsgi.input
+        self.deferred = False  # a chunked body: the app waits until it is long, or whole
 
     # --- the app's side (a pool thread) -----------------------------------------------------
 
@@ -167,7 +202,7 @@ class _Call:
     def run(self, _arg=None) -> None:
         result = None
         try:
-            environ = build_environ(self.app, self.request, self.server)
+            environ = build_environ(self.app, self.request, self.server, body=self.body)
             result = self.app.app(environ, self.start_response)
             parts = self._file(result)
             if parts is None:
@@ -322,7 +357,8 @@ class _Call:
         self.no_body = bodyless or head_only
         # the app produced the whole body a GET would get: a HEAD's length is known
         self.chunked, self.keep_alive = end_head(parts, self.request.version, self.declared >= 0 or bodyless, more,
-                                                 first, head_only, True, self.keep_alive and not ctx.draining)
+                                                 first, head_only, True, self.keep_alive and not ctx.draining
+                                                 and (self.body is None or self.body.done))
         self.head_sent = True
         return b"".join(parts)
 
@@ -363,12 +399,59 @@ class _Call:
 
     def lost(self) -> None:
         """The connection is gone (the protocol's connection_lost): the thread stops."""
+        if self.body is not None:
+            self.body.fail()
         with self.cond:
             self.gone = True
             self.cond.notify()
 
     def eof(self) -> None:
-        """The client has half-closed: it may still read the response."""
+        """The client has half-closed: it may still read the response (a
+        streamed body not all here never will be)."""
+        if self.body is not None:
+            self.body.fail()
+
+    # the protocol's BodySink (a streamed body: serve_stream)
+
+    def body_data(self, data: bytes) -> None:
+        body = self.body
+        body.put(data)
+        if self.deferred and body.size > body.limit:
+            self._go()
+
+    def body_end(self, trailers) -> None:
+        self.body.end()
+        if self.deferred:
+            self._go()
+
+    def _go(self) -> None:
+        self.deferred = False
+        self.hand_back(self._start)  # the next turn: not in the middle of the protocol's parse
+
+    def _start(self) -> None:
+        """A chunked body is long (it streams) or whole (the app gets it so)."""
+        if self.gone:
+            return
+        body = self.body
+        if body.done and body.size <= body.limit:
+            self.request.body = body.read()
+            self.body = None
+        if not self.proto.ctx.submit(self.run, None, self.done):  # the pool's queue is full
+            if self._end():
+                proto = self.proto
+                self.request.keep_alive = False
+                proto.end_wait()
+                proto.write_response(self.request, None, 503)
+                proto.after_wait()
+
+    def body_failed(self, status: int) -> bool:
+        """The body cannot be had (408, 413, 400): the app's reads fail and
+        its response goes nowhere; the protocol answers ``status`` if the
+        head has not been handed over."""
+        unanswered = not self.head_sent
+        self.proto.ctx.asgi_calls.pop(self.proto, None)
+        self.lost()
+        return unanswered
 
     def _end(self) -> bool:
         """The call is over; whether the protocol still waits for it."""

@@ -66,8 +66,9 @@ def _server_name(host: bytes | None, sockname, scheme: str) -> tuple[str, str]:
     return "localhost", "80"
 
 
-def build_environ(app: Mount, request: Request, sockname=None, errors: Any = None) -> dict:
-    """The environ of PEP 3333 for ``request`` (its body whole)."""
+def build_environ(app: Mount, request: Request, sockname=None, errors: Any = None, body: Any = None) -> dict:
+    """The environ of PEP 3333 for ``request``: ``wsgi.input`` is ``body`` (a
+    streamed body's reader) or else the request's body (whole)."""
     mount = app.mount
     path = request.path.decode("latin-1")
     if mount and path.startswith(mount):
@@ -98,9 +99,9 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
         if old is not None:
             text = old + ("; " if key == "HTTP_COOKIE" else ", ") + text
         environ[key] = text
-    body = request.body
-    if body and "CONTENT_LENGTH" not in environ:
-        environ["CONTENT_LENGTH"] = str(len(body))  # a chunked body, read whole
+    whole = request.body
+    if whole and "CONTENT_LENGTH" not in environ:
+        environ["CONTENT_LENGTH"] = str(len(whole))  # a chunked body, read whole
     environ["SERVER_NAME"], environ["SERVER_PORT"] = _server_name(host, sockname, request.scheme)
     peer = request.peer
     if type(peer) is tuple and len(peer) >= 2:
@@ -109,7 +110,7 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     environ.update({
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": request.scheme,
-        "wsgi.input": io.BytesIO(body),
+        "wsgi.input": io.BytesIO(whole) if body is None else body,
         "wsgi.errors": errors if errors is not None else ErrorStream(),
         "wsgi.multithread": True,
         "wsgi.multiprocess": True,

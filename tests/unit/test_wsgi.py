@@ -15,7 +15,7 @@ from wsgiref.validate import check_environ
 
 import pytest
 
-from prefork.dispatch import SERVED, Router
+from prefork.dispatch import STREAMING, Router
 from prefork.messages import FileChunk, Request
 from prefork.protocols.http import IDLE, WAITING
 from prefork.wsgi import WsgiApp, _Call
@@ -105,12 +105,12 @@ def test_status_and_header_checks():
             check_headers(bad)
 
 
-def test_router_records_a_wsgi_app_as_served():
+def test_router_records_a_wsgi_app_as_streaming():
     router = Router()
     app = WsgiApp(lambda e, s: [])
     router.add("/", app)
-    assert router.resolve(b"/anything") == (app, SERVED)
-    assert not router.streaming  # its bodies come whole
+    assert router.resolve(b"/anything") == (app, STREAMING)
+    assert router.streaming  # large bodies stream (tests/unit/test_wsgi_body.py)
 
 
 # --- a call, with a fake protocol and driver -----------------------------------------------------
