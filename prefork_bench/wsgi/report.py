@@ -40,7 +40,8 @@ def slow_table(results: Results, held: dict[str, list[Held]]) -> str:
         rows.append([server, format_rps(without) if without else "-",
                      format_rps(with_) if with_ else "FAILED",
                      "n/a" if ratio is None else f"{ratio:.2f}x",
-                     format_p99(without) if without else "-", format_p99(with_) if with_ else "-",
+                     format_p99(without) if without and without.requests else "-",
+                     format_p99(with_) if with_ and with_.requests else "-",
                      f"{statistics.median(ends):,.0f} of {results.args.slow}" if ends else "-"])
     return render_table(rows, left=(0,))
 
