@@ -18,6 +18,8 @@
                  the connection spread per accept strategy.
 ``asgi``         ``bench/asgi.py``: prefork against uvicorn, granian and hypercorn
                  on the same ASGI app (FastAPI, Starlette, raw).
+``wsgi``         ``bench/wsgi.py``: prefork against gunicorn and granian on the
+                 same WSGI app (raw, Flask, Django) and under slowloris clients.
 
 Every run is bounded in time and stops by itself; the client processes are
 children of this one and die with it (PR_SET_PDEATHSIG).
@@ -26,7 +28,7 @@ The modules: ``connections`` and ``accept`` (the subcommands) over ``client``
 (the client processes and their epoll loops), ``procs`` (this process's limits,
 /proc readers, the server and machine sampler) and ``report``; ``httpbench``
 (the ``http`` subcommand) over ``wrk``, ``net``, ``tools`` and ``httpreport``;
-the packages ``tfb``, ``backends``, ``reload`` and ``asgi`` (the subcommands of
+the packages ``tfb``, ``backends``, ``reload``, ``asgi`` and ``wsgi`` (the subcommands of
 the same names) over those.
 """
 
@@ -46,6 +48,8 @@ PROGRAMS = {
     "backends": ("backends.cli", "prefork's epoll, uvloop and asyncio backends (bench/backends.py)"),
     "reload": ("reload.cli", "errors under reloads and kills, connection spread (bench/reload.py)"),
     "asgi": ("asgi.cli", "prefork against uvicorn, granian, hypercorn on one ASGI app (bench/asgi.py)"),
+    "wsgi": ("wsgi.cli", "prefork against gunicorn (gthread, sync) and granian on one WSGI app "
+                         "(bench/wsgi.py)"),
     "proto": ("protobench", "microseconds per request through the HTTP protocol alone, no sockets"),
 }
 

@@ -4,11 +4,14 @@ idle keep-alive connection, then wrk in every scenario with the server's CPU."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ContextManager
 
 from ..backends.idle import open_keepalive
 from ..backends.model import (MEM_POLL, MEM_STABLE_KB, MEM_STABLE_READINGS, MEM_STABLE_TIMEOUT,
@@ -19,7 +22,7 @@ from ..procs import CLK_TCK, Quiet
 from ..tools import BenchError
 from ..wrk import CLIENT_BOUND_PERCENT, Scenario, WrkResult, parse_wrk, run_wrk, wrk_command
 from .answers import BODY, STREAM_PIECE, STREAM_PIECES, item_json
-from .servers import LAUNCHERS, cpu_ticks, memory, session
+from .servers import LAUNCHERS, Launcher, cpu_ticks, memory, session
 
 ITEM_ID = 42
 SCENARIOS = (
@@ -176,19 +179,28 @@ def measure(name: str, scenario: Scenario, port: int, leader: int, args: argpars
     return run
 
 
+def _nothing(scenario: Scenario, port: int) -> ContextManager[object]:
+    return contextlib.nullcontext()
+
+
 def bench_turn(name: str, python: Path, args: argparse.Namespace, workdir: Path,
-               quiet: Quiet) -> Turn:
-    """Start the server, check it, measure idle memory, then every scenario; always stop it."""
+               quiet: Quiet, launchers: Mapping[str, Launcher] = LAUNCHERS,
+               check_answer: Callable[[int, str], str | None] = check,
+               during: Callable[[Scenario, int], ContextManager[object]] = _nothing) -> Turn:
+    """Start the server (``launchers[name]``), check its answer to every scenario's
+    path (``check_answer``), measure idle memory, then every scenario, each inside
+    ``during(scenario, port)`` (warm-up and measured run: e.g. slow clients held open);
+    always stop it."""
     turn = Turn()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "server.log"
     try:
         port = free_port()
-        launch = LAUNCHERS[name](python, workdir, port, args)
+        launch = launchers[name](python, workdir, port, args)
         print(f"[{name}] starting on port {port}: {' '.join(launch.argv)}", file=sys.stderr)
         with running_server(launch, log_path, args.server_cpus, not args.no_pin) as proc:
             for scenario in args.scenarios:
-                problem = check(port, scenario.path)
+                problem = check_answer(port, scenario.path)
                 if problem:
                     raise BenchError(problem)
             if any(s.name == IDLE_SCENARIO for s in args.scenarios) and args.idle:
@@ -198,11 +210,12 @@ def bench_turn(name: str, python: Path, args: argparse.Namespace, workdir: Path,
                       f"{turn.idle.pss_per_conn:,.0f} B/conn PSS, "
                       f"{turn.idle.rss_per_conn:,.0f} B/conn RSS", file=sys.stderr)
             for scenario in args.scenarios:
-                if args.warmup:
-                    measure(name, scenario, port, proc.pid, args, workdir, args.warmup)
-                quiet.wait(f"{name}] [{scenario.name}")
-                run = turn.runs[scenario.name] = measure(name, scenario, port, proc.pid, args,
-                                                         workdir, args.duration)
+                with during(scenario, port):
+                    if args.warmup:
+                        measure(name, scenario, port, proc.pid, args, workdir, args.warmup)
+                    quiet.wait(f"{name}] [{scenario.name}")
+                    run = turn.runs[scenario.name] = measure(name, scenario, port, proc.pid, args,
+                                                             workdir, args.duration)
                 print(f"[{name}] {scenario.name}: {run.requests_per_sec:,.0f} req/s, p99 "
                       f"{run.p99_ms} ms, {run.cpu_us_per_request or 0:.1f} us CPU/req, server "
                       f"{run.server_cpu_percent}% wrk {run.wrk_cpu_percent}% other "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Protocol
 
 from ..net import HOST, Launch
 from ..procs import all_pids, proc_memory, read_stat
@@ -14,6 +15,13 @@ SERVERS = ("prefork", "uvicorn", "granian", "hypercorn")
 APP = "prefork_bench.asgi.apps:app"
 BACKLOG = 4096               # the same accept queue for every server
 KEEPALIVE_SECONDS = 600      # idle keep-alive connections must outlive the memory readings
+
+
+class Launcher(Protocol):
+    """How to start one server on ``port``, its files in ``workdir``."""
+
+    def __call__(self, python: Path, workdir: Path, port: int,
+                 args: argparse.Namespace) -> Launch: ...
 
 
 def prefork(python: Path, workdir: Path, port: int, args: argparse.Namespace) -> Launch:
@@ -61,7 +69,7 @@ def hypercorn(python: Path, workdir: Path, port: int, args: argparse.Namespace) 
                    "--log-level", "warning", APP], repo_env(), REPO_ROOT, port)
 
 
-LAUNCHERS = {"prefork": prefork, "uvicorn": uvicorn, "granian": granian, "hypercorn": hypercorn}
+LAUNCHERS: dict[str, Launcher] = {"prefork": prefork, "uvicorn": uvicorn, "granian": granian, "hypercorn": hypercorn}
 
 
 def session(leader: int) -> list[int]:
