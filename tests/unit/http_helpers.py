@@ -20,6 +20,36 @@ JSON_BODY = b'{"message":"Hello, World!"}'
 # --- helpers ------------------------------------------------------------------
 
 
+class RecordingDriver:
+    """A driver for in-process tests of an app adapter (ASGI, WSGI): what the
+    protocol delivers is kept in ``out``; pause/resume and aborts are noted.
+    Subclasses add the adapter's flow control and ``hold``."""
+
+    def __init__(self):
+        self.out = bytearray()
+        self.proto = None
+        self.paused = False
+        self.closed = False
+
+    def deliver(self, out):
+        if self.closed:
+            return
+        if out:
+            self.out += out if type(out) is bytes else b"".join(out)
+        if self.proto.closing:
+            self.closed = True
+
+    def pause_reading(self):
+        self.paused = True
+
+    def resume_reading(self):
+        self.paused = False
+
+    def abort(self):
+        self.closed = True
+        self.proto.connection_lost()
+
+
 class Clock:
     """A fake monotonic clock: call it for the time, set ``now`` to move it."""
 

@@ -15,42 +15,25 @@ from prefork.asgi import AsgiApp, ClientDisconnected
 from prefork.dispatch import Router
 from prefork.protocols.http import IDLE, WAITING
 
-from http_helpers import get, make_ctx, post
+from http_helpers import RecordingDriver, get, make_ctx, post
 from prefork.dispatch import HttpServerProtocol
 
 
-class Driver:
-    """What the protocol and the adapter ask of a driver, recorded."""
+class Driver(RecordingDriver):
+    """What the protocol and the ASGI adapter ask of a driver, recorded."""
 
     def __init__(self):
-        self.out = bytearray()
-        self.proto = None
+        super().__init__()
         self.blocked = False
         self.aborted = False
-        self.paused = False
-        self.closed = False
         self._drain = None
-
-    def deliver(self, out):
-        if self.closed:
-            return
-        if out:
-            self.out += out if type(out) is bytes else b"".join(out)
-        if self.proto.closing:
-            self.closed = True
-
-    def pause_reading(self):
-        self.paused = True
-
-    def resume_reading(self):
-        self.paused = False
 
     def hold(self):
         asyncio.get_running_loop().call_soon(lambda: self.deliver(self.proto.resume()))
 
     def abort(self):
-        self.aborted = self.closed = True
-        self.proto.connection_lost()
+        self.aborted = True
+        super().abort()
 
     def write_blocked(self):
         return self.blocked

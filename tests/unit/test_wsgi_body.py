@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from http_helpers import Clock, chunked, make_ctx, post
+from http_helpers import Clock, RecordingDriver, chunked, make_ctx, post
 from prefork.config import ConfigError, HttpConfig, from_dict
 from prefork.dispatch import STREAMING, HttpServerProtocol, Router
 from prefork.wsgi import WsgiApp
@@ -24,33 +24,11 @@ from prefork.wsgi_input import BodyInput
 LIMIT = 4096
 
 
-class Driver:
-    def __init__(self):
-        self.out = bytearray()
-        self.proto = None
-        self.paused = False
-        self.closed = False
-
-    def deliver(self, out):
-        if self.closed:
-            return
-        if out:
-            self.out += out if type(out) is bytes else b"".join(out)
-        if self.proto.closing:
-            self.closed = True
-
-    def pause_reading(self):
-        self.paused = True
-
-    def resume_reading(self):
-        self.paused = False
+class Driver(RecordingDriver):
+    """The recording driver, with the WSGI adapter's flow control (never blocked)."""
 
     def hold(self):
         self.deliver(self.proto.resume())
-
-    def abort(self):
-        self.closed = True
-        self.proto.connection_lost()
 
     def write_blocked(self):
         return False
