@@ -24,13 +24,14 @@ class Launcher(Protocol):
                  args: argparse.Namespace) -> Launch: ...
 
 
-def prefork(python: Path, workdir: Path, port: int, args: argparse.Namespace) -> Launch:
+def prefork_launch(python: Path, workdir: Path, port: int, server: str, route: str) -> Launch:
+    """prefork on ``port`` with the bench's listener, keep-alive and log
+    settings; ``server``: the lines of its [server] table, ``route``: the
+    app's key of the "/" route (``asgi = ...`` or ``wsgi = ...``)."""
     config = workdir / "prefork.toml"
     config.write_text(
         "[server]\n"
-        f"workers = {args.workers}\n"
-        'backend = "uvloop"\n'
-        "worker_connections = 10000\n"
+        f"{server}"
         "\n[[listen]]\n"
         f'address = "{HOST}:{port}"\n'
         'protocol = "http"\n'
@@ -41,10 +42,16 @@ def prefork(python: Path, workdir: Path, port: int, args: argparse.Namespace) ->
         f"header_timeout = {KEEPALIVE_SECONDS}\n"
         "\n[[route]]\n"
         'path = "/"\n'
-        f'asgi = "{APP}"\n'
+        f"{route}\n"
         "\n[log]\n"
         f"error_log = {json.dumps(str(workdir / 'error.log'))}\n")
     return Launch([str(python), "-m", "prefork.cli", "-c", str(config)], repo_env(), REPO_ROOT, port)
+
+
+def prefork(python: Path, workdir: Path, port: int, args: argparse.Namespace) -> Launch:
+    return prefork_launch(python, workdir, port,
+                          f'workers = {args.workers}\nbackend = "uvloop"\nworker_connections = 10000\n',
+                          f'asgi = "{APP}"')
 
 
 def uvicorn(python: Path, workdir: Path, port: int, args: argparse.Namespace) -> Launch:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from ..asgi.servers import BACKLOG, KEEPALIVE_SECONDS, Launcher
+from ..asgi.servers import BACKLOG, KEEPALIVE_SECONDS, Launcher, prefork_launch
 from ..net import HOST, Launch
 from ..tools import REPO_ROOT, repo_env
 
@@ -17,27 +16,10 @@ WORKER_CONNECTIONS = 10000
 
 
 def prefork(python: Path, workdir: Path, port: int, args: argparse.Namespace) -> Launch:
-    config = workdir / "prefork.toml"
-    config.write_text(
-        "[server]\n"
-        f"workers = {args.workers}\n"
-        'backend = "epoll"\n'
-        f"threads = {args.threads}\n"
-        f"worker_connections = {WORKER_CONNECTIONS}\n"
-        "\n[[listen]]\n"
-        f'address = "{HOST}:{port}"\n'
-        'protocol = "http"\n'
-        f"backlog = {BACKLOG}\n"
-        "\n[http]\n"
-        "keepalive_requests = 10000000\n"
-        f"keepalive_timeout = {KEEPALIVE_SECONDS}\n"
-        f"header_timeout = {KEEPALIVE_SECONDS}\n"
-        "\n[[route]]\n"
-        'path = "/"\n'
-        f'wsgi = "{APP}"\n'
-        "\n[log]\n"
-        f"error_log = {json.dumps(str(workdir / 'error.log'))}\n")
-    return Launch([str(python), "-m", "prefork.cli", "-c", str(config)], repo_env(), REPO_ROOT, port)
+    return prefork_launch(python, workdir, port,
+                          f'workers = {args.workers}\nbackend = "epoll"\nthreads = {args.threads}\n'
+                          f"worker_connections = {WORKER_CONNECTIONS}\n",
+                          f'wsgi = "{APP}"')
 
 
 def _gunicorn(worker: str, python: Path, port: int, args: argparse.Namespace) -> Launch:
