@@ -7,6 +7,7 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,7 +62,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def machine_load(before: tuple[float, ...], others: list[float]) -> str:
+def interleaved(servers: list[str], rounds: int, tmp: str,
+                turn: Callable[[str, Path], Turn]) -> dict[str, list[Turn]]:
+    """Run ``turn(server, workdir)`` for every server in each of ``rounds``
+    rounds, the order rotating by one each round; each server's turns."""
+    turns: dict[str, list[Turn]] = {server: [] for server in servers}
+    for number in range(rounds):
+        shift = number % len(servers)
+        order = servers[shift:] + servers[:shift]
+        print(f"round {number + 1} of {rounds}: {', '.join(order)}", file=sys.stderr)
+        for server in order:
+            turns[server].append(turn(server, Path(tmp) / f"round{number}" / server))
+    return turns
+
+
+def machine_load(before: tuple[float, ...], turns: dict[str, list[Turn]]) -> str:
+    """The machine's load over the run, and what other processes used during the runs."""
+    others = [run.other_cpu_percent for ts in turns.values() for t in ts for run in t.runs.values()
+              if run.other_cpu_percent is not None]
     after = os.getloadavg()
     text = (f"{os.cpu_count()} CPUs; load average {before[0]:.2f} at the start, {after[0]:.2f} at the end")
     if others:
@@ -82,19 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     load_before = os.getloadavg()
     quiet = Quiet(args.wait_max)
-    turns: dict[str, list[Turn]] = {server: [] for server in args.servers}
     with tempfile.TemporaryDirectory(prefix="prefork-asgi-") as tmp:
-        for number in range(args.rounds):
-            shift = number % len(args.servers)
-            order = args.servers[shift:] + args.servers[:shift]
-            print(f"round {number + 1} of {args.rounds}: {', '.join(order)}", file=sys.stderr)
-            for server in order:
-                turns[server].append(bench_turn(server, python, args,
-                                                Path(tmp) / f"round{number}" / server, quiet))
+        turns = interleaved(args.servers, args.rounds, tmp,
+                            lambda server, workdir: bench_turn(server, python, args, workdir, quiet))
     results = Results(args, turns)
-    others = [run.other_cpu_percent for ts in turns.values() for t in ts for run in t.runs.values()
-              if run.other_cpu_percent is not None]
-    load = machine_load(load_before, others)
+    load = machine_load(load_before, turns)
     text, ok = report(results, load)
     print(text)
     if args.json:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import ContextManager
 
 from ..asgi.answers import BODY, item_json
-from ..asgi.cli import machine_load
-from ..asgi.measure import CHECK_TIMEOUT, ITEM_ID, Turn, bench_turn
+from ..asgi.cli import interleaved, machine_load
+from ..asgi.measure import CHECK_TIMEOUT, ITEM_ID, bench_turn
 from ..asgi.report import Results
 from ..net import http_get
 from ..procs import Quiet
@@ -102,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     load_before = os.getloadavg()
     quiet = Quiet(args.wait_max)
-    turns: dict[str, list[Turn]] = {server: [] for server in args.servers}
     held: dict[str, list[Held]] = {server: [] for server in args.servers}
     # the slow clients outlive the warm-up and the run, not much more
     limit = args.warmup + args.duration + args.wait_max + 60
@@ -122,18 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         return hold
 
     with tempfile.TemporaryDirectory(prefix="prefork-wsgi-") as tmp:
-        for number in range(args.rounds):
-            shift = number % len(args.servers)
-            order = args.servers[shift:] + args.servers[:shift]
-            print(f"round {number + 1} of {args.rounds}: {', '.join(order)}", file=sys.stderr)
-            for server in order:
-                turns[server].append(bench_turn(server, python, args,
-                                                Path(tmp) / f"round{number}" / server, quiet,
-                                                LAUNCHERS, check, during(server)))
+        turns = interleaved(args.servers, args.rounds, tmp,
+                            lambda server, workdir: bench_turn(server, python, args, workdir, quiet,
+                                                               LAUNCHERS, check, during(server)))
     results = Results(args, turns)
-    others = [run.other_cpu_percent for ts in turns.values() for t in ts for run in t.runs.values()
-              if run.other_cpu_percent is not None]
-    load = machine_load(load_before, others)
+    load = machine_load(load_before, turns)
     text, ok = report(results, held, load)
     print(text)
     if args.json:
