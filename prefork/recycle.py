@@ -107,11 +107,11 @@ class Recycler:
             if (wp.retiring or wp.generation != host.generation or slot in self.pending
                     or self.next_try.get(slot, 0.0) > now or not _ready(host, wp)):
                 continue
-            reason = self._past_limit(server, host.scoreboard, wp, rss_due)
+            reason, by_rss = self._past_limit(server, host.scoreboard, wp, rss_due)
             if not reason:
                 continue
             log.info("worker %d (pid %d) %s: replacing it", slot, wp.pid, reason)
-            hasty = reason.startswith("uses") and now - wp.started < RSS_FRESH
+            hasty = by_rss and now - wp.started < RSS_FRESH
             if hasty:
                 # each successor would start as big: recycle, but less and less often
                 log.warning("worker %d passed max_rss %.1fs after it started: if a worker starts that big, "
@@ -123,7 +123,9 @@ class Recycler:
             else:
                 self.pending[slot] = _Pending(wp, successor, hasty)
 
-    def _past_limit(self, server: ServerConfig, scoreboard: Scoreboard, wp: WorkerProc, rss_due: bool) -> str:
+    def _past_limit(self, server: ServerConfig, scoreboard: Scoreboard, wp: WorkerProc,
+                    rss_due: bool) -> tuple[str, bool]:
+        """Why ``wp`` is to be replaced ("" if it is not), and whether it is its memory."""
         if server.max_requests:
             limit = self.limits.get(wp.pid)
             if limit is None:
@@ -131,12 +133,12 @@ class Recycler:
                                                             self.rng)
             served = scoreboard.get(wp.record, REQUESTS)
             if served >= limit:
-                return f"served {served} requests (max_requests {limit})"
+                return f"served {served} requests (max_requests {limit})", False
         if rss_due:
             rss = rss_mib(wp.pid)
             if rss is not None and rss > server.max_rss:
-                return f"uses {rss:.0f} MiB (max_rss {server.max_rss} MiB)"
-        return ""
+                return f"uses {rss:.0f} MiB (max_rss {server.max_rss} MiB)", True
+        return "", False
 
     def _settle(self, host: Host) -> None:
         for slot, p in list(self.pending.items()):
