@@ -42,7 +42,7 @@ import logging
 
 from .asgi_response import AsgiResponse, Exchange
 from .framing import ClientDisconnected
-from .messages import FileChunk, Request
+from .messages import Request, close_files
 from .protocols.http import WAITING
 
 __all__ = ["AsgiApp", "ClientDisconnected", "build_scope"]
@@ -271,9 +271,7 @@ class _Call(AsgiResponse):
         self._end()
         if proto.state != WAITING:
             if type(last) is list:
-                for part in last:
-                    if type(part) is FileChunk:
-                        part.close()
+                close_files(last)
             return
         request = self.request
         request.keep_alive = self.keep_alive

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol, Union
 
-from .messages import FileChunk
+from .messages import close_files
 from .reactor import WHEN
 
 LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: drain input this long before closing after an error
@@ -221,9 +221,7 @@ class BaseDriver:
     def deliver(self, out) -> None:
         if self.fd < 0:
             if type(out) is list:  # the connection is gone: close the file bodies it would have sent
-                for part in out:
-                    if type(part) is FileChunk:
-                        part.close()
+                close_files(out)
             return
         if out:
             self.write(out)
@@ -366,8 +364,6 @@ class BaseDriver:
         wbuf = self.wbuf
         if wbuf is None:
             return False
-        for part in wbuf:
-            if type(part) is FileChunk:
-                part.close()
+        close_files(wbuf)
         self.wbuf = None
         return True

@@ -92,6 +92,14 @@ class FileChunk:
             self.fd = -1
 
 
+def close_files(parts) -> None:
+    """Close the file bodies among output ``parts`` (a list or deque of bytes
+    and ``FileChunk``s; plain bytes hold none) that will not be sent."""
+    if type(parts) not in (bytes, bytearray, memoryview):
+        for part in parts:
+            if type(part) is FileChunk:
+                part.close()
+
 
 def no_content(status: int) -> bool:
     """A 1xx, 204 or 304 response has no content (RFC 9110 6.4.1)."""

@@ -48,7 +48,7 @@ from typing import Any, Callable, Protocol
 
 from .dispatch import Waiting
 from .framing import LAST_CHUNK, ClientDisconnected, end_head
-from .messages import FileChunk, Request, no_content
+from .messages import FileChunk, Request, close_files, no_content
 from .protocols.http import WAITING
 from .wsgi_environ import FileWrapper, build_environ, check_headers, check_status
 from .wsgi_input import CHUNKED, BodyInput, body_kind
@@ -370,7 +370,7 @@ class _Call:
             while not self.gone and (self.blocked or self.inflight > self.high_water):
                 cond.wait(1.0)
             if self.gone:
-                _close_files(data)
+                close_files(data)
                 raise ClientDisconnected("the client has disconnected")
             self.inflight += len(data)
         self.hand_back(fn, data)
@@ -462,7 +462,7 @@ class _Call:
     def _complete(self, last) -> None:
         """The last of the response (bytes, or parts with a file)."""
         if not self._end():
-            _close_files(last)
+            close_files(last)
             return
         proto = self.proto
         request = self.request
@@ -491,9 +491,3 @@ class _Call:
         proto.abort()
 
 
-def _close_files(parts) -> None:
-    """The file bodies of output that will not be sent."""
-    if type(parts) is list:
-        for part in parts:
-            if type(part) is FileChunk:
-                part.close()
