@@ -282,9 +282,7 @@ class _Call(AsgiResponse):
         self._end()
         if proto.state != WAITING:
             return
-        proto.end_wait()
-        proto.write_response(self.request, None, 500)
-        proto.after_wait()
+        proto.fail_waited(self.request)
 
     def _abort(self) -> None:
         """Started but not finished: close, so the client sees the response cut."""
@@ -292,6 +290,4 @@ class _Call(AsgiResponse):
         self._end()
         if proto.state != WAITING:
             return
-        if proto.ctx.on_response is not None:
-            proto.ctx.on_response(self.request, self.status, self.length)
-        proto.abort()
+        proto.abort_waited(self.request, self.status, self.length)

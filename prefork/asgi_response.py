@@ -49,8 +49,6 @@ class Exchange(Waiting, Protocol):
 
     def want_body(self) -> None: ...
 
-    def answer_waited(self, request: Request, out, status: int, length: int, hold: bool = False) -> None: ...
-
 
 def _join(parts: list):
     """Output parts as the driver takes them: bytes, or the list when a file is in it."""

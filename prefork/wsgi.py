@@ -464,20 +464,13 @@ class _Call:
         if not self._end():
             close_files(last)
             return
-        proto = self.proto
         request = self.request
         request.keep_alive = self.keep_alive
-        proto.end_wait(last)
-        proto.answered(request, self.code, self.length, type(last) is list and len(last) > 1)
-        proto.after_wait()
+        self.proto.answer_waited(request, last, self.code, self.length, type(last) is list and len(last) > 1)
 
     def _fail_500(self) -> None:
-        if not self._end():
-            return
-        proto = self.proto
-        proto.end_wait()
-        proto.write_response(self.request, None, 500)
-        proto.after_wait()
+        if self._end():
+            self.proto.fail_waited(self.request)
 
     def _abort(self, last: bytes) -> None:
         """Started but cannot be finished: what there is, then close."""
@@ -486,8 +479,6 @@ class _Call:
         proto = self.proto
         if last:
             proto.driver.deliver(last)
-        if proto.ctx.on_response is not None:
-            proto.ctx.on_response(self.request, self.code, self.length)
-        proto.abort()
+        proto.abort_waited(self.request, self.code, self.length)
 
 

@@ -87,10 +87,24 @@ class FlowControl:
 
     def answer_waited(self, request, out, status: int, length: int, hold: bool = False) -> None:
         """``end_wait(out)``, ``answered(...)`` and ``after_wait()`` in one call:
-        an ASGI call's last body (the hot path of every ASGI request)."""
+        an app call's last body (the hot path of every ASGI and WSGI request)."""
         self.end_wait(out)
         self.answered(request, status, length, hold)
         self.after_wait()
+
+    def fail_waited(self, request) -> None:
+        """The answer waited for failed before its head was sent: a 500 in its place."""
+        self.end_wait()
+        self.write_response(request, None, 500)
+        self.after_wait()
+
+    def abort_waited(self, request, status: int, length: int) -> None:
+        """The answer waited for began but cannot be finished: it is logged as
+        it went (``ctx.on_response``), and the connection is closed, so the
+        client sees the response cut."""
+        if self.ctx.on_response is not None:
+            self.ctx.on_response(request, status, length)
+        self.abort()
 
     def after_wait(self) -> None:
         """That answer is written: answer the requests queued meanwhile and

@@ -18,6 +18,7 @@ import pytest
 from prefork.dispatch import STREAMING, Router
 from prefork.messages import FileChunk, Request
 from prefork.protocols.http import IDLE, WAITING
+from prefork.protocols.http_flow import FlowControl
 from prefork.wsgi import WsgiApp, _Call
 from prefork.wsgi_environ import ErrorStream, build_environ, check_headers, check_status
 
@@ -135,7 +136,10 @@ class FakeDriver:
         return ("127.0.0.1", 80)
 
 
-class FakeProto:
+class FakeProto(FlowControl):
+    """The protocol's primitives recorded; its composite calls (answer_waited,
+    fail_waited, abort_waited) are the real ones, made of these."""
+
     def __init__(self, high_water=65536):
         self.state = WAITING
         self.ctx = SimpleNamespace(config=SimpleNamespace(high_water=high_water), server_line=b"Server: t\r\n",
