@@ -29,6 +29,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _Version(argparse.Action):
+    """``--version``: the version and which hot path runs (compiled or pure Python)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import _compiled
+
+        print(f"prefork-server {__version__}, {_compiled.describe()}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefork-server", description="A pre-forking server with an epoll reactor.")
     # default None, so --check-limits can tell "-c given" from the built-in defaults
@@ -41,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=_positive_int, metavar="N",
                    help="target for --check-limits (default: workers x worker_connections of the config)")
     p.add_argument("--root", default="/", help=argparse.SUPPRESS)  # tests: read a fake /proc below this
-    p.add_argument("-v", "--version", action="version", version=f"prefork-server {__version__}")
+    p.add_argument("-v", "--version", action=_Version, nargs=0,
+                   help="print the version and whether the hot path runs compiled, and exit")
     cliapp.add_arguments(p)
     return p
 

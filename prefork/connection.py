@@ -63,9 +63,9 @@ class Connection(BaseDriver):
     def __repr__(self) -> str:
         return f"<Connection fd={self.fd}>"
 
-    # when_drained(): the waiting callback of each connection that has one (a
-    # WSGI call's thread waiting for room): per worker (for_worker), not a slot
-    drain_waiters: dict
+    # drain_waiters, a dict: when_drained()'s waiting callback of each connection
+    # that has one (a WSGI call's thread waiting for room): a class attribute
+    # per worker (for_worker), not a slot
 
     @classmethod
     def for_worker(cls, worker: Host) -> type:

@@ -28,7 +28,8 @@ from urllib.parse import unquote_to_bytes
 from .config import HttpConfig
 from .forwarded import Trusted, resolve
 from .messages import Handler, Offload, Request, Response
-from .protocols.http import BURST, IDLE, WAITING, BodySink, HttpContext, HttpProtocol
+from .protocols.http import BURST, IDLE, WAITING, BodySink, HttpProtocol
+from .protocols.http_response import HttpContext
 
 log = logging.getLogger("prefork.worker")
 

@@ -153,6 +153,18 @@ class AcceptorHost(Host, Protocol):
 # --- the shared logic -------------------------------------------------------------------
 
 
+# The state every driver holds: the epoll Connection's slots; compiled
+# (driver.pxd), C fields of BaseDriver itself.
+FIELDS = ("fd", "proto", "wbuf", "timer", "send_deadline", "flags")
+
+
+def subclass_slots(*extra: str) -> tuple:
+    """The ``__slots__`` of a slotted BaseDriver subclass (a test's fake driver)
+    holding ``FIELDS`` and ``extra``: ``FIELDS`` only where the base does not
+    hold them already, as it does compiled (a slot would hide its C field)."""
+    return tuple(name for name in FIELDS if not hasattr(BaseDriver, name)) + extra
+
+
 class BaseDriver:
     """Deadlines, lingering close, finish and hold/resume, for every backend.
 
@@ -160,13 +172,10 @@ class BaseDriver:
     is a class attribute of the per-worker subclass ``for_worker`` makes."""
 
     __slots__ = ()
-    worker: Host
-    fd: int
-    proto: Any  # a DrivenProtocol
-    wbuf: Any
-    timer: Any
-    send_deadline: float
-    flags: int
+    # What the subclasses hold (compiled, these are C fields of this class:
+    # driver.pxd): fd (int), proto (a DrivenProtocol), wbuf, timer,
+    # send_deadline (float), flags (int); and the class attribute ``worker``
+    # (a Host) of the per-worker subclass.
 
     @classmethod
     def for_worker(cls, worker: Host) -> type:

@@ -47,7 +47,7 @@ from collections import deque
 import httptools
 
 from ..messages import FileChunk, Request, Response, pack_peer
-from .http_flow import BURST, PENDING_MAX, FlowControl
+from .http_flow import BURST, PENDING_MAX
 from .http_parser import BODY, CLOSED, HEAD, IDLE, WAITING, Parser, ParseError, Stop
 from .http_response import _CONTINUE, HttpContext, status_line
 from .http_stream import BodySink, StreamedBody
@@ -56,7 +56,7 @@ __all__ = ["BODY", "BURST", "CLOSED", "HEAD", "IDLE", "PENDING_MAX", "WAITING", 
            "HttpProtocol", "status_line"]
 
 
-class HttpProtocol(FlowControl, StreamedBody):
+class HttpProtocol(StreamedBody):
     """One HTTP/1.1 connection's protocol state.
 
     Output is returned from each call as ``bytes`` -- or, when a response

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .http_flow import FlowControl
 from .http_parser import WAITING, Parser
 from .http_response import _CONTINUE
 
@@ -30,7 +31,7 @@ class BodySink(Protocol):
         route has not begun to answer: the protocol answers ``status`` for it."""
 
 
-class StreamedBody:
+class StreamedBody(FlowControl):
     """``HttpProtocol``'s streamed-body methods (they use its state: ``_p``,
     ``state``, ``held``, ``_paused``, ``deadline``, ``driver``, ``ctx``)."""
 

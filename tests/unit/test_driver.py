@@ -9,7 +9,7 @@ import pytest
 
 from prefork.connection import Connection
 from prefork.driver import (HELD, HIGH_WATER, LINGER_TIMEOUT, LINGERING, PROTOCOL, BaseDriver, Driver,
-                            DrivenProtocol)
+                            DrivenProtocol, subclass_slots)
 from prefork.protocols.echo import EchoProtocol
 from prefork.reactor import READABLE, WHEN, WRITABLE, Reactor
 
@@ -113,8 +113,7 @@ class FakeProtocol:
 class FakeDriver(BaseDriver):
     """BaseDriver with in-memory hooks: ``blocked`` keeps writes in ``wbuf``."""
 
-    __slots__ = ("fd", "proto", "wbuf", "timer", "send_deadline", "flags", "sent", "reading", "shut", "ended",
-                 "blocked")
+    __slots__ = subclass_slots("sent", "reading", "shut", "ended", "blocked")
 
     def __init__(self, proto):
         self.fd = 7

@@ -1,0 +1,6 @@
+# Types for the compiler only (setup.py builds asgi_response.py with them).
+cdef class AsgiResponse:
+    cdef public object proto, request, headers, waiter
+    cdef public Py_ssize_t status, length, declared
+    cdef public bint started, head_sent, done, gone, half_closed, body_done, chunked, keep_alive
+    cdef public bint head_only, no_body, trailers, te, body_sent, file_sent

@@ -1,0 +1,11 @@
+# Types for the compiler only (see protocols/http_flow.pxd).
+from prefork.protocols.http cimport HttpProtocol
+from prefork.protocols.http_response cimport HttpContext
+
+cdef class HttpServerContext(HttpContext):
+    cdef public object router, submit, hand_back, _constant_out, _access_log, asgi_calls, forwarded
+    cdef public Py_ssize_t requests
+    cdef public bint draining
+
+cdef class HttpServerProtocol(HttpProtocol):
+    pass

@@ -1,0 +1,10 @@
+# Types for the compiler only (setup.py builds messages.py with them).
+cdef class Request:
+    cdef public object method, target, path, query, version, headers, body, _peer, trailers, scheme
+    cdef public bint keep_alive
+
+cdef class FileChunk:
+    cdef public object fd, offset, count
+
+cdef class Response:
+    cdef public object status, body, content_type, headers, file, length

@@ -1,0 +1,9 @@
+# Types for the compiler only (setup.py builds the sources with them): the
+# state of HttpProtocol, held by its base so that the mixins' methods reach it
+# as C fields. http_flow.py is the source; pure Python keeps it in __slots__.
+cdef class FlowControl:
+    cdef public object ctx, peer, driver, _p, _out, _pending, _paused
+    cdef public bint closing, linger, _stopped, held
+    cdef public double deadline
+    cdef public int state
+    cdef public Py_ssize_t _requests
