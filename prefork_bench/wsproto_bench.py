@@ -22,6 +22,7 @@ microseconds per message, best of ``--rounds``. Memory: ``tracemalloc`` over
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import time
@@ -132,15 +133,32 @@ def _own_echo(conn: _Own, data: bytes) -> bytes:
     return b"".join(out)
 
 
+class _Echo:
+    """The handler of the ``prefork`` case: every message back."""
+
+    def opened(self, conn) -> None:
+        pass
+
+    def message(self, conn, payload: bytes, binary: bool) -> None:
+        conn.send(payload, binary)
+
+    def closed(self, conn, code: int) -> None:
+        pass
+
+
+@functools.lru_cache(maxsize=1)
+def _prefork_ctx():
+    """One context for every connection, as a worker has per route."""
+    from prefork.config import WebSocketConfig
+    from prefork.protocols.websocket import WebSocketContext
+
+    return WebSocketContext(WebSocketConfig(ping_interval=0), _Echo())
+
+
 def _prefork_make():
-    from prefork.protocols.websocket import WebSocketContext, WebSocketProtocol
+    from prefork.protocols.websocket import WebSocketProtocol
 
-    ctx = _prefork_make.ctx = getattr(_prefork_make, "ctx", None) or WebSocketContext(on_message=_echo_back)
-    return WebSocketProtocol(ctx)
-
-
-def _echo_back(conn, payload: bytes, binary: bool) -> None:
-    conn.send(payload, binary)
+    return WebSocketProtocol(_prefork_ctx())
 
 
 def _prefork_echo(conn, data: bytes) -> bytes:
@@ -156,10 +174,10 @@ CANDIDATES = {
 
 
 def available() -> list[str]:
+    import importlib.util
+
     names = list(CANDIDATES)
-    try:
-        import prefork.protocols.websocket  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("prefork.protocols.websocket") is None:
         names.remove("prefork")
     return names
 
