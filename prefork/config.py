@@ -130,6 +130,7 @@ class WebSocketConfig:
     ping_timeout: float = 20.0          # ...and close (1011) when its pong has not come after this long
     queue: int = 1048576                # bytes pushed to a client past http.high_water unsent; beyond: close 1013
     origins: tuple[str, ...] = ()       # the Origin headers allowed (empty: any); others get 403
+    publish_allow: tuple[str, ...] = ("127.0.0.1", "::1")  # who may POST to a publish route (as [status] allow)
 
 
 @dataclass(frozen=True, slots=True)

@@ -282,6 +282,7 @@ _WEBSOCKET_CHECKS = {
     "ping_timeout": lambda p, k, v: _check_float(p, k, v, 0),
     "queue": lambda p, k, v: _check_int(p, k, v, 0, 1 << 30),
     "origins": _origins,
+    "publish_allow": lambda p, k, v: _addresses(p, k, v),
 }
 
 _LOG_CHECKS = {

@@ -203,7 +203,9 @@ def test_fragmented_total_past_max_message():
     (client_frame(ws.CLOSE, (999).to_bytes(2, "big")), ws.PROTOCOL_ERROR),
     (client_frame(ws.CLOSE, (1005).to_bytes(2, "big")), ws.PROTOCOL_ERROR),
     (client_frame(ws.CLOSE, (1000).to_bytes(2, "big") + b"\xff"), ws.INVALID_DATA),
-])
+], ids=["bad-utf8", "cut-utf8", "bad-utf8-fragmented", "unmasked", "rsv1", "rsv3", "opcode-3", "opcode-11",
+        "lost-continuation", "new-inside-fragmented", "long-ping", "fragmented-ping", "close-1-byte",
+        "close-999", "close-1005", "close-reason-utf8"])
 def test_failures_close_with_their_code(data, code):
     for step in (0, 1):
         proto, handler, _ = make()
