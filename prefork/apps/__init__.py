@@ -175,7 +175,11 @@ def build_router(config: Config, app: AppContext) -> Router:
         if route.asgi:
             from ..asgi import AsgiApp
 
+            from ..asgi_websocket import CallHandler
+            from .websocket import websocket_context
+
             mounted = AsgiApp(load_asgi(route.asgi, route.asgi_factory), route.path, route.root_path)
+            mounted.websocket = websocket_context(app, CallHandler())  # its WebSocket connections
             app.lifespans.add(mounted, route.lifespan, route.asgi)
             router.add(route.path, mounted, True)
             continue

@@ -117,6 +117,14 @@ def _tokens(value: bytes) -> list[bytes]:
     return [token.strip().lower() for token in value.split(b",")]
 
 
+def wants_websocket(headers) -> bool:
+    """Does the request ask to upgrade to websocket (whatever else is wrong with it)?"""
+    for name, value in headers:
+        if len(name) == 7 and name.lower() == b"upgrade" and b"websocket" in _tokens(value):
+            return True
+    return False
+
+
 def check_handshake(method: bytes, headers, origins: tuple[str, ...] = ()) -> tuple[int, Any]:
     """Is this request a valid WebSocket opening handshake? ``(101, key)``,
     or ``(status, extra response headers)``: 400 (not GET, no or a bad
