@@ -53,6 +53,7 @@ PROGRAMS = {
     "proto": ("protobench", "microseconds per request through the HTTP protocol alone, no sockets"),
     "wsframing": ("wsproto_bench", "WebSocket framing compared: wsproto, websockets, own (CPU per message, "
                                    "bytes per idle connection)"),
+    "wsidle": ("wsidle", "a worker's memory per idle WebSocket connection (epoll, RSS/PSS delta)"),
 }
 
 

@@ -371,3 +371,25 @@ def test_handshake_method_and_origin():
     assert check_handshake(b"GET", GOOD, origins)[0] == 403
     assert check_handshake(b"GET", GOOD + [(b"Origin", b"https://evil.example")], origins)[0] == 403
     assert check_handshake(b"GET", GOOD + [(b"Origin", b"HTTPS://Good.Example")], origins)[0] == 101
+
+
+# --- prefork-bench's pure parts: wsframing's candidates, wsidle's config ----------------------
+
+
+@pytest.mark.parametrize("name", ["wsproto", "websockets", "own", "prefork"])
+def test_wsframing_candidates_echo(name):
+    from prefork_bench import wsproto_bench
+
+    assert wsproto_bench.cpu_per_message(name, b"x" * 1024, ws.BINARY, 10) > 0  # asserts the echo inside
+    assert wsproto_bench.bytes_per_idle(name, 20) > 0
+
+
+def test_wsidle_config_is_valid(tmp_path):
+    import tomllib
+
+    from prefork.config import from_dict
+    from prefork_bench.wsidle import config
+
+    cfg = from_dict(tomllib.loads(config(8080, 10_000, 20.0, tmp_path / "e.log")))
+    assert cfg.server.worker_connections > 10_000 and cfg.websocket.ping_interval == 20.0
+    assert [r.handler for r in cfg.routes] == ["pubsub", "publish", "plaintext"]
