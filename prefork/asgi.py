@@ -40,10 +40,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from . import asgi_websocket
 from .asgi_response import AsgiResponse, Exchange
 from .framing import ClientDisconnected
 from .messages import Request, close_files
 from .protocols.http import WAITING
+from .protocols.websocket import WebSocketContext
 
 __all__ = ["AsgiApp", "ClientDisconnected", "build_scope"]
 
@@ -57,7 +59,7 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PAT
 class AsgiApp:
     """One ASGI route of one worker: the app, where it is mounted, its state."""
 
-    __slots__ = ("app", "root_path", "prefix", "raw_prefix", "state", "_loop")
+    __slots__ = ("app", "root_path", "prefix", "raw_prefix", "state", "_loop", "websocket")
 
     def __init__(self, app, mount: str = "/", prefix: str = ""):
         self.app = app
@@ -72,9 +74,19 @@ class AsgiApp:
         # the worker's loop (a router, and so this object, belongs to one worker):
         # asyncio.get_running_loop() costs a getpid() system call on every call
         self._loop: asyncio.AbstractEventLoop | None = None
+        # the WebSocket connections' context (limits, clock): the route's builder sets the worker's
+        self.websocket = WebSocketContext(handler=asgi_websocket.CallHandler())
 
     def serve(self, proto: Exchange, request: Request) -> None:
-        """Run the app for ``request`` (its body whole) on the loop; ``proto`` waits for it."""
+        """Run the app for ``request`` (its body whole) on the loop; ``proto`` waits for it.
+        A WebSocket handshake gets the ``websocket`` scope (``asgi_websocket``)."""
+        if request.method == b"GET" and asgi_websocket.is_websocket(proto, request):
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                loop = self._loop = asyncio.get_running_loop()
+            scope = build_scope(self, request, proto.driver.sockname())
+            asgi_websocket.start(self.app, proto, request, self.websocket, loop, scope)
+            return
         self._start(proto, request, False)
 
     def serve_stream(self, proto: Exchange, request: Request) -> "_Call":

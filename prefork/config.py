@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .configcheck import (_DATABASE_CHECKS, _HTTP_CHECKS, _LOG_CHECKS, _SERVER_CHECKS, _STATIC_CHECKS, _STATUS_CHECKS,
-                          LIFESPAN_MODES, PROTOCOLS, ConfigError, _check_int, _check_str, _check_table, _section,
+                          _WEBSOCKET_CHECKS, LIFESPAN_MODES, PROTOCOLS, ConfigError, _check_int, _check_str, _check_table, _section,
                           _unknown_keys)
 
 
@@ -121,6 +121,19 @@ class StatusConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketConfig:
+    """The WebSocket routes' limits (``prefork.protocols.websocket``)."""
+
+    max_message: int = 1048576          # a bigger message (whole or in fragments) closes with 1009 (websockets' default)
+    idle_timeout: float = 0.0           # close (1000) after this long without a message from the client (0: never)
+    ping_interval: float = 20.0         # ping the client this often (0: never), as the websockets library does
+    ping_timeout: float = 20.0          # ...and close (1011) when its pong has not come after this long
+    queue: int = 1048576                # bytes pushed to a client past http.high_water unsent; beyond: close 1013
+    origins: tuple[str, ...] = ()       # the Origin headers allowed (empty: any); others get 403
+    publish_allow: tuple[str, ...] = ("127.0.0.1", "::1")  # who may POST to a publish route (as [status] allow)
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     error_log: str = "-"                # a path, or "-" for stderr
     access_log: str = ""                # a path, "-" for stderr, "" for none
@@ -138,6 +151,7 @@ class Config:
     static: StaticConfig = field(default_factory=StaticConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     notes: tuple[str, ...] = ()  # what works differently with this combination (-t prints them, the master logs them)
 
 
@@ -263,13 +277,15 @@ def _listeners(path: str, data: dict) -> tuple[ListenConfig, ...]:
 
 
 def from_dict(data: dict, path: str = "<config>") -> Config:
-    _unknown_keys(path, "", data, {"server", "listen", "http", "log", "route", "static", "status", "database"})
+    _unknown_keys(path, "", data, {"server", "listen", "http", "log", "route", "static", "status", "database",
+                                  "websocket"})
     server = _section(path, data, "server", ServerConfig, _SERVER_CHECKS)
     http = _section(path, data, "http", HttpConfig, _HTTP_CHECKS)
     log = _section(path, data, "log", LogConfig, _LOG_CHECKS)
     static = _section(path, data, "static", StaticConfig, _STATIC_CHECKS)
     status = _section(path, data, "status", StatusConfig, _STATUS_CHECKS)
     database = _section(path, data, "database", DatabaseConfig, _DATABASE_CHECKS)
+    websocket = _section(path, data, "websocket", WebSocketConfig, _WEBSOCKET_CHECKS)
     if http.max_request_line > http.max_header_bytes:
         raise ConfigError(path, "http.max_request_line",
                           f"must not exceed http.max_header_bytes ({http.max_header_bytes})")
@@ -280,7 +296,7 @@ def from_dict(data: dict, path: str = "<config>") -> Config:
         raise ConfigError(path, "server.threads", f"0, but the WSGI app of route[{first_wsgi}].wsgi runs in "
                                                   "the thread pool: at least 1")
     config = Config(path=path, server=server, listen=_listeners(path, data), http=http, log=log,
-                    routes=routes, static=static, status=status, database=database)
+                    routes=routes, static=static, status=status, database=database, websocket=websocket)
     _check_privileges(config)
     return dataclasses.replace(config, notes=_backend_notes(config))
 

@@ -252,6 +252,39 @@ _STATUS_CHECKS = {
     "allow": lambda p, k, v: _addresses(p, k, v),
 }
 
+def _seconds_or_off(path: str, key: str, value: Any) -> float:
+    """A number of seconds, or 0 for off."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(path, key, f"expected a number of seconds (0: off), got {_type_name(value)} {value!r}")
+    if value < 0:
+        raise ConfigError(path, key, f"expected a number >= 0 (0: off), got {value}")
+    return float(value)
+
+
+def _origins(path: str, key: str, value: Any) -> tuple[str, ...]:
+    """``[websocket] origins``: the Origin values allowed (empty: any), as
+    "scheme://host[:port]" (compared exactly, without a trailing slash)."""
+    if not isinstance(value, list):
+        raise ConfigError(path, key, f"expected an array of origins, got {_type_name(value)} {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        text = _check_str(path, f"{key}[{i}]", item)
+        if "://" not in text or text.endswith("/") or not text.isascii():
+            raise ConfigError(path, f"{key}[{i}]", f"expected an origin like 'https://example.com', got {text!r}")
+        out.append(text.lower())
+    return tuple(out)
+
+
+_WEBSOCKET_CHECKS = {
+    "max_message": lambda p, k, v: _check_int(p, k, v, 1, 1 << 30),
+    "idle_timeout": _seconds_or_off,
+    "ping_interval": _seconds_or_off,
+    "ping_timeout": lambda p, k, v: _check_float(p, k, v, 0),
+    "queue": lambda p, k, v: _check_int(p, k, v, 0, 1 << 30),
+    "origins": _origins,
+    "publish_allow": lambda p, k, v: _addresses(p, k, v),
+}
+
 _LOG_CHECKS = {
     "error_log": lambda p, k, v: _path(p, k, v, allow_stderr=True),
     "access_log": lambda p, k, v: _path(p, k, v, allow_stderr=True),

@@ -77,6 +77,11 @@ class HoldingProtocol(DrivenProtocol, Protocol):
 class Driver(Protocol):
     """What a protocol (or the dispatcher on its behalf) may ask of its driver."""
 
+    proto: Any  # the protocol driven (after ``switch``, the new one)
+
+    def switch(self, proto: Any) -> None:
+        """Drive ``proto`` from now on (an upgrade: HTTP hands the connection over)."""
+
     def deliver(self, out: Output) -> None:
         """Send ``out`` (a response that came later, e.g. from the pool)."""
 
@@ -236,6 +241,10 @@ class BaseDriver:
             self.write(out)
         if self.fd >= 0:
             self.after()
+
+    def switch(self, proto) -> None:
+        self.proto = proto
+        proto.driver = self
 
     def pause_reading(self) -> None:
         self._pause(PROTOCOL)

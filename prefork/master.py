@@ -27,7 +27,7 @@ from .listeners import BindError
 from .pidfile import PidFile
 from .reactor import READABLE, Reactor
 from .recycle import Recycler
-from .scoreboard import READY, Scoreboard
+from .scoreboard import READY, STOPPING, Scoreboard
 from .signals import SignalActions
 from .sockets import Sockets, enable_tcp_migrate_req
 from .systemd import Notifier
@@ -388,6 +388,7 @@ class Master(SignalActions):
         log.info("%s stop: %d workers", how, len(self.workers))
         for wp in self.workers.values():
             wp.retiring = True
+            self.scoreboard.set(wp.record, STOPPING, 1)  # not a hand-over: WebSocket clients get 1001 at once
             self._kill(wp.pid, sig)
         if not self.workers:
             self.reactor.stop()

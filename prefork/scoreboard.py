@@ -26,6 +26,7 @@ WRITING = 9     # connections with a response being computed or sent
 WAITING = 10    # idle keep-alive connections
 SLOT = 11
 BUSY = 12       # pool threads running application code (a WSGI app, an offloaded handler)
+STOPPING = 13   # written by the master: its QUIT is the server's graceful stop, not a hand-over (reload, recycle)
 FIELDS = 16
 
 

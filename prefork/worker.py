@@ -22,10 +22,12 @@ from .lifespan import LifespanError, cancel_tasks
 from .logs import AccessLog, reopen_error_log
 from .pool import ThreadPool
 from .protocols.echo import EchoProtocol
+from .protocols.websocket import GOING_AWAY, RESTART
+from .pubsub import LoopbackBus
 from .dispatch import HttpServerContext, HttpServerProtocol
 from .reactor import Reactor
-from .scoreboard import (ACCEPTED, ACTIVE, BUSY, HANDLED, READING, READY, REQUESTS, SLOT, WAITING, WRITING,
-                         Scoreboard)
+from .scoreboard import (ACCEPTED, ACTIVE, BUSY, HANDLED, READING, READY, REQUESTS, SLOT, STOPPING, WAITING,
+                         WRITING, Scoreboard)
 
 log = logging.getLogger("prefork.worker")
 
@@ -70,6 +72,7 @@ def _unblock_signals(_=None) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 DRAIN_GRACE = 1.0  # graceful stop: seconds an idle connection may still send a request
 APP_GRACE = 0.5    # graceful stop: seconds ASGI calls cut at the deadline get to see http.disconnect
+WS_CLOSE_GRACE = 2.0  # a handed-over worker's WebSocket clients get 1012 this long before shutdown_timeout
 LIFESPAN_GRACE = 1.0  # graceful stop: a lifespan shutdown gets at least this much, even past the deadline
 
 EXIT_OK = 0
@@ -104,6 +107,10 @@ class Supervisor:
 
     def master_alive(self) -> bool:
         return os.getppid() == self.master_pid
+
+    def stopping(self) -> bool:
+        """Is this worker's QUIT the server's stop (else a hand-over: a reload, a recycle)?"""
+        return self.scoreboard.get(self.record, STOPPING) == 1
 
 
 class Worker:
@@ -147,7 +154,10 @@ class Worker:
         if server.threads:
             self.pool = ThreadPool(self.reactor.call_soon_threadsafe, server.threads, server.queue,
                                    name=f"worker{index}-pool")
-        app = AppContext(config, supervisor.scoreboard if supervisor else None, self)
+        self.bus = LoopbackBus()  # bus: chosen by the bus helper
+        app = AppContext(config, supervisor.scoreboard if supervisor else None, self, bus=self.bus,
+                         clock=self.reactor.clock)
+        self.websockets = app.websockets  # the WebSocket routes' contexts: told how to close at a stop
         self.http = HttpServerContext(config.http, build_router(config, app), clock=self.reactor.clock)
         self.lifespans = app.lifespans
         if self.pool is not None:
@@ -293,10 +303,25 @@ class Worker:
         # accepted a moment ago has its first request on the way, and closing
         # it now would reset that request.
         grace = now + min(DRAIN_GRACE, self.config.http.keepalive_timeout)
+        self._websockets_going()
         for conn in self.connections():
             conn.drain(grace)
         if self.active == 0:
             self._interrupt(end_too=False)
+
+    def _websockets_going(self) -> None:
+        """How WebSocket connections end: at the server's stop, close 1001
+        (going away) now; in a worker handed over (reload, recycle), they
+        serve on and get 1012 (service restart) ``WS_CLOSE_GRACE`` before
+        ``shutdown_timeout`` (time for the close handshake)."""
+        handover = self.supervisor is not None and self.main_thread and not self.supervisor.stopping()
+        for ctx in self.websockets:
+            if handover:
+                ctx.stop_code = RESTART
+                ctx.stop_at = self._stop_deadline - min(WS_CLOSE_GRACE, self.shutdown_timeout / 2)
+            else:
+                ctx.stop_code = GOING_AWAY
+                ctx.stop_at = 0.0
 
     def _interrupt(self, end_too: bool) -> None:
         """Stop the loop if it serves; else cancel the apps' startup (and,

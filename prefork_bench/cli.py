@@ -51,6 +51,9 @@ PROGRAMS = {
     "wsgi": ("wsgi.cli", "prefork against gunicorn (gthread, sync) and granian on one WSGI app "
                          "(bench/wsgi.py)"),
     "proto": ("protobench", "microseconds per request through the HTTP protocol alone, no sockets"),
+    "wsframing": ("wsproto_bench", "WebSocket framing compared: wsproto, websockets, own (CPU per message, "
+                                   "bytes per idle connection)"),
+    "wsidle": ("wsidle", "a worker's memory per idle WebSocket connection (epoll, RSS/PSS delta)"),
 }
 
 

@@ -5,7 +5,9 @@ a built-in name (``plaintext``, ``json``, ``static``, ``status``, ``metrics``,
 ``db``, ``queries``, ``updates``, ``fortunes``)
 or a user's ``"package.module:callable"``. A handler takes a ``Request`` and
 returns a ``Response`` — or an ``Offload`` to have part of its work run in the
-worker's thread pool. A route marked ``blocking = true`` runs its handler in the
+worker's thread pool. ``websocket_echo`` and ``pubsub`` (a prefix route: ``/ws/<channel>``) are
+WebSocket routes, ``publish`` (``POST /publish/<channel>``) publishes to a
+channel (``apps/websocket.py``). A route marked ``blocking = true`` runs its handler in the
 pool every time. Handlers are imported when the configuration is loaded, so a
 bad one is a configuration error naming the route and the callable (``-t``
 shows it, a reload with it keeps the old configuration, and no worker ever
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,6 +26,7 @@ from ..config import Config, ConfigError, RouteConfig
 from ..dispatch import Router
 from ..lifespan import Lifespans
 from ..messages import Handler
+from ..pubsub import Bus
 
 
 @dataclass
@@ -34,10 +38,13 @@ class AppContext:
     worker: Any = None           # the Worker serving, or None in tests
     shared: dict = field(default_factory=dict)  # per-worker singletons (the database connections)
     lifespans: Lifespans = field(default_factory=Lifespans)  # the ASGI apps' lifespans (build_router adds them)
+    bus: Bus | None = None       # what the pubsub routes publish through (None: this process alone)
+    clock: Callable[[], float] = time.monotonic  # the reactor's clock (WebSocket deadlines)
+    websockets: list = field(default_factory=list)  # the WebSocketContexts of the routes (the worker's stop tells them)
 
 
 def _builtins() -> dict[str, tuple[Callable[[AppContext, str], Handler], bool]]:
-    from . import builtin, db, static, status
+    from . import builtin, db, static, status, websocket
 
     return {
         "db": (db.make("db"), False),              # each decides: inline for SQLite reads, pool otherwise
@@ -49,7 +56,13 @@ def _builtins() -> dict[str, tuple[Callable[[AppContext, str], Handler], bool]]:
         "static": (static.make_handler, False),   # cache hits inline; misses offload open/stat
         "status": (status.make_status, False),
         "metrics": (status.make_metrics, False),
+        "websocket_echo": (websocket.make_echo, False),
+        "pubsub": (websocket.make_pubsub, False),    # on a prefix route: /ws/<channel>
+        "publish": (websocket.make_publish, False),  # on a prefix route: POST /publish/<channel>
     }
+
+
+_WEBSOCKET_HANDLERS = ("websocket_echo", "pubsub", "publish")
 
 
 def default_routes(config: Config) -> tuple[RouteConfig, ...]:
@@ -141,6 +154,13 @@ def check_routes(config: Config) -> None:
                 raise ConfigError(config.path, key, "the static handler needs [static] root")
             if route.handler in ("db", "queries", "updates", "fortunes") and not config.database.url:
                 raise ConfigError(config.path, key, f"the {route.handler} handler needs [database] url")
+            if route.handler in ("pubsub", "publish") and (not route.path.endswith("/") or route.path == "/"):
+                raise ConfigError(config.path, f"route[{i}].path", f"the {route.handler} handler needs a prefix "
+                                  f"route such as \"/ws/\" (the rest of the path names the channel), "
+                                  f"got {route.path!r}")
+            if route.handler in _WEBSOCKET_HANDLERS and route.blocking:
+                raise ConfigError(config.path, f"route[{i}].blocking", f"the {route.handler} handler runs on the "
+                                  "worker's loop, not in the pool")
             continue
         try:
             load_callable(route.handler)
@@ -155,7 +175,11 @@ def build_router(config: Config, app: AppContext) -> Router:
         if route.asgi:
             from ..asgi import AsgiApp
 
+            from ..asgi_websocket import CallHandler
+            from .websocket import websocket_context
+
             mounted = AsgiApp(load_asgi(route.asgi, route.asgi_factory), route.path, route.root_path)
+            mounted.websocket = websocket_context(app, CallHandler())  # its WebSocket connections
             app.lifespans.add(mounted, route.lifespan, route.asgi)
             router.add(route.path, mounted, True)
             continue

@@ -48,11 +48,11 @@ import httptools
 
 from ..messages import FileChunk, Request, Response, pack_peer
 from .http_flow import BURST, PENDING_MAX
-from .http_parser import BODY, CLOSED, HEAD, IDLE, WAITING, Parser, ParseError, Stop
+from .http_parser import BODY, CLOSED, HEAD, IDLE, UPGRADED, WAITING, Parser, ParseError, Stop
 from .http_response import _CONTINUE, HttpContext, status_line
 from .http_stream import BodySink, StreamedBody
 
-__all__ = ["BODY", "BURST", "CLOSED", "HEAD", "IDLE", "PENDING_MAX", "WAITING", "BodySink", "HttpContext",
+__all__ = ["BODY", "BURST", "CLOSED", "HEAD", "IDLE", "PENDING_MAX", "UPGRADED", "WAITING", "BodySink", "HttpContext",
            "HttpProtocol", "status_line"]
 
 
@@ -111,15 +111,20 @@ class HttpProtocol(StreamedBody):
                     p.parser.feed_data(data)
                     break
                 except httptools.HttpParserUpgrade as exc:
-                    # Upgrade (h2c, websocket) without a body (_special_head
-                    # refuses one with a body): not supported, so ignored as RFC
-                    # 9110 7.8 allows -- the request was answered; the parser
-                    # stopped at the end of its head, so the rest goes to a
-                    # fresh parser (in this loop: a thousand of them in one read
-                    # must not recurse).
+                    # Upgrade without a body (_special_head refuses one with a
+                    # body). Switched (a WebSocket route, switch_to): the rest
+                    # is the new protocol's. Otherwise (h2c, or not a
+                    # WebSocket route) ignored as RFC 9110 7.8 allows -- the
+                    # request was answered; the parser stopped at the end of
+                    # its head, so the rest goes to a fresh parser (in this
+                    # loop: a thousand of them in one read must not recurse).
                     self._release(p, reuse=False)
                     offset = exc.args[0] if exc.args else len(data)
                     data = memoryview(data)[offset:]
+                    if self.state == UPGRADED:
+                        if len(data):
+                            out.append(self.driver.proto.data_received(bytes(data)))
+                        return self._take()
                     if self.state == CLOSED or self._stopped or not len(data):
                         return self._take()
                     pool = self.ctx.parser_pool
@@ -286,6 +291,44 @@ class HttpProtocol(StreamedBody):
             self.deadline = ctx.clock() + ctx.keepalive_timeout
             if hold or len(self._out) >= BURST or (length > 4096 and self._out_bytes() > ctx.config.high_water):
                 self._hold()
+
+    # --- handing the connection over (an Upgrade) -----------------------------------
+
+    def upgradable(self, request: Request) -> bool:
+        """Is ``request`` the one llhttp has just stopped at for its Upgrade
+        header, with nothing queued before it? Only then may the connection
+        switch protocols (what follows its head is not HTTP)."""
+        p = self._p
+        return (p is not None and p.headers is request.headers and self.state == IDLE and not self._pending
+                and p.parser.should_upgrade())
+
+    def switch_to(self, new, head: bytes, request: Request) -> None:
+        """Hand the connection to ``new`` (a ``DrivenProtocol`` with a
+        ``start(out)``: the WebSocket protocol) after ``head`` (the 101): the
+        driver drives ``new`` from now on, and what the client sent after the
+        request's head is ``new``'s (``data_received`` passes it on). Called
+        from the request's dispatch, or later (``end_wait``'s place: an app
+        that accepts after a wait; what a client sent meanwhile, before the
+        101, breaks RFC 6455 4.1 and is dropped)."""
+        ctx = self.ctx
+        if ctx.on_response is not None:
+            ctx.on_response(request, 101, 0)
+        self._set_state(UPGRADED)
+        self.deadline = 0.0
+        self._pending = None
+        driver = self.driver
+        out = self._out
+        if out is not None:  # inside data_received: the rest of this read follows
+            out.append(head)
+            driver.switch(new)
+            new.start(out)
+            return
+        if self._p is not None:
+            self._release(self._p, reuse=False)
+        out = [head]
+        driver.switch(new)
+        new.start(out)
+        driver.deliver(b"".join(out))
 
     # --- helpers ---------------------------------------------------------------
 

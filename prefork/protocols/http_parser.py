@@ -28,6 +28,7 @@ HEAD = 1      # request line and headers arriving: header timeout -> 408
 BODY = 2      # body arriving: body timeout between reads -> 408
 CLOSED = 3    # closing: nothing more is parsed
 WAITING = 4   # a handler runs elsewhere (the thread pool); its response is not out yet
+UPGRADED = 5  # handed over to another protocol (a WebSocket): the driver drives that one now
 
 # lengths of the header names the parser looks at: host, expect, connection, content-length,
 # transfer-encoding

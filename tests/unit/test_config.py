@@ -214,3 +214,30 @@ def test_asgi_route_shape_errors(tmp_path, route, key, why):
     path = write(tmp_path, GOOD + f'\n[[route]]\npath = "/"\n{route}\n')
     with pytest.raises(ConfigError, match=rf"{key}.*{why}"):
         load(path)
+
+
+def test_websocket_section(tmp_path):
+    listen = '[[listen]]\naddress = "127.0.0.1:1"\n'
+    cfg = load(write(tmp_path, listen))
+    assert cfg.websocket.max_message == 1 << 20 and cfg.websocket.origins == ()
+    text = ('[websocket]\nmax_message = 4096\nidle_timeout = 0\nping_interval = 5\nping_timeout = 2.5\n'
+            'queue = 10000\norigins = ["https://A.example", "http://b.example:8080"]\n' + listen)
+    ws = load(write(tmp_path, text)).websocket
+    assert (ws.max_message, ws.idle_timeout, ws.ping_interval, ws.ping_timeout, ws.queue) == (4096, 0, 5, 2.5, 10000)
+    assert ws.origins == ("https://a.example", "http://b.example:8080")
+
+
+@pytest.mark.parametrize("line, key", [
+    ("max_message = 0", "websocket.max_message"),
+    ("idle_timeout = -1", "websocket.idle_timeout"),
+    ("ping_timeout = 0", "websocket.ping_timeout"),
+    ("queue = \"big\"", "websocket.queue"),
+    ('origins = ["example.com"]', "websocket.origins[0]"),
+    ('origins = "https://a"', "websocket.origins"),
+    ("maxmessage = 1", "websocket.maxmessage"),
+])
+def test_websocket_errors_name_file_and_key(tmp_path, line, key):
+    path = write(tmp_path, f'[websocket]\n{line}\n[[listen]]\naddress = "127.0.0.1:1"\n')
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert err.value.key == key and err.value.path == path
