@@ -2,7 +2,7 @@
 from prefork.asgi_response cimport AsgiResponse
 
 cdef class AsgiApp:
-    cdef public object app, root_path, prefix, raw_prefix, state, _loop
+    cdef public object app, root_path, prefix, raw_prefix, state, _loop, websocket
 
 cdef class _Call(AsgiResponse):
     cdef public object app, task, chunks
