@@ -51,10 +51,16 @@ class AsyncioReactor:
             exclusive: bool = False) -> None:
         # asyncio loops cannot register with EPOLLEXCLUSIVE: a shared socket
         # wakes every worker (and one wins the accept)
-        self.loop.add_reader(fd, callback, data)
+        if mask & 1:  # READABLE
+            self.loop.add_reader(fd, callback, data)
+        if mask & 2:  # WRITABLE
+            self.loop.add_writer(fd, callback, data)
 
     def remove(self, fd: int, mask: int = 3) -> None:
-        self.loop.remove_reader(fd)
+        if mask & 1:
+            self.loop.remove_reader(fd)
+        if mask & 2:
+            self.loop.remove_writer(fd)
 
     # A timer is [when, handle], as the epoll reactor's is [when, ...]: timer[WHEN] reads the same.
     def call_later(self, delay: float, callback: Callable[[Any], None], arg: Any = None) -> list:
