@@ -3,6 +3,7 @@
 reading the logs, and a throwaway Redis server."""
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -76,11 +77,17 @@ def by_tag(deliveries, channel: str = "news") -> dict[str, list[int]]:
     return out
 
 
+_pings = itertools.count()
+
+
 def wait_subscribed(servers: list[BusServer], pids: dict[BusServer, list[int]], timeout: float = 20.0) -> None:
     """Publish pings until every worker of every server has got one (its bus is up)."""
+    tag = f"ping{next(_pings)}"  # a fresh one each time: pings from before an outage do not count
+
     def all_pinged():
-        servers[0].publish("ping", tag="ping")
-        return all(any(d[0] == "ping" for d in srv.deliveries(pid)) for srv in servers for pid in pids[srv])
+        servers[0].publish("ping", tag=tag)
+        return all(any(d[0] == "ping" and d[3].startswith(tag + ":") for d in srv.deliveries(pid))
+                   for srv in servers for pid in pids[srv])
     wait_until(all_pinged, timeout=timeout, interval=0.1, what="every worker subscribed")
 
 
