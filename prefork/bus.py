@@ -25,6 +25,7 @@ log = logging.getLogger("prefork.bus")
 READ_SIZE = 256 * 1024
 READS_PER_TURN = 16
 OUT_MAX = 32 * 1024 * 1024   # bytes a worker queues for the relay before it drops (and counts) publishes
+FLUSH_TIMEOUT = 1.0          # at exit, seconds to send what is still queued
 
 
 def make_bus(config: Config, reactor, link: int = -1) -> Bus:
@@ -157,6 +158,19 @@ class LocalBus:
         self._out.clear()
         self._out_bytes = 0
 
+    @property
+    def unsent(self) -> int:
+        """Bytes published here that the relay has not taken yet."""
+        return self._out_bytes
+
     def close(self) -> None:
+        """Stop; what is still queued for the relay is sent first (for up to ``FLUSH_TIMEOUT``)."""
+        if self.sock is not None and self._out:
+            try:
+                self.sock.settimeout(FLUSH_TIMEOUT)
+                for view in self._out:
+                    self.sock.sendall(view)
+            except OSError as exc:
+                log.warning("bus: %d bytes of publishes not sent at exit: %s", self._out_bytes, exc)
         self._close()
         self._subscriber = None

@@ -273,6 +273,11 @@ class RedisBus:
             self.subscribed = True
 
     @property
+    def unsent(self) -> int:
+        """Bytes of publishes that Redis has not taken yet."""
+        return self.pub._out_bytes
+
+    @property
     def connected(self) -> bool:
         return self.subscribed and self.pub.state == UP
 
