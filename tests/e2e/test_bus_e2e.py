@@ -150,3 +150,16 @@ def test_reload_hand_over_old_and_new_workers_both_get_each_message(bus_server):
         assert "before" not in by_tag(srv.deliveries(pid))  # no replay of what came before a worker
     answer.join(20)
     held.close()
+
+
+def test_thread_mode_each_reactor_has_its_link(bus_server):
+    srv = bus_server(2, server='mode = "thread"')
+    (pid,) = srv.wait_workers(1)
+    assert srv.publish(n=30, tag="th") == pid
+    # two reactors in the one process, one file: each message twice (the publishing reactor's own delivery,
+    # the other's through the master), never more
+    wait_until(lambda: len(by_tag(srv.deliveries(pid)).get("th", [])) == 60, timeout=20, what="both reactors")
+    seqs = by_tag(srv.deliveries(pid))["th"]
+    assert sorted(seqs) == sorted(list(range(30)) * 2)
+    firsts = [s for i, s in enumerate(seqs) if s not in seqs[:i]]
+    assert firsts == list(range(30))
