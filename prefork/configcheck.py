@@ -10,6 +10,7 @@ import os
 from dataclasses import fields
 from typing import Any
 
+from .resp import parse_url
 
 BACKENDS = ("epoll", "uvloop", "asyncio")
 ACCEPT_STRATEGIES = ("reuseport", "shared")
@@ -123,8 +124,6 @@ def _database_url(path: str, key: str, value: Any) -> str:
 
 
 def _redis_url(path: str, key: str, value: Any) -> str:
-    from .resp import parse_url
-
     text = _check_str(path, key, value)
     if text:
         try:

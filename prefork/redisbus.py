@@ -71,6 +71,8 @@ class RespConnection:
         self._timer: list | None = None
         self._closed = False
         self.connects = 0       # successful connections (1 + reconnects)
+        self.errors = 0         # error replies (a bad password, a command refused); logged once per connection
+        self._errors_logged = 0
         self._warned = False    # one warning per outage
         self._connect()
 
@@ -202,7 +204,10 @@ class RespConnection:
                     if reply is False:
                         break
                     if isinstance(reply, hiredis.ReplyError):
-                        log.error("bus: %s connection to %s: Redis says %s", self.name, self.address, reply)
+                        self.errors += 1
+                        if self._errors_logged < self.connects:  # once per connection
+                            self._errors_logged = self.connects
+                            log.error("bus: %s connection to %s: Redis says %s", self.name, self.address, reply)
                         continue
                     self.on_reply(reply)
                     if self._reader is not reader:

@@ -96,7 +96,8 @@ def wait_subscribed(servers: list[BusServer], pids: dict[BusServer, list[int]], 
 class RedisServer:
     """A throwaway redis-server on a free port (started again on the same port by ``restart``)."""
 
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, *args: str):
+        self.args = list(args)  # more redis-server options (--requirepass ...)
         self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.dir = tmp_path / "redis"
         self.dir.mkdir()
@@ -109,7 +110,7 @@ class RedisServer:
 
     def start(self) -> "RedisServer":
         self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.dir)],
+                                      "--appendonly", "no", "--dir", str(self.dir), *self.args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc)
         return self

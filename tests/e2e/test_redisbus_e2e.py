@@ -103,6 +103,31 @@ def test_redis_bus_round_trip_on_each_reactor(own_redis, kind):
         reactor.close()
 
 
+def test_redis_bus_auth(tmp_path, caplog):
+    need_redis()
+    server = RedisServer(tmp_path, "--requirepass", "s3cret").start()
+    reactor = Reactor()
+    prefix = _prefix().encode()
+    good = RedisBus(reactor, parse_url(f"redis://:s3cret@127.0.0.1:{server.port}/0"), prefix)
+    bad = RedisBus(reactor, parse_url(f"redis://:wrong@127.0.0.1:{server.port}/0"), prefix)
+    rec = Recorder()
+    good.attach(rec)
+    try:
+        _until(reactor, lambda: good.connected and bad.sub.errors and bad.pub.state == UP)
+        for i in range(3):
+            good.publish(b"c", b"%d" % i, False)
+            bad.publish(b"c", b"refused", False)
+        _until(reactor, lambda: len(rec.got) == 3 and bad.pub.errors >= 3)
+        assert [p for _, p, _ in rec.got] == [b"0", b"1", b"2"] and not bad.connected
+        said = [r.getMessage() for r in caplog.records if "Redis says" in r.getMessage()]
+        assert len(said) == 2, said  # once per connection (publish, subscribe), not per refused command
+    finally:
+        good.close()
+        bad.close()
+        reactor.close()
+        server.stop()
+
+
 # --- prefork servers -----------------------------------------------------------------------------
 
 def _redis_server(tmp_path, name: str, backend: str, url: str, prefix: str, workers: int = 2) -> BusServer:
