@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from .driver import HELD, HIGH_WATER, LINGERING, PAUSED, BaseDriver, Host
 from .messages import FileChunk
+from .reactor import READABLE, WRITABLE
 
 FILE_PIECE = 256 * 1024
 
@@ -51,15 +52,15 @@ class AsyncioReactor:
             exclusive: bool = False) -> None:
         # asyncio loops cannot register with EPOLLEXCLUSIVE: a shared socket
         # wakes every worker (and one wins the accept)
-        if mask & 1:  # READABLE
+        if mask & READABLE:
             self.loop.add_reader(fd, callback, data)
-        if mask & 2:  # WRITABLE
+        if mask & WRITABLE:
             self.loop.add_writer(fd, callback, data)
 
-    def remove(self, fd: int, mask: int = 3) -> None:
-        if mask & 1:
+    def remove(self, fd: int, mask: int = READABLE | WRITABLE) -> None:
+        if mask & READABLE:
             self.loop.remove_reader(fd)
-        if mask & 2:
+        if mask & WRITABLE:
             self.loop.remove_writer(fd)
 
     # A timer is [when, handle], as the epoll reactor's is [when, ...]: timer[WHEN] reads the same.
