@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from .driver import HELD, HIGH_WATER, LINGERING, PAUSED, BaseDriver, Host
 from .messages import FileChunk
+from .reactor import READABLE, WRITABLE
 
 FILE_PIECE = 256 * 1024
 
@@ -51,10 +52,16 @@ class AsyncioReactor:
             exclusive: bool = False) -> None:
         # asyncio loops cannot register with EPOLLEXCLUSIVE: a shared socket
         # wakes every worker (and one wins the accept)
-        self.loop.add_reader(fd, callback, data)
+        if mask & READABLE:
+            self.loop.add_reader(fd, callback, data)
+        if mask & WRITABLE:
+            self.loop.add_writer(fd, callback, data)
 
-    def remove(self, fd: int, mask: int = 3) -> None:
-        self.loop.remove_reader(fd)
+    def remove(self, fd: int, mask: int = READABLE | WRITABLE) -> None:
+        if mask & READABLE:
+            self.loop.remove_reader(fd)
+        if mask & WRITABLE:
+            self.loop.remove_writer(fd)
 
     # A timer is [when, handle], as the epoll reactor's is [when, ...]: timer[WHEN] reads the same.
     def call_later(self, delay: float, callback: Callable[[Any], None], arg: Any = None) -> list:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import unquote
 
-from .configcheck import (_DATABASE_CHECKS, _HTTP_CHECKS, _LOG_CHECKS, _SERVER_CHECKS, _STATIC_CHECKS, _STATUS_CHECKS,
-                          _WEBSOCKET_CHECKS, LIFESPAN_MODES, PROTOCOLS, ConfigError, _check_int, _check_str, _check_table, _section,
-                          _unknown_keys)
+from .configcheck import (_DATABASE_CHECKS, _HTTP_CHECKS, _LOG_CHECKS, _PUBSUB_CHECKS, _SERVER_CHECKS,
+                          _STATIC_CHECKS, _STATUS_CHECKS, _WEBSOCKET_CHECKS, LIFESPAN_MODES, PROTOCOLS, ConfigError,
+                          _check_int, _check_str, _check_table, _section, _unknown_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +116,12 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PubsubConfig:
+    url: str = ""                       # redis://[[user]:password@]host[:port][/db]: Redis is the bus between servers
+    prefix: str = "prefork:"            # the Redis channels used: <prefix><channel>
+
+
+@dataclass(frozen=True, slots=True)
 class StatusConfig:
     allow: tuple[str, ...] = ("127.0.0.1", "::1")
 
@@ -152,6 +158,7 @@ class Config:
     status: StatusConfig = field(default_factory=StatusConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    pubsub: PubsubConfig = field(default_factory=PubsubConfig)
     notes: tuple[str, ...] = ()  # what works differently with this combination (-t prints them, the master logs them)
 
 
@@ -278,7 +285,7 @@ def _listeners(path: str, data: dict) -> tuple[ListenConfig, ...]:
 
 def from_dict(data: dict, path: str = "<config>") -> Config:
     _unknown_keys(path, "", data, {"server", "listen", "http", "log", "route", "static", "status", "database",
-                                  "websocket"})
+                                  "websocket", "pubsub"})
     server = _section(path, data, "server", ServerConfig, _SERVER_CHECKS)
     http = _section(path, data, "http", HttpConfig, _HTTP_CHECKS)
     log = _section(path, data, "log", LogConfig, _LOG_CHECKS)
@@ -286,6 +293,7 @@ def from_dict(data: dict, path: str = "<config>") -> Config:
     status = _section(path, data, "status", StatusConfig, _STATUS_CHECKS)
     database = _section(path, data, "database", DatabaseConfig, _DATABASE_CHECKS)
     websocket = _section(path, data, "websocket", WebSocketConfig, _WEBSOCKET_CHECKS)
+    pubsub = _section(path, data, "pubsub", PubsubConfig, _PUBSUB_CHECKS)
     if http.max_request_line > http.max_header_bytes:
         raise ConfigError(path, "http.max_request_line",
                           f"must not exceed http.max_header_bytes ({http.max_header_bytes})")
@@ -296,7 +304,8 @@ def from_dict(data: dict, path: str = "<config>") -> Config:
         raise ConfigError(path, "server.threads", f"0, but the WSGI app of route[{first_wsgi}].wsgi runs in "
                                                   "the thread pool: at least 1")
     config = Config(path=path, server=server, listen=_listeners(path, data), http=http, log=log,
-                    routes=routes, static=static, status=status, database=database, websocket=websocket)
+                    routes=routes, static=static, status=status, database=database, websocket=websocket,
+                    pubsub=pubsub)
     _check_privileges(config)
     return dataclasses.replace(config, notes=_backend_notes(config))
 

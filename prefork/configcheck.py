@@ -10,6 +10,7 @@ import os
 from dataclasses import fields
 from typing import Any
 
+from .resp import parse_url
 
 BACKENDS = ("epoll", "uvloop", "asyncio")
 ACCEPT_STRATEGIES = ("reuseport", "shared")
@@ -119,6 +120,23 @@ def _database_url(path: str, key: str, value: Any) -> str:
     if text.startswith("sqlite:///"):
         # made absolute now, so a reload or an upgrade finds the same file
         return "sqlite:///" + os.path.abspath(text[len("sqlite:///"):])
+    return text
+
+
+def _redis_url(path: str, key: str, value: Any) -> str:
+    text = _check_str(path, key, value)
+    if text:
+        try:
+            parse_url(text)
+        except ValueError as exc:
+            raise ConfigError(path, key, f"{exc} (expected 'redis://[[user]:password@]host[:port][/db]')") from None
+    return text
+
+
+def _channel_prefix(path: str, key: str, value: Any) -> str:
+    text = _check_str(path, key, value)
+    if not 1 <= len(text.encode()) <= 256:
+        raise ConfigError(path, key, f"expected 1 to 256 bytes, got {len(text.encode())}")
     return text
 
 
@@ -246,6 +264,11 @@ _DATABASE_CHECKS = {
     "url": lambda p, k, v: _database_url(p, k, v),
     "synchronous": lambda p, k, v: _check_str(p, k, v, ("full", "normal")),
     "timeout": lambda p, k, v: _check_float(p, k, v, 0),
+}
+
+_PUBSUB_CHECKS = {
+    "url": _redis_url,
+    "prefix": _channel_prefix,
 }
 
 _STATUS_CHECKS = {

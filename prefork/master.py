@@ -21,6 +21,7 @@ import time
 from typing import Callable
 
 from . import __version__, reloader
+from .busrelay import BusRelay, Links
 from .checks import load_checked
 from .config import Config, ConfigError
 from .listeners import BindError
@@ -79,6 +80,7 @@ class Master(SignalActions):
         self.next_watchdog = 0.0
         self.migrate_req = False
         self.recycler = Recycler()            # max_requests, max_rss
+        self.relay = BusRelay(self.reactor)   # the bus between the workers: a link per worker reactor
 
     def close_unused_sockets(self) -> None:
         """Close sockets that neither the configuration nor a live worker uses."""
@@ -94,25 +96,37 @@ class Master(SignalActions):
         socks = self.sockets.for_worker(self.config, slot)
         keep = {s.fileno() for s, _ in socks}
         generation = self.generation
+        # the worker's links to the bus relay: one per reactor (none with Redis as the bus)
+        reactors = self.config.server.workers if self.config.server.mode == "thread" else 1
+        try:
+            links = self.relay.links(0 if self.config.pubsub.url else reactors)
+        except OSError as exc:
+            self.scoreboard.release(record)
+            log.error("cannot make the bus links of a worker: %s", exc)
+            return None
         try:
             pid = fork_worker(self.config, socks, slot, record, generation, self.scoreboard, self.ready_w, self.pid,
-                              lambda: self._in_child(keep))
+                              lambda: self._in_child(keep, links))
         except OSError as exc:
+            links.close()
             self.scoreboard.release(record)
             log.error("fork failed: %s", exc)
             return None
+        self.relay.attach(links, pid)
         wp = WorkerProc(pid, slot, generation, record, {id(s) for s, _ in socks})
         self.workers[pid] = wp
         log.info("started worker process %d (slot %d, generation %d)", pid, slot, generation)
         return wp
 
-    def _in_child(self, keep: set[int]) -> None:
+    def _in_child(self, keep: set[int], links: Links) -> list[int]:
         """Right after fork, in the worker: drop the master's reactor, pipe,
-        notify socket and every listening socket this worker does not serve."""
+        notify socket, bus relay and every listening socket this worker does
+        not serve; the fds of the worker's bus links."""
         self.reactor.close_after_fork()
         os.close(self.ready_r)
         self.sockets.close_all(keep)
         self.notifier.close()
+        return self.relay.drop_in_child(links)
 
     def live(self, slot: int) -> list[WorkerProc]:
         return [wp for wp in self.workers.values() if wp.slot == slot and not wp.retiring]
@@ -475,6 +489,7 @@ class Master(SignalActions):
         finally:
             self.pidfile.remove()
             self.sockets.close_all()
+            self.relay.close()
             for wp in self.workers.values():
                 self._kill(wp.pid, signal.SIGKILL)
             reactor.close()

@@ -16,6 +16,7 @@ import threading
 import time
 
 from .apps import AppContext, build_router, default_routes
+from .bus import make_bus
 from .config import Config
 from .connection import Acceptor, Connection
 from .lifespan import LifespanError, cancel_tasks
@@ -23,7 +24,6 @@ from .logs import AccessLog, reopen_error_log
 from .pool import ThreadPool
 from .protocols.echo import EchoProtocol
 from .protocols.websocket import GOING_AWAY, RESTART
-from .pubsub import LoopbackBus
 from .dispatch import HttpServerContext, HttpServerProtocol
 from .reactor import Reactor
 from .scoreboard import (ACCEPTED, ACTIVE, BUSY, HANDLED, READING, READY, REQUESTS, SLOT, STOPPING, WAITING,
@@ -84,11 +84,18 @@ class Supervisor:
     """The worker's line to its master: the scoreboard record it writes
     (heartbeat, counters) and the pipe on which it says it is ready."""
 
-    def __init__(self, scoreboard: Scoreboard, record: int, ready_fd: int, master_pid: int):
+    def __init__(self, scoreboard: Scoreboard, record: int, ready_fd: int, master_pid: int,
+                 bus_links: list[int] | None = None):
         self.scoreboard = scoreboard
         self.record = record
         self.ready_fd = ready_fd
         self.master_pid = master_pid
+        self.bus_links = list(bus_links or ())  # fds of this process's ends of the master's bus relay
+
+    def take_bus_link(self) -> int:
+        """The fd of the next reactor's link to the master's bus relay (one per
+        reactor: mode = "thread" has several), -1 if there is none."""
+        return self.bus_links.pop(0) if self.bus_links else -1
 
     def ready(self) -> None:
         self.scoreboard.set(self.record, READY, 1)
@@ -154,7 +161,8 @@ class Worker:
         if server.threads:
             self.pool = ThreadPool(self.reactor.call_soon_threadsafe, server.threads, server.queue,
                                    name=f"worker{index}-pool")
-        self.bus = LoopbackBus()  # bus: chosen by the bus helper
+        # bus: chosen by the bus helper -- the fan-out between the workers (and, with [pubsub] url, the servers)
+        self.bus = make_bus(config, self.reactor, supervisor.take_bus_link() if supervisor else -1)
         app = AppContext(config, supervisor.scoreboard if supervisor else None, self, bus=self.bus,
                          clock=self.reactor.clock)
         self.websockets = app.websockets  # the WebSocket routes' contexts: told how to close at a stop
@@ -368,6 +376,7 @@ class Worker:
                 self.http.access_log.close()
             if self.pool is not None:
                 self.pool.shutdown()
+            self.bus.close()
             reactor.close()
         return EXIT_OK
 

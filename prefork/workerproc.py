@@ -69,7 +69,7 @@ class WorkerProc:
 
 def fork_worker(config: Config, socks: list[tuple[socket.socket, ListenConfig]], slot: int, record: int,
                 generation: int, scoreboard: Scoreboard, ready_w: int, master_pid: int,
-                drop_master: Callable[[], None]) -> int:
+                drop_master: Callable[[], list[int]]) -> int:
     """Fork the worker process of ``slot``; returns its pid (in the master: the
     child never returns). Raises OSError if fork fails."""
     sys.stdout.flush()
@@ -95,11 +95,11 @@ def fork_worker(config: Config, socks: list[tuple[socket.socket, ListenConfig]],
 
 def _worker_main(config: Config, socks: list[tuple[socket.socket, ListenConfig]], slot: int, record: int,
                 generation: int, scoreboard: Scoreboard, ready_w: int, master_pid: int,
-                drop_master: Callable[[], None]) -> NoReturn:
+                drop_master: Callable[[], list[int]]) -> NoReturn:
     """The child after fork (the master's signals still blocked): run the
     worker of ``slot`` and exit with its code. ``drop_master`` closes what
     the master holds and the worker does not use (its reactor, the other
-    listening sockets...)."""
+    listening sockets...) and returns the fds of the worker's bus links."""
     code = 1
     try:
         _set_pdeathsig(signal.SIGTERM)
@@ -108,10 +108,10 @@ def _worker_main(config: Config, socks: list[tuple[socket.socket, ListenConfig]]
         signal.set_wakeup_fd(-1)
         for sig in MANAGED_SIGNALS:
             signal.signal(sig, signal.SIG_IGN if sig in WORKER_IGNORED_SIGNALS else signal.SIG_DFL)
-        drop_master()
+        bus_links = drop_master()
         scoreboard.set(record, PID, os.getpid())
         scoreboard.set(record, GENERATION, generation)
-        supervisor = Supervisor(scoreboard, record, ready_w, master_pid)
+        supervisor = Supervisor(scoreboard, record, ready_w, master_pid, bus_links)
         set_proctitle(f"prefork-server: worker process {slot}")
         if config.server.mode == "thread":
             code = run_worker_threads(config, socks, supervisor)

@@ -20,6 +20,8 @@
                  on the same ASGI app (FastAPI, Starlette, raw).
 ``wsgi``         ``bench/wsgi.py``: prefork against gunicorn and granian on the
                  same WSGI app (raw, Flask, Django) and under slowloris clients.
+``bus``          the bus between workers (``busbench``): publish-to-delivery
+                 latency and messages/s across 2 and 4 workers, or through Redis.
 
 Every run is bounded in time and stops by itself; the client processes are
 children of this one and die with it (PR_SET_PDEATHSIG).
@@ -54,6 +56,7 @@ PROGRAMS = {
     "wsframing": ("wsproto_bench", "WebSocket framing compared: wsproto, websockets, own (CPU per message, "
                                    "bytes per idle connection)"),
     "wsidle": ("wsidle", "a worker's memory per idle WebSocket connection (epoll, RSS/PSS delta)"),
+    "bus": ("busbench", "the bus between workers (and through Redis): publish-to-delivery latency, messages/s"),
 }
 
 
