@@ -11,7 +11,8 @@ import importlib.util
 import os
 import sys
 
-# the hot path: reactor, epoll and asyncio drivers, HTTP protocol, dispatcher, the ASGI adapter
+# the hot path: reactor, epoll and asyncio drivers, HTTP protocol, dispatcher, the ASGI adapter,
+# the WebSocket protocol and its routes (a broadcast to every subscriber)
 HOT = (
     "prefork.reactor",
     "prefork.messages",
@@ -28,6 +29,8 @@ HOT = (
     "prefork.asgi",
     "prefork.asgi_response",
     "prefork.apps.builtin",
+    "prefork.protocols.websocket",
+    "prefork.apps.websocket",
 )
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))
