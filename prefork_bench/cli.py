@@ -20,6 +20,9 @@
                  on the same ASGI app (FastAPI, Starlette, raw).
 ``wsgi``         ``bench/wsgi.py``: prefork against gunicorn and granian on the
                  same WSGI app (raw, Flask, Django) and under slowloris clients.
+``websocket``    ``bench/websocket.py``: N WebSocket subscribers of one channel,
+                 a broadcast every S seconds (fan-out time, loss, CPU, memory),
+                 prefork against uvicorn + websockets and the websockets server.
 
 Every run is bounded in time and stops by itself; the client processes are
 children of this one and die with it (PR_SET_PDEATHSIG).
@@ -54,6 +57,8 @@ PROGRAMS = {
     "wsframing": ("wsproto_bench", "WebSocket framing compared: wsproto, websockets, own (CPU per message, "
                                    "bytes per idle connection)"),
     "wsidle": ("wsidle", "a worker's memory per idle WebSocket connection (epoll, RSS/PSS delta)"),
+    "websocket": ("websocket.cli", "N WebSocket subscribers, a broadcast every S seconds: fan-out, loss, CPU, "
+                                   "memory; prefork against uvicorn and websockets (bench/websocket.py)"),
 }
 
 
