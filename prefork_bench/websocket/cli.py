@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default: prefork)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes per server (default: 1)")
     parser.add_argument("--clients", type=int, default=10_000, help="subscribers to hold (default: 10000)")
-    parser.add_argument("--rate", type=float, default=5000.0, help="new connections per second (default: 5000)")
+    parser.add_argument("--rate", type=float, default=10000.0,
+                        help="new connections per second (default: 10000)")
     parser.add_argument("--messages", type=int, default=10, help="messages to publish (default: 10)")
     parser.add_argument("--every", type=float, default=1.0, help="seconds between messages (default: 1)")
     parser.add_argument("--size", type=int, default=64, help="message size in bytes (default: 64)")

@@ -40,7 +40,11 @@ def plan_jobs(args: argparse.Namespace, port: int, per_process: int, stop: tuple
 
 
 def server_ticks(pid: int) -> int:
-    return sum(t for t in map(proc_cpu_ticks, descendants(pid)) if t is not None)
+    return ticks(descendants(pid))
+
+
+def ticks(pids: list[int]) -> int:
+    return sum(t for t in map(proc_cpu_ticks, pids) if t is not None)
 
 
 class Turn:
@@ -117,7 +121,7 @@ class Turn:
             self.wait(clients, t_idle + args.idle)
             marks["idle_cpu"] = self.cpu_share(ticks_idle, t_idle)
             self.phase = "publish"
-            t_pub, ticks_pub = time.monotonic(), server_ticks(self.pid)
+            t_pub, ticks_pub, client_pub = time.monotonic(), server_ticks(self.pid), ticks(clients.pids)
             for seq in range(args.messages):
                 expected = clients.total("open")
                 sent = time.monotonic()
@@ -131,6 +135,8 @@ class Turn:
             marks["publish_cpu_s"] = (ticks_end - ticks_pub) / CLK_TCK
             marks["publish_window_s"] = t_end - t_pub
             marks["publish_cpu"] = self.cpu_share(ticks_pub, t_pub)
+            marks["client_cpu"] = 100.0 * (ticks(clients.pids) - client_pub) / CLK_TCK / (t_end - t_pub) / (
+                os.cpu_count() or 1)
             self.sample(clients)
         finally:
             os.close(stop[1])          # EOF on the stop pipe: every client reports and goes
@@ -167,6 +173,7 @@ class Turn:
             "ramp_s": ramp_s, "connect_rate": established / ramp_s if ramp_s else None,
             "connect_p50_s": percentile(clat, 0.5), "connect_p99_s": percentile(clat, 0.99),
             "server_cpu_idle": marks.get("idle_cpu"), "server_cpu_publish": marks.get("publish_cpu"),
+            "client_cpu_publish": marks.get("client_cpu"),
             "server_cpu_us_per_delivery": (marks["publish_cpu_s"] * 1e6 / d["delivered"])
             if d["delivered"] and "publish_cpu_s" in marks else None,
             "server_processes": max((s.get("server_processes", 0) for s in self.samples), default=None),

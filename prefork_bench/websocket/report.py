@@ -34,6 +34,7 @@ ROWS = [
     ("server CPU per delivery", lambda r: "-" if r["server_cpu_us_per_delivery"] is None
      else f"{r['server_cpu_us_per_delivery']:.1f} µs"),
     ("server RSS / PSS peak", lambda r: f"{fmt_bytes(r['server_rss_peak'])} / {fmt_bytes(r['server_pss_peak'])}"),
+    ("client CPU publishing", lambda r: _pct(r.get("client_cpu_publish"))),
     ("server memory per connection", lambda r: "-" if not r["server_bytes_per_connection"] else
      f"{r['server_bytes_per_connection']['rss']:,.0f} B RSS, {r['server_bytes_per_connection']['pss']:,.0f} B PSS"),
     ("machine memory used, peak", lambda r: _pct(r["mem_used_peak_percent"])),

@@ -169,7 +169,7 @@ def test_sysctls_raise_what_falls_short_and_put_it_back(tmp_path):
 
 def test_arguments():
     args = cli.parse_args(["--clients", "200000", "--servers", "prefork,uvicorn"])
-    assert args.servers == ["prefork", "uvicorn"] and args.ramp_timeout == 200000 / 5000 + 30
+    assert args.servers == ["prefork", "uvicorn"] and args.ramp_timeout == 200000 / 10000 + 30
     assert len(args.sources) >= 2 and all(s.startswith("127.0.") for s in args.sources)
     for bad in (["--servers", "nginx"], ["--publish", "post", "--servers", "websockets"],
                 ["--sources", "10.0.0.1"], ["--clients", "0"], ["--channel", "a/b"]):
