@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ..client import Clients, percentile
 from ..connections import auto_sources
-from ..net import HOST, log_tail, running_server
+from ..net import HOST, free_port, log_tail, running_server
 from ..procs import CLK_TCK, Watcher, descendants, proc_cpu_ticks, raise_nofile
 from ..report import fmt_bytes
+from ..tools import BenchError
 from .clients import WsJob, ws_child_main
 from .deliveries import Published, merge, summarize
 from .frames import message
@@ -188,8 +189,6 @@ class Turn:
 
 def bench_turn(server: str, args: argparse.Namespace, workdir: Path) -> dict:
     """Start ``server`` (pinned when asked), run a ``Turn`` against it, stop it."""
-    from ..net import free_port
-    from ..tools import BenchError
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     launch = LAUNCHERS[server](workdir, port, args)
