@@ -25,6 +25,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "against uvicorn + websockets and the websockets library's own server.")
     parser.add_argument("--servers", default="prefork", help=f"comma-separated, of {','.join(SERVERS)} "
                         "(default: prefork)")
+    parser.add_argument("--target", default=None,
+                        help="127.x.y.z:PORT of a server already running (with pubsub on /ws/ and, for --publish "
+                             "post, publish on /publish/): no server is started, --servers and --workers are not used")
+    parser.add_argument("--pid-file", help="with --target: the server's pid file, for its CPU and memory")
     parser.add_argument("--workers", type=int, default=1, help="worker processes per server (default: 1)")
     parser.add_argument("--clients", type=int, default=10_000, help="subscribers to hold (default: 10000)")
     parser.add_argument("--rate", type=float, default=10000.0,
@@ -69,6 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--publish post: the websockets server answers GET only; use --publish ws")
     if args.sources is not None and not all(s.startswith("127.") for s in args.sources):
         parser.error("--sources: loopback addresses only (127.0.0.0/8)")
+    if args.target is not None:
+        host, _, port = args.target.rpartition(":")
+        if not host.startswith("127.") or not port.isdigit():
+            parser.error(f"--target: a loopback 127.x.y.z:PORT, got {args.target!r}")
+        args.target = (host, int(port))
+        args.servers = ["target"]
     if args.sources is None:
         args.sources = default_sources(args)
     if args.ramp_timeout is None:
@@ -80,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings(args: argparse.Namespace) -> dict:
     return {key: getattr(args, key) for key in (
         "servers", "workers", "clients", "rate", "messages", "every", "size", "channel", "publish", "idle",
-        "drain", "rounds", "pinning")} | {"sources": len(args.sources), "command": " ".join(sys.argv)}
+        "drain", "rounds", "pinning", "target")} | {"sources": len(args.sources), "command": " ".join(sys.argv)}
 
 
 def ok(result: dict, args: argparse.Namespace) -> bool:

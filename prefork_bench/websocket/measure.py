@@ -14,7 +14,7 @@ from pathlib import Path
 from ..client import Clients, percentile
 from ..connections import auto_sources
 from ..net import HOST, free_port, log_tail, running_server
-from ..procs import CLK_TCK, Watcher, descendants, proc_cpu_ticks, raise_nofile
+from ..procs import CLK_TCK, Watcher, descendants, proc_cpu_ticks, raise_nofile, read_pid_file
 from ..report import fmt_bytes
 from ..tools import BenchError
 from .clients import WsJob, ws_child_main
@@ -26,22 +26,24 @@ FD_MARGIN = 64                 # fds a client process keeps for itself
 SAMPLE_EVERY = 1.0             # seconds between the parent's samples
 
 
-def plan_jobs(args: argparse.Namespace, port: int, per_process: int, stop: tuple[int, int]) -> list[WsJob]:
+def plan_jobs(args: argparse.Namespace, host: str, port: int, per_process: int,
+              stop: tuple[int, int]) -> list[WsJob]:
     processes = args.processes or max(1, math.ceil(args.clients / per_process))
     base, extra = divmod(args.clients, processes)
     deadline = args.ramp_timeout + args.idle + args.messages * args.every + args.drain + 60
     jobs, first = [], 0
     for i in range(processes):
         n = base + (i < extra)
-        jobs.append(WsJob(index=i, count=n, first=first, rate=args.rate / processes, host=HOST, port=port,
+        jobs.append(WsJob(index=i, count=n, first=first, rate=args.rate / processes, host=host, port=port,
                           path=f"/ws/{args.channel}", sources=args.sources, ramp_timeout=args.ramp_timeout,
                           deadline=deadline, stop_r=stop[0], stop_w=stop[1]))
         first += n
     return jobs
 
 
-def server_ticks(pid: int) -> int:
-    return ticks(descendants(pid))
+def server_ticks(pid: int | None) -> int:
+    """CPU ticks of the server's processes (0 without a pid: no server figures)."""
+    return ticks(descendants(pid)) if pid is not None else 0
 
 
 def ticks(pids: list[int]) -> int:
@@ -51,8 +53,8 @@ def ticks(pids: list[int]) -> int:
 class Turn:
     """The parent's side of one run against a started server (``pid``)."""
 
-    def __init__(self, label: str, pid: int, port: int, args: argparse.Namespace):
-        self.label, self.pid, self.port, self.args = label, pid, port, args
+    def __init__(self, label: str, pid: int | None, host: str, port: int, args: argparse.Namespace):
+        self.label, self.pid, self.host, self.port, self.args = label, pid, host, port, args
         self.started = time.monotonic()
         self.watcher = Watcher(pid, [])
         self.samples: list[dict] = [dict(self.watcher.baseline, t=0.0, open=0, delivered=0, phase="ramp")]
@@ -104,7 +106,7 @@ class Turn:
         args = self.args
         per_process = raise_nofile() - FD_MARGIN
         stop = os.pipe()
-        jobs = plan_jobs(args, self.port, per_process, stop)
+        jobs = plan_jobs(args, self.host, self.port, per_process, stop)
         clients = Clients(jobs, args.client_cpus if not args.no_pin else None, child=ws_child_main)
         os.close(stop[0])
         self.watcher.client_pids = clients.pids
@@ -115,7 +117,7 @@ class Turn:
                 d.get("phase") != "ramp" for d in clients.latest.values()))
             ramped = [d.get("ramp_done_at", 0) for d in clients.latest.values()]
             marks["ramp_s"] = (max(ramped) if ramped and all(ramped) else time.monotonic()) - self.started
-            self.publisher = Publisher(self.port, args.channel, args.publish)
+            self.publisher = Publisher(self.host, self.port, args.channel, args.publish)
             self.phase = "idle"
             self.sample(clients)
             t_idle, ticks_idle = time.monotonic(), server_ticks(self.pid)
@@ -148,8 +150,10 @@ class Turn:
                 print(file=sys.stderr)
         return self.result(clients, jobs, marks)
 
-    def cpu_share(self, ticks0: int, t0: float) -> float:
+    def cpu_share(self, ticks0: int, t0: float) -> float | None:
         """The server's CPU since (ticks0, t0), in percent of the whole machine."""
+        if self.pid is None:
+            return None
         spent = (server_ticks(self.pid) - ticks0) / CLK_TCK
         return 100.0 * spent / max(time.monotonic() - t0, 1e-6) / (os.cpu_count() or 1)
 
@@ -176,7 +180,7 @@ class Turn:
             "server_cpu_idle": marks.get("idle_cpu"), "server_cpu_publish": marks.get("publish_cpu"),
             "client_cpu_publish": marks.get("client_cpu"),
             "server_cpu_us_per_delivery": (marks["publish_cpu_s"] * 1e6 / d["delivered"])
-            if d["delivered"] and "publish_cpu_s" in marks else None,
+            if d["delivered"] and self.pid is not None else None,
             "server_processes": max((s.get("server_processes", 0) for s in self.samples), default=None),
             "server_rss_peak": max((s.get("server_rss", 0) for s in self.samples), default=None),
             "server_pss_peak": max((s.get("server_pss", 0) for s in self.samples), default=None),
@@ -188,14 +192,22 @@ class Turn:
 
 
 def bench_turn(server: str, args: argparse.Namespace, workdir: Path) -> dict:
-    """Start ``server`` (pinned when asked), run a ``Turn`` against it, stop it."""
+    """Start ``server`` (pinned when asked), run a ``Turn`` against it, stop it;
+    with ``--target``, run against the server already there (its CPU and
+    memory from ``--pid-file``, when given)."""
+    if args.target is not None:
+        try:
+            return Turn("target", read_pid_file(args.pid_file), *args.target, args).run()
+        except (BenchError, OSError) as error:
+            print(f"\n[target] failed: {error}", file=sys.stderr)
+            return {"server": "target", "failure": str(error)}
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     launch = LAUNCHERS[server](workdir, port, args)
     log = workdir / "server.log"
     try:
         with running_server(launch, log, args.server_cpus, not args.no_pin) as proc:
-            return Turn(server, proc.pid, port, args).run()
+            return Turn(server, proc.pid, HOST, port, args).run()
     except (BenchError, OSError) as error:
         print(f"\n[{server}] failed: {error}\n{log_tail(log, workdir / 'error.log')}", file=sys.stderr)
         return {"server": server, "failure": str(error)}

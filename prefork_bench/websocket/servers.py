@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import socket
 import sys
 import time
@@ -21,6 +22,7 @@ CROSSES_WORKERS = {
     "prefork": "through the worker's bus (LoopbackBus until the cross-worker bus lands: one worker only)",
     "uvicorn": "no: a publish reaches the subscribers of the worker that got it",
     "websockets": "no: a publish reaches the subscribers of the worker that got it",
+    "target": "as the server already running does it",
 }
 
 
@@ -29,9 +31,12 @@ class Launcher(Protocol):
 
 
 def prefork(workdir: Path, port: int, args: argparse.Namespace) -> Launch:
+    # every worker may get them all (accepts are not shared evenly), within the fd limit
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    connections = args.clients + 1000 if hard == resource.RLIM_INFINITY else min(args.clients + 1000, hard - 200)
     config = workdir / "prefork.toml"
     config.write_text(
-        f'[server]\nworkers = {args.workers}\nbackend = "epoll"\nworker_connections = {args.clients + 1000}\n'
+        f'[server]\nworkers = {args.workers}\nbackend = "epoll"\nworker_connections = {connections}\n'
         f'[[listen]]\naddress = "{HOST}:{port}"\nbacklog = {BACKLOG}\n'
         '[[route]]\npath = "/ws/"\nhandler = "pubsub"\n'
         '[[route]]\npath = "/publish/"\nhandler = "publish"\n'
@@ -64,13 +69,14 @@ class Publisher:
     (``ws``: its own copies are read and dropped, pings answered) or with
     ``POST /publish/<channel>`` on one keep-alive connection (``post``)."""
 
-    def __init__(self, port: int, channel: str, how: str, timeout: float = 10.0):
+    def __init__(self, host: str, port: int, channel: str, how: str, timeout: float = 10.0):
         self.how = how
+        self.host = host
         self.channel = channel
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
         if how == "ws":
-            self.sock.sendall(handshake(HOST, f"/ws/{channel}"))
+            self.sock.sendall(handshake(host, f"/ws/{channel}"))
             head = self._head()
             if handshake_status(head) != 101:
                 raise BenchError(f"the publisher's handshake was refused: {head[:80]!r}")
@@ -91,7 +97,7 @@ class Publisher:
             self.sock.sendall(client_frame(TEXT, payload))
             return
         self.sock.sendall(b"POST /publish/%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
-                          % (self.channel.encode(), HOST.encode(), len(payload)) + payload)
+                          % (self.channel.encode(), self.host.encode(), len(payload)) + payload)
         head = self._head()
         status = handshake_status(head)
         length = 0

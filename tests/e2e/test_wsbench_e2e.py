@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, Server, free_port, make_config
 
 
 def bench(*argv: str, cwd, timeout: float = 90) -> subprocess.CompletedProcess:
@@ -53,3 +53,24 @@ def test_the_comparison_servers_run_the_same_broadcast(tmp_path):
     for r in results:
         assert r["delivered"] == r["expected"] == 200 and r["lost"] == 0 and r["errors"] == {}, r["server"]
     assert "uvicorn: no: a publish reaches the subscribers of the worker that got it" in done.stdout
+
+
+def test_a_server_already_running_as_the_target(tmp_path):
+    """--target: no server started; CPU and memory from the server's pid file."""
+    port = free_port()
+    routes = ('\n[[route]]\npath = "/ws/"\nhandler = "pubsub"\n'
+              '[[route]]\npath = "/publish/"\nhandler = "publish"\n')
+    srv = Server(tmp_path, make_config({"http": port}) + routes, {"http": port}).start()
+    try:
+        srv.wait_workers(1)
+        out = tmp_path / "t.json"
+        done = bench("--target", f"127.0.0.1:{port}", "--pid-file", str(srv.pid_path), "--clients", "100",
+                     "--messages", "2", "--every", "0.2", "--idle", "0.3", "--json", str(out), cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        (r,) = json.loads(out.read_text())["results"]
+        assert r["server"] == "target" and r["delivered"] == r["expected"] == 200 and r["lost"] == 0
+        assert r["server_processes"] == 2 and r["server_cpu_publish"] is not None
+        assert srv.proc.poll() is None   # the bench leaves a server it did not start running
+    finally:
+        srv.stop()
+    assert "--target: a loopback" in bench("--target", "10.0.0.1:80", cwd=tmp_path).stderr
