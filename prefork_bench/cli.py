@@ -22,6 +22,9 @@
                  same WSGI app (raw, Flask, Django) and under slowloris clients.
 ``bus``          the bus between workers (``busbench``): publish-to-delivery
                  latency and messages/s across 2 and 4 workers, or through Redis.
+``websocket``    ``bench/websocket.py``: N WebSocket subscribers of one channel,
+                 a broadcast every S seconds (fan-out time, loss, CPU, memory),
+                 prefork against uvicorn + websockets and the websockets server.
 
 Every run is bounded in time and stops by itself; the client processes are
 children of this one and die with it (PR_SET_PDEATHSIG).
@@ -57,6 +60,8 @@ PROGRAMS = {
                                    "bytes per idle connection)"),
     "wsidle": ("wsidle", "a worker's memory per idle WebSocket connection (epoll, RSS/PSS delta)"),
     "bus": ("busbench", "the bus between workers (and through Redis): publish-to-delivery latency, messages/s"),
+    "websocket": ("websocket.cli", "N WebSocket subscribers, a broadcast every S seconds: fan-out, loss, CPU, "
+                                   "memory; prefork against uvicorn and websockets (bench/websocket.py)"),
 }
 
 

@@ -21,6 +21,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from .procs import die_with_parent, parse_cpus, raise_nofile
 
@@ -355,7 +356,10 @@ def _child_main(job: ClientJob, out: int) -> None:
 class Clients:
     """The client processes, from the parent's side."""
 
-    def __init__(self, jobs: list[ClientJob], cpus: str | None = None):
+    def __init__(self, jobs: list, cpus: str | None = None, child: Callable[[Any, int], None] | None = None):
+        """Fork one process per job, running ``child(job, out)`` (this module's
+        ``ClientProcess`` by default; it must end with ``os._exit``)."""
+        child = child or _child_main
         self.latest: dict[int, dict] = {}
         self.pids: list[int] = []
         self._pipes: dict[int, tuple[int, bytearray]] = {}
@@ -367,7 +371,7 @@ class Clients:
                 os.close(r)
                 if cpus:
                     os.sched_setaffinity(0, parse_cpus(cpus))
-                _child_main(job, w)
+                child(job, w)
             os.close(w)
             os.set_blocking(r, False)
             self.pids.append(pid)
