@@ -55,12 +55,14 @@ class Server:
         self.port = ports.get("http") or next(iter(ports.values()))
         self.proc: subprocess.Popen | None = None
 
-    def start(self, env: dict | None = None) -> "Server":
+    def start(self, env: dict | None = None, wait: bool = True) -> "Server":
+        """Start the master; with ``wait``, return once every port accepts
+        (without: at once, for a server that is meant to fail its start)."""
         env = dict(os.environ if env is None else env,
                    PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen([sys.executable, "-m", "prefork.cli", "-c", str(self.path)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
-        for port in self.ports.values():
+        for port in self.ports.values() if wait else ():
             wait_for_port(port, self.proc)
         return self
 
@@ -137,13 +139,13 @@ def start_server(tmp_path, backend):
     servers: list[Server] = []
 
     def start(server: str = "", http: str = "", names: tuple[str, ...] = ("http", "echo"),
-              env: dict | None = None, extra: str = "") -> Server:
+              env: dict | None = None, extra: str = "", wait: bool = True) -> Server:
         ports = {name: free_port() for name in names}
         if "backend =" not in server:
             server = f'backend = "{backend}"\n' + server
         srv = Server(tmp_path, make_config(ports, server, http) + extra, ports)
         servers.append(srv)
-        return srv.start(env)
+        return srv.start(env, wait)
 
     yield start
     for srv in servers:

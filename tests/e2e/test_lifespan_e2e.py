@@ -40,10 +40,10 @@ def markers(tmp_path):
 @pytest.fixture
 def serve(start_server, markers):
     """Start a server with one ASGI route at "/" (``app`` of asgi_lifespan_apps)."""
-    def start(app: str, lifespan: str = "", server: str = ""):
+    def start(app: str, lifespan: str = "", server: str = "", wait: bool = True):
         route = f'\n[[route]]\npath = "/"\nasgi = "{APPS}:{app}"\n' + (f'lifespan = "{lifespan}"\n' if lifespan else "")
         return start_server(server=server, names=("http",), extra=route,
-                            env=dict(os.environ, PREFORK_TEST_MARKERS=str(markers)))
+                            env=dict(os.environ, PREFORK_TEST_MARKERS=str(markers)), wait=wait)
     return start
 
 
@@ -94,7 +94,7 @@ def test_shutdown_runs_in_the_old_generation_after_hup(serve, markers):
 
 def test_failed_startup_stops_the_first_start(serve, markers, tmp_path):
     (markers / "fail-startup").touch()
-    srv = serve("marker_app")
+    srv = serve("marker_app", wait=False)  # it may be gone before its port is polled
     assert exits(srv) == 3  # EXIT_BOOT_ERROR: the server does not start
     log = srv.log()
     assert "cannot start" in log and "lifespan.startup.failed: no database" in log
@@ -120,7 +120,7 @@ def test_failed_startup_on_reload_keeps_the_old_generation(serve, markers):
 
 
 def test_startup_exception_with_lifespan_on_stops_the_start(serve):
-    srv = serve("raising_startup_app", lifespan="on")
+    srv = serve("raising_startup_app", lifespan="on", wait=False)  # it may be gone before its port is polled
     assert exits(srv) == 3
     log = srv.log()
     assert "RuntimeError: cannot reach the database" in log and "cannot start" in log
@@ -139,7 +139,7 @@ def test_app_without_lifespan_is_served_in_auto_with_one_log_line(serve):
 
 
 def test_app_without_lifespan_fails_the_start_in_on(serve):
-    srv = serve("no_lifespan_app", lifespan="on")
+    srv = serve("no_lifespan_app", lifespan="on", wait=False)  # it may be gone before its port is polled
     assert exits(srv) == 3
     assert "only http is supported" in srv.log()
 
