@@ -19,7 +19,7 @@ from .frames import CLOSE, PING, PONG, TEXT, client_frame, close_frame, handshak
 SERVERS = ("prefork", "uvicorn", "websockets")
 BACKLOG = 4096
 CROSSES_WORKERS = {
-    "prefork": "through the worker's bus (LoopbackBus until the cross-worker bus lands: one worker only)",
+    "prefork": "through the bus between its workers (the master relays each publish to every worker)",
     "uvicorn": "no: a publish reaches the subscribers of the worker that got it",
     "websockets": "no: a publish reaches the subscribers of the worker that got it",
     "target": "as the server already running does it",
