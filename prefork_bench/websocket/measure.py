@@ -170,8 +170,12 @@ class Turn:
                         "pss": (top["server_pss"] - base["server_pss"]) / established}
         ramp_s = marks.get("ramp_s")
         clat = clients.hist("clat")
+        processes = max((s.get("server_processes", 0) for s in self.samples), default=None)
+        workers = args.workers
+        if args.target is not None and processes:
+            workers = max(1, processes - 1)  # a running server's: its processes less the master
         d.update({
-            "server": self.label, "workers": args.workers, "clients": args.clients,
+            "server": self.label, "workers": workers, "clients": args.clients,
             "client_processes": len(jobs), "source_addresses": len(args.sources),
             "established": established, "failed": clients.total("failed"), "dropped": clients.total("dropped"),
             "errors": clients.errors(), "fatal": clients.fatal, "pings": clients.total("pings"),
@@ -181,7 +185,7 @@ class Turn:
             "client_cpu_publish": marks.get("client_cpu"),
             "server_cpu_us_per_delivery": (marks["publish_cpu_s"] * 1e6 / d["delivered"])
             if d["delivered"] and self.pid is not None else None,
-            "server_processes": max((s.get("server_processes", 0) for s in self.samples), default=None),
+            "server_processes": processes,
             "server_rss_peak": max((s.get("server_rss", 0) for s in self.samples), default=None),
             "server_pss_peak": max((s.get("server_pss", 0) for s in self.samples), default=None),
             "server_bytes_per_connection": per_conn,

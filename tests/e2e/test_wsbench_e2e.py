@@ -60,16 +60,17 @@ def test_a_server_already_running_as_the_target(tmp_path):
     port = free_port()
     routes = ('\n[[route]]\npath = "/ws/"\nhandler = "pubsub"\n'
               '[[route]]\npath = "/publish/"\nhandler = "publish"\n')
-    srv = Server(tmp_path, make_config({"http": port}) + routes, {"http": port}).start()
+    srv = Server(tmp_path, make_config({"http": port}, server="workers = 2") + routes, {"http": port}).start()
     try:
-        srv.wait_workers(1)
+        srv.wait_workers(2)
         out = tmp_path / "t.json"
         done = bench("--target", f"127.0.0.1:{port}", "--pid-file", str(srv.pid_path), "--clients", "100",
                      "--messages", "2", "--every", "0.2", "--idle", "0.3", "--json", str(out), cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
         (r,) = json.loads(out.read_text())["results"]
         assert r["server"] == "target" and r["delivered"] == r["expected"] == 200 and r["lost"] == 0
-        assert r["server_processes"] == 2 and r["server_cpu_publish"] is not None
+        assert r["server_processes"] == 3 and r["server_cpu_publish"] is not None
+        assert r["workers"] == 2  # the running server's, not the --workers default
         assert srv.proc.poll() is None   # the bench leaves a server it did not start running
     finally:
         srv.stop()
