@@ -19,6 +19,7 @@ from .busframe import FrameError, FrameReader, encode
 from .config import Config
 from .pubsub import Bus, LoopbackBus, Subscriber
 from .reactor import READABLE, WRITABLE
+from .sockqueue import send_queued
 
 log = logging.getLogger("prefork.bus")
 
@@ -101,22 +102,12 @@ class LocalBus:
 
     @staticmethod
     def _on_writable(self: "LocalBus") -> None:
-        out = self._out
-        while out:
-            view = out[0]
-            try:
-                sent = self.sock.send(view)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._lost(str(exc))
-                return
-            self._out_bytes -= sent
-            if sent < len(view):
-                out[0] = view[sent:]
-                return
-            out.popleft()
-        self.reactor.remove(self.fd, WRITABLE)
+        sent, error = send_queued(self.sock, self._out)
+        self._out_bytes -= sent
+        if error is not None:
+            self._lost(error)
+        elif not self._out:
+            self.reactor.remove(self.fd, WRITABLE)
 
     @staticmethod
     def _on_readable(self: "LocalBus") -> None:

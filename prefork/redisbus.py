@@ -33,6 +33,7 @@ import hiredis
 from .pubsub import Subscriber
 from .reactor import READABLE, WRITABLE
 from .resp import RedisAddress, command, glob_escape
+from .sockqueue import send_queued
 
 log = logging.getLogger("prefork.bus")
 
@@ -167,21 +168,12 @@ class RespConnection:
 
     @staticmethod
     def _on_writable(self: "RespConnection") -> None:
-        out = self._out
-        while out:
-            try:
-                sent = self.sock.send(out[0])
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._fail(str(exc))
-                return
-            self._out_bytes -= sent
-            if sent < len(out[0]):
-                out[0] = out[0][sent:]
-                return
-            out.popleft()
-        self.reactor.remove(self.fd, WRITABLE)
+        sent, error = send_queued(self.sock, self._out)
+        self._out_bytes -= sent
+        if error is not None:
+            self._fail(error)
+        elif not self._out:
+            self.reactor.remove(self.fd, WRITABLE)
 
     @staticmethod
     def _on_readable(self: "RespConnection") -> None:
