@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from conftest import http_get, wait_until
+from testkit import client_frame as masked
 
 ROUTES = """
 [[route]]
@@ -67,22 +68,6 @@ def handshake(srv, path: str = "/echo", headers: str = "", version: str = "13", 
             break
         data += chunk
     return sock, data
-
-
-def masked(opcode: int, payload: bytes, fin: bool = True, mask: bool = True) -> bytes:
-    n = len(payload)
-    head = bytes([(0x80 if fin else 0) | opcode])
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 65536:
-        head += bytes([bit | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([bit | 127]) + n.to_bytes(8, "big")
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def read_frames(sock: socket.socket, data: bytes = b"", count: int = 0, timeout: float = 5.0):

@@ -7,34 +7,11 @@ import base64
 import os
 
 import pytest
+from testkit import client_frame
 
 from prefork.config import WebSocketConfig
 from prefork.protocols import websocket as ws
 from prefork.protocols.websocket import WebSocketContext, WebSocketProtocol, check_handshake, response_101
-
-
-def client_frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True, rsv: int = 0,
-                 length: int | None = None) -> bytes:
-    n = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | rsv | opcode])
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 65536:
-        head += bytes([bit | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([bit | 127]) + n.to_bytes(8, "big")
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if len(payload) < 4096 else \
-        head + key + _mask(payload, key)
-
-
-def _mask(payload: bytes, key: bytes) -> bytes:
-    from websockets.speedups import apply_mask
-
-    return apply_mask(payload, key)
 
 
 def parse_server(data: bytes) -> list[tuple[int, bytes]]:
