@@ -86,7 +86,9 @@ def test_a_worker_that_does_not_read_costs_only_its_own_messages(bus_server):
     finally:
         os.kill(stopped, signal.SIGCONT)
     wait_until(lambda: "dropping" in srv.log(), timeout=10, what="drops logged")
-    # what the stopped worker gets once it runs again: a prefix of the publishes, in order, never twice
+    # what the stopped worker gets once it runs again: some of the publishes, in publish order,
+    # never twice -- the relay drops whole read blocks while its queue for the worker is full,
+    # so a later, smaller block may still fit: gaps, not only a cut tail
     expected = [(tag, i) for tag in tags for i in range(8)]
 
     def backlog():
@@ -95,7 +97,8 @@ def test_a_worker_that_does_not_read_costs_only_its_own_messages(bus_server):
     wait_until(lambda: until_len_still(backlog), timeout=20, what="the stopped worker's backlog")
     order = backlog()
     assert 0 < len(order) < len(expected)
-    assert order == expected[:len(order)]
+    positions = [expected.index(g) for g in order]
+    assert positions == sorted(set(positions)), order  # in order, none twice
     # the master is fine and still relays: a new publish reaches both
     srv.publish(n=1, tag="after")
     wait_until(lambda: all(any(d[3].startswith("after:") for d in srv.deliveries(p)) for p in pids),
