@@ -19,7 +19,7 @@ from .busframe import FrameError, FrameReader, encode
 from .config import Config
 from .pubsub import Bus, LoopbackBus, Subscriber
 from .reactor import READABLE, WRITABLE
-from .sockqueue import send_queued
+from .sockqueue import send_or_queue, send_queued
 
 log = logging.getLogger("prefork.bus")
 
@@ -84,20 +84,12 @@ class LocalBus:
                             self._out_bytes)
             self.dropped += 1
             return
-        if self._out:
-            self._out.append(memoryview(frame))
-            self._out_bytes += len(frame)
+        queued, waiting, error = send_or_queue(self.sock, self._out, frame)
+        if error is not None:
+            self._lost(error)
             return
-        try:
-            sent = self.sock.send(frame)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._lost(str(exc))
-            return
-        if sent < len(frame):
-            self._out.append(memoryview(frame)[sent:])
-            self._out_bytes += len(frame) - sent
+        self._out_bytes += queued
+        if waiting:
             self.reactor.add(self.fd, WRITABLE, LocalBus._on_writable, self)
 
     @staticmethod

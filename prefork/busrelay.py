@@ -23,6 +23,7 @@ from collections import deque
 
 from .busframe import FrameError, complete, frame_end
 from .reactor import READABLE, WRITABLE
+from .sockqueue import send_or_queue, send_queued
 
 log = logging.getLogger("prefork.bus")
 
@@ -162,40 +163,22 @@ class BusRelay:
                 pos = end
 
     def _write(self, link: _Link, view: memoryview) -> None:
-        if link.out:
-            link.out.append(view)
-            link.out_bytes += len(view)
-            return
-        try:
-            sent = link.sock.send(view)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
+        queued, waiting, error = send_or_queue(link.sock, link.out, view)
+        if error is not None:
             return  # the worker is gone: its EOF closes the link
-        if sent < len(view):
-            link.out.append(view[sent:])
-            link.out_bytes += len(view) - sent
+        link.out_bytes += queued
+        if waiting:
             self.reactor.add(link.fd, WRITABLE, BusRelay._on_writable, (self, link))
 
     @staticmethod
     def _on_writable(arg: tuple["BusRelay", _Link]) -> None:
         relay, link = arg
-        out = link.out
-        while out:
-            view = out[0]
-            try:
-                sent = link.sock.send(view)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                relay._close(link, str(exc))
-                return
-            link.out_bytes -= sent
-            if sent < len(view):
-                out[0] = view[sent:]
-                return
-            out.popleft()
-        relay.reactor.remove(link.fd, WRITABLE)
+        sent, error = send_queued(link.sock, link.out)
+        link.out_bytes -= sent
+        if error is not None:
+            relay._close(link, error)
+        elif not link.out:
+            relay.reactor.remove(link.fd, WRITABLE)
 
     def _close(self, link: _Link, reason: str) -> None:
         if self._links.pop(link.fd, None) is None:

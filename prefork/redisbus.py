@@ -33,7 +33,7 @@ import hiredis
 from .pubsub import Subscriber
 from .reactor import READABLE, WRITABLE
 from .resp import RedisAddress, command, glob_escape
-from .sockqueue import send_queued
+from .sockqueue import send_or_queue, send_queued
 
 log = logging.getLogger("prefork.bus")
 
@@ -149,20 +149,12 @@ class RespConnection:
         """Queue ``data``; False (nothing queued) when down or ``out_max`` bytes wait."""
         if self.state != UP or self._out_bytes + len(data) > self.out_max:
             return False
-        if self._out:
-            self._out.append(memoryview(data))
-            self._out_bytes += len(data)
-            return True
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._fail(str(exc))
+        queued, waiting, error = send_or_queue(self.sock, self._out, data)
+        if error is not None:
+            self._fail(error)
             return False
-        if sent < len(data):
-            self._out.append(memoryview(data)[sent:])
-            self._out_bytes += len(data) - sent
+        self._out_bytes += queued
+        if waiting:
             self.reactor.add(self.fd, WRITABLE, RespConnection._on_writable, self)
         return True
 

@@ -1,6 +1,8 @@
-"""Sending what waits in a non-blocking socket's output queue, for the bus's
-connections (the link to the master, the connections to Redis). Imports
-nothing of prefork."""
+"""A non-blocking socket's output queue, for the bus's connections (a worker's
+link to the master, the master's links to the workers, the connections to
+Redis): send at once what nothing waits before (``send_or_queue``), queue the
+rest, send the queue as the socket takes it (``send_queued``). Imports nothing
+of prefork."""
 
 from __future__ import annotations
 
@@ -26,3 +28,23 @@ def send_queued(sock, out: deque) -> tuple[int, str | None]:
             return total, None
         out.popleft()
     return total, None
+
+
+def send_or_queue(sock, out: deque, data) -> tuple[int, bool, str | None]:
+    """Send ``data`` now if nothing waits in ``out``, else queue it behind; what
+    the socket does not take is queued. Returns (bytes queued, whether ``out``
+    has just begun to hold something: the caller waits for the socket to be
+    writable, None) -- or (0, False, the error) when the socket failed."""
+    if out:
+        out.append(memoryview(data))
+        return len(data), False, None
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError as exc:
+        return 0, False, str(exc)
+    if sent < len(data):
+        out.append(memoryview(data)[sent:])
+        return len(data) - sent, True, None
+    return 0, False, None

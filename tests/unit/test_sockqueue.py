@@ -3,7 +3,7 @@
 import socket
 from collections import deque
 
-from prefork.sockqueue import send_queued
+from prefork.sockqueue import send_or_queue, send_queued
 
 
 def _pair():
@@ -47,3 +47,31 @@ def test_a_failed_socket_says_why():
         out = deque([b"x" * 100])
         sent, error = send_queued(a, out)
         assert sent == 0 and error and out  # EPIPE: nothing taken, the part kept
+
+
+def test_send_or_queue_sends_at_once_when_nothing_waits():
+    a, b = _pair()
+    with a, b:
+        out = deque()
+        assert send_or_queue(a, out, b"hello") == (0, False, None) and not out
+        assert b.recv(100) == b"hello"
+
+
+def test_send_or_queue_queues_behind_what_waits_and_the_rest_of_a_partial_send():
+    a, b = _pair()
+    with a, b:
+        big = bytes(range(256)) * 4096
+        out = deque()
+        queued, waiting, error = send_or_queue(a, out, big)
+        assert error is None and waiting and 0 < queued < len(big) and bytes(out[0]) == big[-queued:]
+        # something waits: the next data goes behind it, not to the socket, and nothing new to wait for
+        assert send_or_queue(a, out, b"tail") == (4, False, None) and bytes(out[1]) == b"tail"
+
+
+def test_send_or_queue_says_why_a_socket_failed():
+    a, b = _pair()
+    b.close()
+    with a:
+        out = deque()
+        queued, waiting, error = send_or_queue(a, out, b"x" * 100)
+        assert (queued, waiting) == (0, False) and error and not out
