@@ -67,9 +67,6 @@ class SourceFirst:
             return None
         return importlib.util.spec_from_file_location(name, source)
 
-    def find_module(self, name, path=None):  # pragma: no cover - Python < 3.4's interface
-        return None
-
 
 def install() -> None:
     """Called once by ``prefork/__init__``: the finder goes first on ``sys.meta_path``."""

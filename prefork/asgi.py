@@ -81,11 +81,8 @@ class AsgiApp:
         """Run the app for ``request`` (its body whole) on the loop; ``proto`` waits for it.
         A WebSocket handshake gets the ``websocket`` scope (``asgi_websocket``)."""
         if request.method == b"GET" and asgi_websocket.is_websocket(proto, request):
-            loop = self._loop
-            if loop is None or loop.is_closed():
-                loop = self._loop = asyncio.get_running_loop()
             scope = build_scope(self, request, proto.driver.sockname())
-            asgi_websocket.start(self.app, proto, request, self.websocket, loop, scope)
+            asgi_websocket.start(self.app, proto, request, self.websocket, self._the_loop(), scope)
             return
         self._start(proto, request, False)
 
@@ -97,11 +94,16 @@ class AsgiApp:
         proto.wait()
         call = _Call(self, proto, request, streamed)
         proto.ctx.asgi_calls[proto] = call
+        call.task = self._the_loop().create_task(call.run())
+        return call
+
+    def _the_loop(self) -> asyncio.AbstractEventLoop:
+        """The worker's loop, looked up once (``get_running_loop()`` costs a
+        ``getpid()`` system call on every call)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             loop = self._loop = asyncio.get_running_loop()
-        call.task = loop.create_task(call.run())
-        return call
+        return loop
 
 
 def is_call(task: asyncio.Task) -> bool:

@@ -16,7 +16,7 @@ import os
 import socket
 from collections import deque
 
-from .driver import HELD, HIGH_WATER, LINGERING, PAUSED, PAUSED_EOF, AcceptorHost, BaseDriver, Host
+from .driver import FIELDS, HELD, HIGH_WATER, LINGERING, PAUSED, PAUSED_EOF, AcceptorHost, BaseDriver, Host
 from .messages import FileChunk
 from .reactor import READABLE, WHEN, WRITABLE
 
@@ -47,7 +47,7 @@ class Connection(BaseDriver):
     makes, not a slot. Deadlines, lingering close and hold/resume are
     ``BaseDriver``'s (driver.py)."""
 
-    __slots__ = ("fd", "proto", "wbuf", "timer", "send_deadline", "flags")
+    __slots__ = FIELDS  # fd, proto, wbuf, timer, send_deadline, flags (driver.FIELDS)
 
     def __init__(self, worker: Host, fd: int, proto):
         self.fd = fd

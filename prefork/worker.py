@@ -161,7 +161,7 @@ class Worker:
         if server.threads:
             self.pool = ThreadPool(self.reactor.call_soon_threadsafe, server.threads, server.queue,
                                    name=f"worker{index}-pool")
-        # bus: chosen by the bus helper -- the fan-out between the workers (and, with [pubsub] url, the servers)
+        # the bus: the fan-out between the workers (and, with [pubsub] url, between the servers)
         self.bus = make_bus(config, self.reactor, supervisor.take_bus_link() if supervisor else -1)
         app = AppContext(config, supervisor.scoreboard if supervisor else None, self, bus=self.bus,
                          clock=self.reactor.clock)

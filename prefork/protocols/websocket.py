@@ -429,7 +429,7 @@ class WebSocketProtocol:
         if state != OPEN:
             return b""
         out = self._out = []
-        if self.flags & GOING and self._going_at() <= now:
+        if self.flags & GOING and self.ctx.stop_at <= now:
             self._close(self.ctx.stop_code, _REASONS.get(self.ctx.stop_code, ""))
         elif self._ping_at and self._ping_at <= now:
             if self.flags & PINGING:
@@ -451,13 +451,10 @@ class WebSocketProtocol:
         if self.state != OPEN:
             return
         self.flags |= GOING
-        if self._going_at() <= self.ctx.clock():
+        if self.ctx.stop_at <= self.ctx.clock():
             self.close(self.ctx.stop_code, _REASONS.get(self.ctx.stop_code, ""))
         else:
             self._set_deadline()
-
-    def _going_at(self) -> float:
-        return self.ctx.stop_at
 
     # --- output ------------------------------------------------------------------------------
 
@@ -542,7 +539,7 @@ class WebSocketProtocol:
         if idle_at and (not deadline or idle_at < deadline):
             deadline = idle_at
         if self.flags & GOING:
-            going = self._going_at()
+            going = self.ctx.stop_at
             if not deadline or going < deadline:
                 deadline = going
         self.deadline = deadline
