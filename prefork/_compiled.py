@@ -11,8 +11,9 @@ import importlib.util
 import os
 import sys
 
-# the hot path: reactor, epoll and asyncio drivers, HTTP protocol, dispatcher, the ASGI adapter,
-# the WebSocket protocol and its routes (a broadcast to every subscriber)
+# the hot path: reactor, epoll and asyncio drivers, HTTP protocol, dispatcher, the ASGI and
+# WSGI adapters (and the WSGI thread pool), the WebSocket protocol and its routes (a broadcast
+# to every subscriber)
 HOT = (
     "prefork.reactor",
     "prefork.messages",
@@ -28,6 +29,9 @@ HOT = (
     "prefork.dispatch",
     "prefork.asgi",
     "prefork.asgi_response",
+    "prefork.wsgi",
+    "prefork.wsgi_environ",
+    "prefork.pool",
     "prefork.apps.builtin",
     "prefork.protocols.websocket",
     "prefork.apps.websocket",

@@ -121,6 +121,7 @@ class Reactor:
         self._cancelled = 0
         self._ready: deque = deque()
         self._threadsafe: deque = deque()
+        self._woken = False  # the eventfd has been written since the loop last drained _threadsafe
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.add(self._efd, READABLE, Reactor._on_eventfd, self)
         self._signals: dict[int, Callable[[int], None]] = {}
@@ -254,8 +255,18 @@ class Reactor:
         self._ready.append((callback, args))
 
     def call_soon_threadsafe(self, callback: Callable[..., None], *args: Any) -> None:
-        """Queue ``callback(*args)`` from any thread and wake the loop."""
+        """Queue ``callback(*args)`` from any thread and wake the loop.
+
+        The eventfd is written only by the first call after the loop last
+        drained the queue (``_woken``): later ones find the loop woken
+        already, and skip the syscall, which would also hand the GIL over
+        (a context switch) on every result a pool thread gives back. The loop
+        clears ``_woken`` before it drains, so a call that saw it set has
+        queued its callback before the drain."""
         self._threadsafe.append((callback, args))
+        if self._woken:
+            return
+        self._woken = True
         try:
             os.eventfd_write(self._efd, 1)
         except BlockingIOError:
@@ -268,6 +279,7 @@ class Reactor:
             os.eventfd_read(self._efd)
         except BlockingIOError:
             pass
+        self._woken = False
         queue = self._threadsafe
         while queue:
             callback, args = queue.popleft()

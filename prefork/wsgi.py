@@ -139,9 +139,15 @@ class WsgiApp:
 class _Call:
     """One request handed to a WSGI app. The thread's side: ``run`` (the app,
     the iteration), ``start_response``, ``write``; the reactor's side:
-    ``_deliver``, ``_complete``, ``_fail_500``, ``_abort``, ``lost``."""
+    ``_deliver``, ``_complete``, ``_fail_500``, ``_abort``, ``lost``.
 
-    __slots__ = ("app", "proto", "request", "hand_back", "server", "cond", "gone", "blocked", "inflight",
+    The two sides share no lock: each field has one writer (``handed`` the
+    thread; ``delivered``, ``blocked`` and ``gone`` the reactor), and the
+    thread waits for the reactor only while the output is above high water,
+    on a lock of its own it publishes as ``waiter`` (``_wait``), which the
+    reactor releases after each change (``_wake``)."""
+
+    __slots__ = ("app", "proto", "request", "hand_back", "server", "waiter", "gone", "blocked", "handed", "delivered",
                  "high_water", "status", "code", "headers", "head_sent", "declared", "length", "chunked",
                  "keep_alive", "no_body", "pending", "committed", "body", "deferred")
 
@@ -151,10 +157,11 @@ class _Call:
         self.request = request
         self.hand_back = hand_back
         self.server = server
-        self.cond = threading.Condition()
+        self.waiter: Any = None  # the thread's lock while it waits for the reactor (_wait)
         self.gone = False        # the client went away (set on the reactor thread)
-        self.blocked = False     # the connection's output is above high_water
-        self.inflight = 0        # bytes handed to the reactor, not yet delivered
+        self.blocked = False     # the connection's output is above high_water (set on the reactor thread)
+        self.handed = 0          # bytes handed to the reactor (by the thread) ...
+        self.delivered = 0       # ... and delivered by it: the difference is on its way
         self.high_water = proto.ctx.config.high_water
         self.status: str | None = None
         self.code = 0
@@ -365,15 +372,30 @@ class _Call:
     def _hand(self, fn: Callable[[bytes], None], data: bytes) -> None:
         """Hand ``data`` to the reactor thread (``fn`` delivers it), waiting
         first while the connection is above high water or that much is on its way."""
-        cond = self.cond
-        with cond:
-            while not self.gone and (self.blocked or self.inflight > self.high_water):
-                cond.wait(1.0)
-            if self.gone:
-                close_files(data)
-                raise ClientDisconnected("the client has disconnected")
-            self.inflight += len(data)
+        if self.blocked or self.handed - self.delivered > self.high_water:
+            self._wait()
+        if self.gone:
+            close_files(data)
+            raise ClientDisconnected("the client has disconnected")
+        self.handed += len(data)
         self.hand_back(fn, data)
+
+    def _held_back(self) -> bool:
+        return not self.gone and (self.blocked or self.handed - self.delivered > self.high_water)
+
+    def _wait(self) -> None:
+        """Until the output is below high water or the client is gone. The
+        lock is published first, then the condition checked again: a change
+        the reactor made before it saw the lock is seen here."""
+        wake = threading.Lock()
+        wake.acquire()
+        while self._held_back():
+            self.waiter = wake
+            if not self._held_back():
+                self.waiter = None
+                return
+            wake.acquire(timeout=1.0)
+            self.waiter = None
 
     # --- the reactor's side --------------------------------------------------------------------
 
@@ -385,25 +407,32 @@ class _Call:
         driver = proto.driver
         driver.deliver(data)
         blocked = not self.gone and driver.write_blocked()
-        with self.cond:
-            self.inflight -= len(data)
-            self.blocked = blocked
-            self.cond.notify()
+        self.delivered += len(data)
+        self.blocked = blocked
+        self._wake()
         if blocked:
             driver.when_drained(self._drained)
 
     def _drained(self) -> None:
-        with self.cond:
-            self.blocked = False
-            self.cond.notify()
+        self.blocked = False
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the thread if it waits (``_wait``)."""
+        wake = self.waiter
+        if wake is not None:
+            self.waiter = None
+            try:
+                wake.release()
+            except RuntimeError:  # released already: the thread has not taken it back yet
+                pass
 
     def lost(self) -> None:
         """The connection is gone (the protocol's connection_lost): the thread stops."""
         if self.body is not None:
             self.body.fail()
-        with self.cond:
-            self.gone = True
-            self.cond.notify()
+        self.gone = True
+        self._wake()
 
     def eof(self) -> None:
         """The client has half-closed: it may still read the response (a

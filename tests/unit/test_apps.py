@@ -56,6 +56,49 @@ def test_pool_busy_counts_threads_running_jobs():
         pool.shutdown()
 
 
+def test_pool_wakes_a_thread_when_the_loop_has_finished_its_round():
+    """With the loop's call_soon, a submit only queues: one wake-up (the
+    kick) is scheduled for the end of the loop's round, however many jobs
+    came in it, so no thread is woken to wait for the GIL the loop holds."""
+    soon = []
+    got = []
+    pool = ThreadPool(lambda fn, *a: fn(*a), threads=2, queue_size=8, call_soon=lambda fn, *a: soon.append(fn))
+    try:
+        wait_until(lambda: len(pool._idle) == 2, what="both threads asleep")
+        for i in range(3):
+            assert pool.submit(lambda x: x, i, lambda r, e: got.append(r))
+        assert len(soon) == 1 and pool.pending() == 3  # nobody woken yet
+        soon.pop()()  # the loop's round ends: the kick
+        wait_until(lambda: len(got) == 3, what="the three jobs done")
+        assert sorted(got) == [0, 1, 2]
+        wait_until(lambda: len(pool._idle) == 2, what="both threads asleep again")
+        assert pool.submit(lambda x: x, 3, lambda r, e: got.append(r))
+        assert len(soon) == 1  # a new round, a new kick
+        soon.pop()()
+        wait_until(lambda: len(got) == 4, what="the fourth job done")
+    finally:
+        pool.shutdown()
+
+
+def test_pool_never_leaves_a_job_with_every_thread_asleep():
+    """Many small jobs from a submitter racing threads that go idle: each is
+    run (a thread going idle looks at the queue again once it is on the idle
+    stack), and a blocked job does not hold up the others."""
+    got = []
+    gate = threading.Event()
+    pool = ThreadPool(lambda fn, *a: fn(*a), threads=3, queue_size=100000)
+    try:
+        assert pool.submit(lambda _: gate.wait(5), None, lambda r, e: None)  # holds one thread
+        for i in range(20000):
+            while not pool.submit(lambda x: x, i, lambda r, e: got.append(r)):
+                pass
+        wait_until(lambda: len(got) == 20000, what="every job run while one thread is blocked")
+        assert sorted(got) == list(range(20000))
+    finally:
+        gate.set()
+        pool.shutdown()
+
+
 def test_parse_range_unit():
     assert _parse_range(b"bytes=0-0", 10) == (0, 0)
     assert _parse_range(b"bytes=5-", 10) == (5, 9)

@@ -240,6 +240,24 @@ def test_call_soon_threadsafe_wakes_the_loop(reactor):
     assert time.monotonic() - start < 4
 
 
+def test_call_soon_threadsafe_writes_the_eventfd_once_per_drain(reactor):
+    """Calls queued before the loop drains share one eventfd write (each
+    write is a syscall, and from a pool thread a hand-over of the GIL); the
+    first call after a drain writes again, so none is left unwoken."""
+    got = []
+    for i in range(3):
+        reactor.call_soon_threadsafe(got.append, i)
+    assert os.eventfd_read(reactor._efd) == 1  # one write for three calls
+    os.eventfd_write(reactor._efd, 1)  # (put back what the test took)
+    reactor.run_once(5)
+    assert got == [0, 1, 2]
+    reactor.call_soon_threadsafe(got.append, 3)
+    assert os.eventfd_read(reactor._efd) == 1  # written again after the drain
+    os.eventfd_write(reactor._efd, 1)
+    reactor.run_once(5)
+    assert got == [0, 1, 2, 3]
+
+
 def test_stop_from_another_thread(reactor):
     threading.Timer(0.05, reactor.stop).start()
     start = time.monotonic()
