@@ -15,10 +15,12 @@ from testkit import client_frame
 
 from prefork.config import WebSocketConfig
 from prefork.protocols import websocket as ws
+from prefork.apps.websocket import Hub
 from prefork.protocols import wsdeflate
 from prefork.protocols.websocket import Shared, WebSocketContext, WebSocketProtocol
 from prefork.protocols.wsdeflate import Deflate, parse_extensions
 from prefork.protocols.wshandshake import agree, response_101
+from prefork.pubsub import LoopbackBus
 
 RSV1 = 0x40
 
@@ -268,3 +270,30 @@ def test_close_reason_reaches_the_handler():
     proto, handler = make()
     feed(proto, client_frame(ws.CLOSE, (4001).to_bytes(2, "big") + "bye é".encode()))
     assert handler.codes == [4001] and handler.reasons == ["bye é"]
+
+
+class Recording(FakeDriver):
+    def __init__(self):
+        super().__init__()
+        self.items: list[bytes] = []
+
+    def deliver(self, out) -> None:
+        self.items.append(out)
+
+
+def test_pubsub_broadcast_compresses_once():
+    hub = Hub(LoopbackBus())
+    conns = []
+    for compression in ("deflate", "deflate", "off"):
+        proto, _ = make(compression=compression)
+        proto.driver = Recording()
+        proto.tag = b"room"
+        hub.opened(proto)
+        conns.append(proto)
+    message = b"a message for every subscriber, " * 20
+    hub.publish(b"room", message, True)
+    first, second, plain = (c.driver.items for c in conns)
+    assert first[0] is second[0]  # one compressed frame for both
+    assert frames_with_rsv(first[0])[0][:2] == (ws.BINARY, True) and unpack(frames_with_rsv(first[0])[0][2]) == message
+    assert frames_with_rsv(plain[0]) == [(ws.BINARY, False, message)]
+    assert hub.delivered == 3
