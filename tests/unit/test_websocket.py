@@ -373,3 +373,6 @@ def test_wsidle_config_is_valid(tmp_path):
     cfg = from_dict(tomllib.loads(config(8080, 10_000, 20.0, tmp_path / "e.log")))
     assert cfg.server.worker_connections > 10_000 and cfg.websocket.ping_interval == 20.0
     assert [r.handler for r in cfg.routes] == ["pubsub", "publish", "plaintext"]
+    assert cfg.websocket.compression == "off"
+    cfg = from_dict(tomllib.loads(config(8080, 10, 0, tmp_path / "e.log", "deflate")))
+    assert cfg.websocket.compression == "deflate"
