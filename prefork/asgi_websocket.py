@@ -2,7 +2,7 @@
 
 ``AsgiApp.serve`` hands a request here when it is a WebSocket opening
 handshake llhttp stopped at (``HttpProtocol.upgradable``) and valid
-(``check_handshake``; else its 400/426/403 is the answer, as on the
+(``wshandshake.check_handshake``; else its 400/426/403 is the answer, as on the
 built-in routes). The protocol waits (state ``WAITING``, as for an HTTP
 call) while the app runs as a task and decides:
 
@@ -34,8 +34,8 @@ from .asgi_response import Exchange
 from .framing import ClientDisconnected
 from .messages import Request, Response
 from .protocols.http import WAITING
-from .protocols.websocket import (ABNORMAL, INTERNAL, NORMAL, WebSocketContext, WebSocketProtocol, check_handshake,
-                                  response_101, wants_websocket)
+from .protocols.websocket import ABNORMAL, INTERNAL, NORMAL, WebSocketContext, WebSocketProtocol
+from .protocols.wshandshake import agree, check_handshake, response_101, wants_websocket
 
 log = logging.getLogger("prefork.worker")
 
@@ -62,8 +62,8 @@ class CallHandler:
     def message(self, conn: WebSocketProtocol, payload: bytes, binary: bool) -> None:
         conn.tag.received(payload, binary)
 
-    def closed(self, conn: WebSocketProtocol, code: int) -> None:
-        conn.tag.closed(code)
+    def closed(self, conn: WebSocketProtocol, code: int, reason: str) -> None:
+        conn.tag.closed(code, reason)
 
 
 class WebSocketCall:
@@ -101,10 +101,10 @@ class WebSocketCall:
             self.conn.driver.pause_reading()
         self._wake()
 
-    def closed(self, code: int) -> None:
+    def closed(self, code: int, reason: str = "") -> None:
         if not self.ended:
             self.ended = True
-            self.inbox.append({"type": "websocket.disconnect", "code": code, "reason": ""})
+            self.inbox.append({"type": "websocket.disconnect", "code": code, "reason": reason})
         self._wake()
 
     # the HTTP protocol's calls before the accept (its ctx.asgi_calls)
@@ -193,12 +193,14 @@ class WebSocketCall:
         if subprotocol:
             extra.append((b"Sec-WebSocket-Protocol", subprotocol.encode()))
         for name, value in message.get("headers") or ():
-            if name.lower() not in (b"sec-websocket-protocol", b"upgrade", b"connection", b"sec-websocket-accept"):
+            if name.lower() not in (b"sec-websocket-protocol", b"upgrade", b"connection", b"sec-websocket-accept",
+                                    b"sec-websocket-extensions"):  # the server's
                 extra.append((bytes(name), bytes(value)))
         status, key = check_handshake(self.request.method, self.request.headers, ())
         self.accepted = True
-        conn = self.conn = WebSocketProtocol(self.ctx, self)
-        proto.switch_to(conn, response_101(key, extra), self.request)
+        pmd = agree(self.ctx.deflate, self.request.headers)
+        conn = self.conn = WebSocketProtocol(self.ctx, self, pmd=pmd)
+        proto.switch_to(conn, response_101(key, extra, pmd), self.request)
 
     def _deny(self, response: Response) -> None:
         self.ended = True

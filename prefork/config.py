@@ -137,6 +137,9 @@ class WebSocketConfig:
     queue: int = 1048576                # bytes pushed to a client past http.high_water unsent; beyond: close 1013
     origins: tuple[str, ...] = ()       # the Origin headers allowed (empty: any); others get 403
     publish_allow: tuple[str, ...] = ("127.0.0.1", "::1")  # who may POST to a publish route (as [status] allow)
+    compression: str = "off"            # "deflate": permessage-deflate (RFC 7692) for the clients that offer it
+    compression_level: int = 6          # zlib's level (1: fastest .. 9: smallest)
+    compression_window_bits: int = 12   # the server's LZ77 window (9..15: 512 B .. 32 KiB), lower if a client asks
 
 
 @dataclass(frozen=True, slots=True)

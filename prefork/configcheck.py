@@ -18,6 +18,7 @@ MODES = ("process", "thread")
 LIFESPAN_MODES = ("auto", "on", "off")  # [[route]] lifespan (prefork.lifespan)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PROTOCOLS = ("http", "echo")
+COMPRESSIONS = ("off", "deflate")  # [websocket] compression
 
 
 class ConfigError(Exception):
@@ -306,6 +307,9 @@ _WEBSOCKET_CHECKS = {
     "queue": lambda p, k, v: _check_int(p, k, v, 0, 1 << 30),
     "origins": _origins,
     "publish_allow": lambda p, k, v: _addresses(p, k, v),
+    "compression": lambda p, k, v: _check_str(p, k, v, COMPRESSIONS),
+    "compression_level": lambda p, k, v: _check_int(p, k, v, 1, 9),
+    "compression_window_bits": lambda p, k, v: _check_int(p, k, v, 9, 15),
 }
 
 _LOG_CHECKS = {

@@ -142,7 +142,7 @@ class _Echo:
     def message(self, conn, payload: bytes, binary: bool) -> None:
         conn.send(payload, binary)
 
-    def closed(self, conn, code: int) -> None:
+    def closed(self, conn, code: int, reason: str) -> None:
         pass
 
 

@@ -73,3 +73,29 @@ async def raw_app(scope, receive, send):
     await send({"type": "websocket.send", "text": event["type"] + ":" + event.get("text", "")})
     event = await receive()
     assert event["type"] == "websocket.disconnect"
+
+
+class DisconnectRecorder:
+    """/ws: accept, echo until the disconnect, and keep its code and reason;
+    GET (http): the disconnects kept so far, one "code reason" a line."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            body = "".join(f"{line}\n" for line in self.seen).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while True:
+            event = await receive()
+            if event["type"] == "websocket.disconnect":
+                self.seen.append(f"{event['code']} {event['reason']}")
+                return
+            await send({"type": "websocket.send", "text": event.get("text") or ""})
+
+
+recorder_app = DisconnectRecorder()

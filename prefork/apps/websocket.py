@@ -1,7 +1,7 @@
 """The built-in WebSocket routes: ``websocket_echo``, ``pubsub`` and ``publish``.
 
 A WebSocket route is a ``ServedRoute`` (``serve``): for a request that is a
-valid opening handshake (``protocols.websocket.check_handshake``) and the
+valid opening handshake (``protocols.wshandshake.check_handshake``) and the
 one llhttp stopped at for its Upgrade header (``upgradable``), it makes a
 ``WebSocketProtocol`` and has the HTTP protocol hand the connection over
 (``switch_to``, with the 101); anything else gets the handshake's refusal
@@ -12,7 +12,8 @@ so the HTTP hot path pays nothing for WebSockets.
 subscribes to ``<channel>``; each message it sends is published through the
 worker's ``Bus`` (``prefork.pubsub``), which delivers it to the ``Hub`` of
 every worker it reaches, and the hub sends it to each subscriber of the
-channel there, the sender included: the frame is built once per delivery.
+channel there, the sender included: the frame is built once per delivery
+(and compressed once, for the subscribers with permessage-deflate).
 ``publish`` (``POST /publish/<channel>``, for the addresses of
 ``[websocket] publish_allow``, as ``/status``'s allow list) publishes a
 request's body the same way: binary with ``Content-Type:
@@ -26,8 +27,8 @@ from typing import Protocol
 
 from ..config import WebSocketConfig
 from ..messages import Request, Response
-from ..protocols.websocket import (WebSocketContext, WebSocketProtocol, check_handshake, message_frame,
-                                   response_101)
+from ..protocols.websocket import Shared, WebSocketContext, WebSocketProtocol
+from ..protocols.wshandshake import agree, check_handshake, response_101
 from ..pubsub import Bus, LoopbackBus
 from .status import _Access
 
@@ -70,7 +71,8 @@ class WebSocketRoute:
         if status != 101:
             proto.write_response(request, Response(status, _REFUSALS[status], b"text/plain", list(extra)))
             return
-        proto.switch_to(WebSocketProtocol(self.ctx, tag), response_101(extra), request)
+        pmd = agree(self.ctx.deflate, request.headers)
+        proto.switch_to(WebSocketProtocol(self.ctx, tag, pmd=pmd), response_101(extra, (), pmd), request)
 
 
 class EchoHandler:
@@ -82,7 +84,7 @@ class EchoHandler:
     def message(self, conn: WebSocketProtocol, payload: bytes, binary: bool) -> None:
         conn.send(payload, binary)
 
-    def closed(self, conn: WebSocketProtocol, code: int) -> None:
+    def closed(self, conn: WebSocketProtocol, code: int, reason: str) -> None:
         pass
 
 
@@ -108,7 +110,7 @@ class Hub:
     def message(self, conn: WebSocketProtocol, payload: bytes, binary: bool) -> None:
         self.publish(conn.tag, payload, binary)
 
-    def closed(self, conn: WebSocketProtocol, code: int) -> None:
+    def closed(self, conn: WebSocketProtocol, code: int, reason: str) -> None:
         subs = self.channels.get(conn.tag)
         if subs is not None:
             subs.discard(conn)
@@ -124,10 +126,12 @@ class Hub:
         subs = self.channels.get(channel)
         if not subs:
             return
-        data = message_frame(payload, binary)
+        shared = Shared(payload, binary)
+        data = shared.plain
         # a copy: a send may close a slow reader, which leaves the set
         for conn in tuple(subs):
-            if conn.send_frame(data):
+            pmd = conn.pmd
+            if conn.send_frame(data if pmd is None else shared.frame_for(pmd)):
                 self.delivered += 1
 
 

@@ -1,8 +1,7 @@
 """WebSocket (RFC 6455) server protocol, sans-IO: frames in, messages out;
 messages in, frames out. No socket call happens here: the same object runs
 on every backend after the HTTP protocol has handed its connection over (the
-upgrade: ``check_handshake`` and ``response_101`` below, the switch is
-``HttpProtocol.switch_to``).
+upgrade: ``wshandshake``, the switch is ``HttpProtocol.switch_to``).
 
 Own framing over the C masking of the ``websockets`` library
 (``websockets.speedups.apply_mask``), chosen by measurement
@@ -17,7 +16,10 @@ broadcast) and ends with ``close``. The protocol enforces the rest:
 masking and reserved bits (1002), control frames (at most 125 bytes, never
 fragmented), fragmentation, UTF-8 of text messages and close reasons (1007),
 ``max_message`` (1009, checked from the frame's header, before its payload
-is buffered), the close handshake (an echoed code; ours waits
+is buffered; for a compressed message on its inflated size, as it inflates),
+permessage-deflate when the route offers it (``wsdeflate``: RSV1 on the
+first frame of a compressed message only, else 1002; bad deflate data
+1007), the close handshake (an echoed code; ours waits
 ``CLOSE_TIMEOUT`` for the client's), keepalive pings (``ping_interval``;
 1011 when the pong is ``ping_timeout`` late), ``idle_timeout`` (1000), and a
 bounded queue for a slow reader: bytes pushed while the driver holds more
@@ -30,9 +32,6 @@ and fragment buffers exist only while a frame is half-received).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import struct
 import time
 from typing import Any, Callable, Protocol
@@ -43,12 +42,13 @@ except ImportError:  # pragma: no cover - websockets without its C extension
     from websockets.utils import apply_mask
 
 from ..config import WebSocketConfig
+from . import wsdeflate
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE_TIMEOUT = 5.0  # after our close frame, wait this long for the client's
 
 # opcodes
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+RSV1 = 0x40  # (frame() takes it with the opcode) a compressed message's first frame
 
 # states
 OPEN = 0        # messages both ways
@@ -88,9 +88,39 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return _H8(0x80 | opcode, 127, n) + payload
 
 
-def message_frame(payload: bytes, binary: bool) -> bytes:
-    """The frame of a text (``payload`` UTF-8) or binary message."""
-    return frame(BINARY if binary else TEXT, payload)
+def message_frame(payload: bytes, binary: bool, pmd: wsdeflate.Agreement | None = None) -> bytes:
+    """The frame of a text (``payload`` UTF-8) or binary message (compressed
+    for a connection with permessage-deflate ``pmd``, when that is smaller)."""
+    opcode = BINARY if binary else TEXT
+    if pmd is not None:
+        packed = pmd.compress(payload)
+        if packed is not None:
+            return frame(RSV1 | opcode, packed)
+    return frame(opcode, payload)
+
+
+class Shared:
+    """One message for many connections (a broadcast): its frame built once
+    per kind, plain or compressed per agreement (``frame_for(conn.pmd)``)."""
+
+    __slots__ = ("payload", "binary", "plain", "_packed")
+
+    def __init__(self, payload: bytes, binary: bool):
+        self.payload = payload
+        self.binary = binary
+        self.plain = frame(BINARY if binary else TEXT, payload)
+        self._packed: dict | None = None
+
+    def frame_for(self, pmd: wsdeflate.Agreement | None) -> bytes:
+        if pmd is None:
+            return self.plain
+        packed = self._packed
+        if packed is None:
+            packed = self._packed = {}
+        data = packed.get(pmd.key)
+        if data is None:
+            data = packed[pmd.key] = message_frame(self.payload, self.binary, pmd)
+        return data
 
 
 def close_frame(code: int = NORMAL, reason: str = "") -> bytes:
@@ -106,74 +136,6 @@ def close_frame(code: int = NORMAL, reason: str = "") -> bytes:
     return frame(CLOSE, code.to_bytes(2, "big") + data)
 
 
-# --- the opening handshake (RFC 6455 4.2) ----------------------------------------------
-
-
-def accept_key(key: bytes) -> bytes:
-    return base64.b64encode(hashlib.sha1(key + GUID).digest())
-
-
-def _tokens(value: bytes) -> list[bytes]:
-    return [token.strip().lower() for token in value.split(b",")]
-
-
-def wants_websocket(headers) -> bool:
-    """Does the request ask to upgrade to websocket (whatever else is wrong with it)?"""
-    for name, value in headers:
-        if len(name) == 7 and name.lower() == b"upgrade" and b"websocket" in _tokens(value):
-            return True
-    return False
-
-
-def check_handshake(method: bytes, headers, origins: tuple[str, ...] = ()) -> tuple[int, Any]:
-    """Is this request a valid WebSocket opening handshake? ``(101, key)``,
-    or ``(status, extra response headers)``: 400 (not GET, no or a bad
-    ``Sec-WebSocket-Key``), 426 (not an upgrade to websocket, or a
-    ``Sec-WebSocket-Version`` other than 13), 403 (an ``Origin`` not in
-    ``origins``, when it is not empty)."""
-    upgrade = connection = key = version = origin = None
-    for name, value in headers:
-        n = len(name)
-        if n == 7 and name.lower() == b"upgrade":
-            upgrade = value if upgrade is None else upgrade + b"," + value
-        elif n == 10 and name.lower() == b"connection":
-            connection = value if connection is None else connection + b"," + value
-        elif n == 17 and name.lower() == b"sec-websocket-key":
-            key = value.strip() if key is None else b""  # twice: invalid
-        elif n == 21 and name.lower() == b"sec-websocket-version":
-            version = value.strip()
-        elif n == 6 and name.lower() == b"origin":
-            origin = value.strip()
-    if upgrade is None or b"websocket" not in _tokens(upgrade) or connection is None \
-            or b"upgrade" not in _tokens(connection):
-        return 426, ((b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"))
-    if method != b"GET":
-        return 400, ()
-    if version != b"13":
-        return 426, ((b"Sec-WebSocket-Version", b"13"),)
-    if not key:
-        return 400, ()
-    try:
-        raw = base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        return 400, ()
-    if len(raw) != 16:
-        return 400, ()
-    if origins and (origin is None or origin.decode("latin-1").lower().rstrip("/") not in origins):
-        return 403, ()
-    return 101, key
-
-
-def response_101(key: bytes, extra=()) -> bytes:
-    """The server's handshake: 101 Switching Protocols with the accept key
-    (``extra``: more headers, e.g. the chosen ``Sec-WebSocket-Protocol``)."""
-    head = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n")
-    for name, value in extra:
-        head += name + b": " + value + b"\r\n"
-    return head + b"\r\n"
-
-
 # --- the connection ----------------------------------------------------------------------
 
 
@@ -184,9 +146,9 @@ class WebSocketHandler(Protocol):
 
     def message(self, conn: "WebSocketProtocol", payload: bytes, binary: bool) -> None: ...
 
-    def closed(self, conn: "WebSocketProtocol", code: int) -> None:
-        """Once, when the connection leaves OPEN: ``code`` the client's (or
-        ours, or 1006 when the connection was lost without a close frame)."""
+    def closed(self, conn: "WebSocketProtocol", code: int, reason: str) -> None:
+        """Once, when the connection leaves OPEN: ``code`` and ``reason`` the
+        client's (or ours, or 1006 when the connection was lost without a close frame)."""
 
 
 class _Fail(Exception):
@@ -212,6 +174,10 @@ class WebSocketContext:
         self.ping_timeout = config.ping_timeout
         self.queue = config.queue
         self.high_water = high_water
+        # permessage-deflate offered (None: off); a compressed frame may be a little bigger than its message
+        self.deflate = (wsdeflate.Deflate(config.compression_level, config.compression_window_bits)
+                        if config.compression == "deflate" else None)
+        self.max_packed = config.max_message + (config.max_message >> 3) + 64
         self.open = 0          # connections in OPEN
         self.overflows = 0     # closed with 1013: a slow reader past the queue
         self.stop_code = GOING_AWAY  # what grace() closes with: 1001 (stop) or 1012 (a retiring worker)
@@ -223,17 +189,19 @@ class WebSocketProtocol:
     ``data_received`` returns the bytes to send; what is sent from outside a
     call (a broadcast) goes through ``driver.deliver``."""
 
-    __slots__ = ("ctx", "driver", "deadline", "state", "flags", "tag", "_buf", "_frag", "_out",
+    __slots__ = ("ctx", "driver", "deadline", "state", "flags", "tag", "pmd", "_buf", "_frag", "_out",
                  "_idle_at", "_ping_at", "_backlog")
 
-    def __init__(self, ctx: WebSocketContext, tag: Any = None, driver: Any = None):
+    def __init__(self, ctx: WebSocketContext, tag: Any = None, driver: Any = None,
+                 pmd: wsdeflate.Agreement | None = None):
         self.ctx = ctx
         self.driver = driver
         self.tag = tag            # the handler's: a pubsub channel, an ASGI call
+        self.pmd = pmd            # the permessage-deflate agreed (shared), or None
         self.state = OPEN
         self.flags = 0
         self._buf: bytearray | None = None   # a partial frame
-        self._frag: list | None = None       # a fragmented message: [opcode, bytearray]
+        self._frag: list | None = None       # a fragmented message: [opcode, bytearray(, its inflater)]
         self._out: list | None = None        # output gathered during a call
         self._backlog = 0                    # bytes pushed while the driver was above high water
         now = ctx.clock()
@@ -308,9 +276,12 @@ class WebSocketProtocol:
             b1 = data[pos + 1]
             if not b1 & 0x80:
                 raise _Fail(PROTOCOL_ERROR, "unmasked client frame")
-            if b0 & 0x70:
-                raise _Fail(PROTOCOL_ERROR, "reserved bits set")
             opcode = b0 & 0x0F
+            packed = False
+            if b0 & 0x70:  # RSV1 begins a compressed message, with permessage-deflate
+                if b0 & 0x70 != RSV1 or self.pmd is None or opcode == CONT or opcode >= 8:
+                    raise _Fail(PROTOCOL_ERROR, "reserved bits set")
+                packed = True
             n = b1 & 0x7F
             head = 6
             if n == 126:
@@ -332,8 +303,11 @@ class WebSocketProtocol:
                     raise _Fail(PROTOCOL_ERROR, "bad control frame")
             elif opcode > BINARY:
                 raise _Fail(PROTOCOL_ERROR, f"unknown opcode {opcode}")
-            elif n > max_message or (self._frag is not None and len(self._frag[1]) + n > max_message):
-                raise _Fail(TOO_BIG, "message too big")
+            elif packed or self._frag is not None or n > max_message:
+                frag = self._frag
+                limit = self.ctx.max_packed if packed or (frag is not None and len(frag) == 3) else max_message
+                if n > limit or (frag is not None and len(frag[1]) + n > limit):
+                    raise _Fail(TOO_BIG, "message too big")
             start = pos + head
             if end - start < n:
                 break
@@ -343,13 +317,19 @@ class WebSocketProtocol:
                 if self._frag is not None:
                     raise _Fail(PROTOCOL_ERROR, "a new message inside a fragmented one")
                 if b0 & 0x80:
-                    self._message(payload, opcode == BINARY)
+                    self._message(self._inflate(wsdeflate.inflater(), payload, 0, True) if packed else payload,
+                                  opcode == BINARY)
+                elif packed:
+                    inflater = wsdeflate.inflater()
+                    self._frag = [opcode, bytearray(self._inflate(inflater, payload, 0, False)), inflater]
                 else:
                     self._frag = [opcode, bytearray(payload)]
             elif opcode == CONT:
                 frag = self._frag
                 if frag is None:
                     raise _Fail(PROTOCOL_ERROR, "continuation frame without a message")
+                if len(frag) == 3:
+                    payload = self._inflate(frag[2], payload, len(frag[1]), b0 & 0x80)
                 frag[1] += payload
                 if b0 & 0x80:
                     self._frag = None
@@ -368,6 +348,14 @@ class WebSocketProtocol:
             if self.state >= CLOSED:
                 return end
         return pos
+
+    def _inflate(self, inflater, payload: bytes, have: int, final) -> bytes:
+        try:
+            return wsdeflate.inflate(inflater, payload, self.ctx.max_message - have, bool(final))
+        except wsdeflate.TooBig:
+            raise _Fail(TOO_BIG, "message too big") from None
+        except wsdeflate.BadData:
+            raise _Fail(INVALID_DATA, "bad deflate data") from None
 
     def _message(self, payload: bytes, binary: bool) -> None:
         if self.state != OPEN:
@@ -392,17 +380,18 @@ class WebSocketProtocol:
         if len(payload) == 1:
             raise _Fail(PROTOCOL_ERROR, "bad close frame")
         code = NO_STATUS
+        reason = ""
         if payload:
             code = int.from_bytes(payload[:2], "big")
             if not _valid_code(code):
                 raise _Fail(PROTOCOL_ERROR, f"bad close code {code}")
             try:
-                payload[2:].decode()
+                reason = payload[2:].decode()
             except UnicodeDecodeError:
                 raise _Fail(INVALID_DATA, "close reason not UTF-8") from None
         if self.state == OPEN:
             self._out.append(close_frame(code))  # echo the code (none for none)
-            self._leave(code)
+            self._leave(code, reason)
         self.state = CLOSED
         self._drop()
 
@@ -461,7 +450,7 @@ class WebSocketProtocol:
     def send(self, payload: bytes, binary: bool = False) -> bool:
         """Send a message (text: ``payload`` is UTF-8). False if the connection
         is not open (or has just been closed for a slow reader)."""
-        return self.send_frame(message_frame(payload, binary))
+        return self.send_frame(message_frame(payload, binary, self.pmd))
 
     def send_frame(self, data: bytes) -> bool:
         """Send an already built frame (a broadcast builds it once)."""
@@ -505,7 +494,7 @@ class WebSocketProtocol:
 
     def _close(self, code: int, reason: str) -> None:
         self._out.append(close_frame(code, reason))
-        self._leave(code)
+        self._leave(code, reason)
         self.state = CLOSE_SENT
         self.deadline = self.ctx.clock() + CLOSE_TIMEOUT
 
@@ -513,19 +502,19 @@ class WebSocketProtocol:
         """Fail the connection (RFC 6455 7.1.7): our close frame if we may, then close."""
         if self.state == OPEN:
             self._out.append(close_frame(code, reason))
-            self._leave(code)
+            self._leave(code, reason)
         self.state = FAILED
         self.deadline = 0.0
         self._drop()
 
-    def _leave(self, code: int) -> None:
+    def _leave(self, code: int, reason: str = "") -> None:
         """Leaving OPEN: once per connection."""
         ctx = self.ctx
         ctx.open -= 1
         handler = ctx.handler
         if handler is not None:
             try:
-                handler.closed(self, code)
+                handler.closed(self, code, reason)
             except Exception:
                 pass  # the connection is closing whatever the handler thinks
 

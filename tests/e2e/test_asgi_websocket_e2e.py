@@ -1,7 +1,8 @@
 """The ASGI websocket scope over real sockets (uvloop and asyncio):
 FastAPI and Starlette WebSocket endpoints unchanged, driven by the
 websockets client; the denial response, close before accept, subprotocols,
-headers and an app failing after the accept."""
+headers and an app failing after the accept; the client's close code and
+reason in websocket.disconnect; permessage-deflate on the ASGI path."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import http_get
+from conftest import http_get, wait_until
 
 ROUTES = """
 [[route]]
@@ -24,6 +25,11 @@ asgi = "tests.websocket_apps:starlette_app"
 [[route]]
 path = "/raw/"
 asgi = "tests.websocket_apps:raw_app"
+lifespan = "off"
+
+[[route]]
+path = "/rec/"
+asgi = "tests.websocket_apps:recorder_app"
 lifespan = "off"
 """
 
@@ -91,3 +97,29 @@ def test_app_failing_after_accept_closes_1011(srv):
             ws.recv(timeout=5)
         assert closed.value.rcvd.code == 1011
     assert "deliberate" in srv.log()
+
+
+def test_disconnect_carries_the_clients_code_and_reason(srv):
+    with connect(url(srv, "/rec/ws"), open_timeout=5) as ws:
+        ws.send("x")
+        assert ws.recv(timeout=5) == "x"
+        ws.close(4321, "done here, é")
+    wait_until(lambda: "4321 done here, é" in http_get(srv.port, "/rec/seen")[2].decode(), timeout=10,
+               what="the disconnect recorded")
+
+
+def test_fastapi_and_starlette_with_compression(start_server):
+    srv = start_server(names=("http",), extra=ROUTES + '\n[websocket]\ncompression = "deflate"\n')
+    with connect(url(srv, "/fa/ws/lobby"), open_timeout=5) as ws:
+        assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+        ws.send("hello " * 200)
+        assert ws.recv(timeout=5) == '{"room":"lobby","text":"%s","query":null}' % ("hello " * 200)
+    with connect(url(srv, "/st/echo"), open_timeout=5) as ws:
+        assert ws.protocol.extensions
+        for payload in (b"", b"ab" * 40000, bytes(range(256)) * 300):
+            ws.send(payload)
+            assert ws.recv(timeout=5) == payload[::-1]
+    with connect(url(srv, "/st/echo"), open_timeout=5, compression=None) as ws:  # a client without it
+        assert not ws.protocol.extensions
+        ws.send(b"plain")
+        assert ws.recv(timeout=5) == b"nialp"

@@ -220,11 +220,14 @@ def test_websocket_section(tmp_path):
     listen = '[[listen]]\naddress = "127.0.0.1:1"\n'
     cfg = load(write(tmp_path, listen))
     assert cfg.websocket.max_message == 1 << 20 and cfg.websocket.origins == ()
+    assert cfg.websocket.compression == "off"
     text = ('[websocket]\nmax_message = 4096\nidle_timeout = 0\nping_interval = 5\nping_timeout = 2.5\n'
-            'queue = 10000\norigins = ["https://A.example", "http://b.example:8080"]\n' + listen)
+            'queue = 10000\norigins = ["https://A.example", "http://b.example:8080"]\n'
+            'compression = "deflate"\ncompression_level = 1\ncompression_window_bits = 15\n' + listen)
     ws = load(write(tmp_path, text)).websocket
     assert (ws.max_message, ws.idle_timeout, ws.ping_interval, ws.ping_timeout, ws.queue) == (4096, 0, 5, 2.5, 10000)
     assert ws.origins == ("https://a.example", "http://b.example:8080")
+    assert (ws.compression, ws.compression_level, ws.compression_window_bits) == ("deflate", 1, 15)
 
 
 @pytest.mark.parametrize("line, key", [
@@ -235,6 +238,11 @@ def test_websocket_section(tmp_path):
     ('origins = ["example.com"]', "websocket.origins[0]"),
     ('origins = "https://a"', "websocket.origins"),
     ("maxmessage = 1", "websocket.maxmessage"),
+    ('compression = "gzip"', "websocket.compression"),
+    ("compression = true", "websocket.compression"),
+    ("compression_level = 0", "websocket.compression_level"),
+    ("compression_window_bits = 8", "websocket.compression_window_bits"),
+    ("compression_window_bits = 16", "websocket.compression_window_bits"),
 ])
 def test_websocket_errors_name_file_and_key(tmp_path, line, key):
     path = write(tmp_path, f'[websocket]\n{line}\n[[listen]]\naddress = "127.0.0.1:1"\n')

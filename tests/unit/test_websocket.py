@@ -11,7 +11,8 @@ from testkit import client_frame
 
 from prefork.config import WebSocketConfig
 from prefork.protocols import websocket as ws
-from prefork.protocols.websocket import WebSocketContext, WebSocketProtocol, check_handshake, response_101
+from prefork.protocols.websocket import WebSocketContext, WebSocketProtocol
+from prefork.protocols.wshandshake import accept_key, check_handshake, response_101
 
 
 def parse_server(data: bytes) -> list[tuple[int, bytes]]:
@@ -53,6 +54,7 @@ class Handler:
         self.echo = echo
         self.messages: list[tuple[bytes, bool]] = []
         self.codes: list[int] = []
+        self.reasons: list[str] = []
         self.opens = 0
 
     def opened(self, conn) -> None:
@@ -63,8 +65,9 @@ class Handler:
         if self.echo:
             conn.send(payload, binary)
 
-    def closed(self, conn, code) -> None:
+    def closed(self, conn, code, reason) -> None:
         self.codes.append(code)
+        self.reasons.append(reason)
 
 
 class FakeDriver:
@@ -315,7 +318,7 @@ GOOD = [(b"Host", b"x"), (b"Upgrade", b"websocket"), (b"Connection", b"keep-aliv
 def test_handshake_accepts_and_computes_the_rfc_example():
     assert check_handshake(b"GET", GOOD) == (101, KEY)
     # RFC 6455 1.3's example
-    assert ws.accept_key(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert accept_key(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
     head = response_101(b"dGhlIHNhbXBsZSBub25jZQ==", [(b"Sec-WebSocket-Protocol", b"chat")])
     assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n") and head.endswith(b"\r\n\r\n")
     assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head
@@ -370,3 +373,6 @@ def test_wsidle_config_is_valid(tmp_path):
     cfg = from_dict(tomllib.loads(config(8080, 10_000, 20.0, tmp_path / "e.log")))
     assert cfg.server.worker_connections > 10_000 and cfg.websocket.ping_interval == 20.0
     assert [r.handler for r in cfg.routes] == ["pubsub", "publish", "plaintext"]
+    assert cfg.websocket.compression == "off"
+    cfg = from_dict(tomllib.loads(config(8080, 10, 0, tmp_path / "e.log", "deflate")))
+    assert cfg.websocket.compression == "deflate"
