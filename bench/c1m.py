@@ -39,6 +39,7 @@ from prefork_bench.procs import meminfo, raise_nofile
 from prefork_bench.tools import REPO_ROOT as REPO
 
 CONFIG = REPO / "conf" / "c1m.toml"
+END = "<!-- the end of bench/c1m.py's part: what follows is kept when it writes the page again -->\n"
 PORT = 8080
 SYSCTLS = {
     "fs.file-max": "3000000",
@@ -252,8 +253,15 @@ def write_doc(args, out: Path, limits: str, sysctls: dict, applied: list[str], r
             "", "Raw numbers, a sample a second: `docs/benchmarks/*.json` (and the server's warnings, when it "
             "logged any, beside them).", ""]
     path = out.parent / "BENCHMARKS.md" if out.name == "benchmarks" else out / "BENCHMARKS.md"
-    path.write_text("\n".join(doc))
+    path.write_text(keep_others("\n".join(doc), path.read_text() if path.exists() else ""))
     return path
+
+
+def keep_others(mine: str, old: str) -> str:
+    """The page with this script's part (``mine``) new and the other
+    benchmarks' sections after ``END`` (the WebSocket and bus ones) kept."""
+    at = old.find(END)
+    return mine + "\n" + END + (old[at + len(END):] if at >= 0 else "")
 
 
 def main(argv: list[str] | None = None) -> int:

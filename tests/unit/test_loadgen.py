@@ -85,3 +85,22 @@ def test_httpbench_ratios_round_by_round_and_median_round():
     merged = httpreport.median_round(rounds["prefork"])
     assert merged[ka.name].requests_per_sec == 90.0 and merged[ka.name].read_errors == 2
     assert httpreport.round_ratios({"nginx": rounds["nginx"]}, [ka]) == {}
+
+
+def test_c1m_page_keeps_the_other_benchmarks_sections():
+    """bench/c1m.py writes its part of docs/BENCHMARKS.md again and keeps
+    what follows its end mark (the WebSocket and bus sections)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "c1m.py"
+    spec = importlib.util.spec_from_file_location("c1m_under_test", path)
+    c1m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(c1m)
+    old = "# old c1m part\n\n" + c1m.END + "## The bus\n\nkept\n"
+    page = c1m.keep_others("# new c1m part\n", old)
+    assert page == "# new c1m part\n\n" + c1m.END + "## The bus\n\nkept\n"
+    assert c1m.keep_others("# first\n", "") == "# first\n\n" + c1m.END
+    assert page.count(c1m.END) == 1 and c1m.keep_others("# again\n", page).endswith("## The bus\n\nkept\n")
+    doc = (path.parents[1] / "docs" / "BENCHMARKS.md").read_text()
+    assert doc.count(c1m.END) == 1  # the page has the mark (else a run would drop what follows)
