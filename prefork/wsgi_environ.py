@@ -10,7 +10,6 @@ import io
 import logging
 from typing import Any, Protocol
 from wsgiref import util
-from wsgiref.util import is_hop_by_hop
 
 from .messages import Request
 
@@ -66,6 +65,30 @@ def _server_name(host: bytes | None, sockname, scheme: str) -> tuple[str, str]:
     return "localhost", "80"
 
 
+# RFC 2616's hop-by-hop headers (wsgiref.util.is_hop_by_hop's): the server's, never the app's
+_HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                         "trailers", "transfer-encoding", "upgrade"))
+# what every environ has the same (copied, never changed)
+_CONSTANT: dict[str, Any] = {
+    "wsgi.version": (1, 0),
+    "wsgi.multithread": True,
+    "wsgi.multiprocess": True,
+    "wsgi.run_once": False,
+    "wsgi.input_terminated": True,
+    "wsgi.file_wrapper": FileWrapper,
+}
+# the environ keys of common request headers, by lower-cased name (others are made per request)
+_KEYS: dict[bytes, str] = {
+    name.encode("latin-1"): "HTTP_" + name.upper().replace("-", "_")
+    for name in ("host", "user-agent", "accept", "accept-encoding", "accept-language", "connection",
+                 "cookie", "referer", "origin", "authorization", "cache-control", "pragma", "upgrade",
+                 "if-none-match", "if-modified-since", "x-forwarded-for", "x-forwarded-proto",
+                 "x-forwarded-host", "x-real-ip", "x-requested-with", "forwarded", "te", "expect",
+                 "dnt", "range", "sec-fetch-mode", "sec-fetch-site", "sec-fetch-dest",
+                 "upgrade-insecure-requests", "keep-alive")
+}
+
+
 def build_environ(app: Mount, request: Request, sockname=None, errors: Any = None, body: Any = None) -> dict:
     """The environ of PEP 3333 for ``request``: ``wsgi.input`` is ``body`` (a
     streamed body's reader) or else the request's body (whole)."""
@@ -73,27 +96,29 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     path = request.path.decode("latin-1")
     if mount and path.startswith(mount):
         path = path[len(mount):]
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": request.method.decode("latin-1"),
-        "SCRIPT_NAME": app.script_name,
-        "PATH_INFO": path,
-        "QUERY_STRING": request.query.decode("latin-1"),
-        "SERVER_PROTOCOL": "HTTP/" + request.version,
-    }
+    environ = _CONSTANT.copy()
+    environ["REQUEST_METHOD"] = request.method.decode("latin-1")
+    environ["SCRIPT_NAME"] = app.script_name
+    environ["PATH_INFO"] = path
+    environ["QUERY_STRING"] = request.query.decode("latin-1")
+    environ["SERVER_PROTOCOL"] = "HTTP/" + request.version
     host = None
+    keys = _KEYS
     for name, value in request.headers:
         lower = name.lower()
-        if lower == b"content-type":
-            environ["CONTENT_TYPE"] = value.decode("latin-1")
-            continue
-        if lower == b"content-length":
-            environ["CONTENT_LENGTH"] = value.decode("latin-1")
-            continue
-        if b"_" in name:
-            continue  # X_Forwarded_For would pass for X-Forwarded-For: dropped (as nginx and gunicorn do)
-        if lower == b"host" and host is None:
+        key = keys.get(lower)
+        if key is None:
+            if lower == b"content-type":
+                environ["CONTENT_TYPE"] = value.decode("latin-1")
+                continue
+            if lower == b"content-length":
+                environ["CONTENT_LENGTH"] = value.decode("latin-1")
+                continue
+            if b"_" in name:
+                continue  # X_Forwarded_For would pass for X-Forwarded-For: dropped (as nginx and gunicorn do)
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        elif lower == b"host" and host is None:
             host = value
-        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
         text = value.decode("latin-1")
         old = environ.get(key)
         if old is not None:
@@ -102,22 +127,15 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     whole = request.body
     if whole and "CONTENT_LENGTH" not in environ:
         environ["CONTENT_LENGTH"] = str(len(whole))  # a chunked body, read whole
-    environ["SERVER_NAME"], environ["SERVER_PORT"] = _server_name(host, sockname, request.scheme)
+    scheme = request.scheme
+    environ["SERVER_NAME"], environ["SERVER_PORT"] = _server_name(host, sockname, scheme)
     peer = request.peer
     if type(peer) is tuple and len(peer) >= 2:
         environ["REMOTE_ADDR"] = str(peer[0])
         environ["REMOTE_PORT"] = str(peer[1])
-    environ.update({
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": request.scheme,
-        "wsgi.input": io.BytesIO(whole) if body is None else body,
-        "wsgi.errors": errors if errors is not None else ErrorStream(),
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "wsgi.input_terminated": True,
-        "wsgi.file_wrapper": FileWrapper,
-    })
+    environ["wsgi.url_scheme"] = scheme
+    environ["wsgi.input"] = io.BytesIO(whole) if body is None else body
+    environ["wsgi.errors"] = errors if errors is not None else ErrorStream()
     return environ
 
 
@@ -137,7 +155,8 @@ def check_headers(headers: Any) -> None:
         if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str or type(item[1]) is not str:
             raise TypeError(f"start_response: a header must be a (str, str) tuple, not {item!r}")
         name, value = item
-        if is_hop_by_hop(name):
+        if name.lower() in _HOP_BY_HOP:
             raise ValueError(f"start_response: hop-by-hop header {name!r} is the server's")
-        if not name or any(c in name for c in ":\r\n ") or "\r" in value or "\n" in value:
+        if not name or ":" in name or " " in name or "\r" in name or "\n" in name or "\r" in value \
+                or "\n" in value:
             raise ValueError(f"start_response: bad header {item!r}")
