@@ -1,9 +1,12 @@
 # Types for the compiler only (setup.py builds wsgi.py with them): the fields
 # of a call are C fields, not a dict's or slots' lookups, on both threads.
+from prefork.messages cimport Request
+
 cdef class WsgiApp:
     cdef public object app, script_name, mount
 
 cdef class _Call:
-    cdef public object app, proto, request, hand_back, server, waiter, status, headers, pending, body
+    cdef public Request request
+    cdef public object app, proto, hand_back, server, waiter, status, headers, pending, body
     cdef public Py_ssize_t handed, delivered, high_water, code, declared, length
     cdef public bint gone, blocked, head_sent, committed, chunked, keep_alive, no_body, deferred

@@ -52,6 +52,20 @@ def test_environ_per_pep_3333():
     assert callable(env["wsgi.file_wrapper"])
 
 
+def test_environ_is_each_requests_own_and_keys_common_and_rare_headers_alike():
+    request = _request(headers=[(b"HOST", b"h:1"), (b"user-Agent", b"a"), (b"Accept", b"x"), (b"accept", b"y"),
+                                (b"X-Rare-Thing", b"r"), (b"TE", b"trailers")])
+    first = build_environ(WsgiApp(None), request)
+    assert (first["HTTP_HOST"], first["SERVER_NAME"], first["SERVER_PORT"]) == ("h:1", "h", "1")
+    assert (first["HTTP_USER_AGENT"], first["HTTP_ACCEPT"], first["HTTP_X_RARE_THING"], first["HTTP_TE"]) \
+        == ("a", "x, y", "r", "trailers")
+    first["wsgi.run_once"] = True  # what one app does to its environ ...
+    first["myapp.key"] = 1
+    second = build_environ(WsgiApp(None), request)
+    assert second["wsgi.run_once"] is False and "myapp.key" not in second  # ... the next one never sees
+    assert second["wsgi.input"] is not first["wsgi.input"] and second["wsgi.errors"] is not first["wsgi.errors"]
+
+
 def test_environ_mounts_and_server_names():
     assert build_environ(WsgiApp(None, "/"), _request(path=b"/x"))["SCRIPT_NAME"] == ""
     env = build_environ(WsgiApp(None, "/api/", "/pre"), _request(path=b"/api/v1"))
