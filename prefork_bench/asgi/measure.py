@@ -17,6 +17,7 @@ from ..backends.idle import open_keepalive
 from ..backends.model import (MEM_POLL, MEM_STABLE_KB, MEM_STABLE_READINGS, MEM_STABLE_TIMEOUT,
                               WARM_CONNECTIONS, WARM_SEQUENTIAL)
 from ..backends.server import busy_ticks_total, established, exchange
+from ..httpreport import format_p99
 from ..net import free_port, http_get, log_tail, running_server
 from ..procs import CLK_TCK, Quiet
 from ..tools import BenchError
@@ -157,6 +158,13 @@ def measure_idle(leader: int, port: int, count: int) -> Idle:
 # --- wrk ------------------------------------------------------------------------------
 
 
+def progress_line(name: str, scenario: str, run: Run) -> str:
+    """What a run is said to have done, as it ends."""
+    return (f"[{name}] {scenario}: {run.requests_per_sec:,.0f} req/s, p99 {format_p99(run)}, "
+            f"{run.cpu_us_per_request or 0:.1f} us CPU/req, server {run.server_cpu_percent}% "
+            f"wrk {run.wrk_cpu_percent}% other {run.other_cpu_percent}%, errors {run.all_errors}")
+
+
 def measure(name: str, scenario: Scenario, port: int, leader: int, args: argparse.Namespace,
             workdir: Path, duration: int) -> Run:
     """wrk on the scenario; the server's processes' CPU time over the run."""
@@ -216,10 +224,7 @@ def bench_turn(name: str, python: Path, args: argparse.Namespace, workdir: Path,
                     quiet.wait(f"{name}] [{scenario.name}")
                     run = turn.runs[scenario.name] = measure(name, scenario, port, proc.pid, args,
                                                              workdir, args.duration)
-                print(f"[{name}] {scenario.name}: {run.requests_per_sec:,.0f} req/s, p99 "
-                      f"{run.p99_ms} ms, {run.cpu_us_per_request or 0:.1f} us CPU/req, server "
-                      f"{run.server_cpu_percent}% wrk {run.wrk_cpu_percent}% other "
-                      f"{run.other_cpu_percent}%, errors {run.all_errors}", file=sys.stderr)
+                print(progress_line(name, scenario.name, run), file=sys.stderr)
                 if proc.poll() is not None:
                     raise BenchError(f"exited with status {proc.returncode} during {scenario.name}")
     except (BenchError, OSError, ValueError) as error:

@@ -104,3 +104,12 @@ def test_c1m_page_keeps_the_other_benchmarks_sections():
     assert page.count(c1m.END) == 1 and c1m.keep_others("# again\n", page).endswith("## The bus\n\nkept\n")
     doc = (path.parents[1] / "docs" / "BENCHMARKS.md").read_text()
     assert doc.count(c1m.END) == 1  # the page has the mark (else a run would drop what follows)
+
+
+def test_asgi_and_wsgi_benches_progress_line_rounds_p99():
+    from prefork_bench.asgi.measure import Run, progress_line
+    run = Run(requests_per_sec=119924.4, requests=599622, p50_ms=0.4, p90_ms=0.6, p99_ms=0.8230000000000001,
+              server_cpu_percent=99.1, cpu_us_per_request=8.26, other_cpu_percent=1.3, wrk_cpu_percent=50.0)
+    line = progress_line("granian", "a-hello", run)
+    assert line == ("[granian] a-hello: 119,924 req/s, p99 0.82 ms, 8.3 us CPU/req, server 99.1% wrk 50.0% "
+                    "other 1.3%, errors 0")
