@@ -77,9 +77,11 @@ class ThreadPool:
         """Threads running a job now (read by the reactor thread for /status)."""
         return sum(self._busy)
 
-    def submit(self, fn: Callable[[Any], Any], arg: Any, done: Done) -> bool:
+    def submit(self, fn: Callable[[Any], Any], arg: Any, done: Done | None) -> bool:
         """Queue ``fn(arg)``; ``done(result, exc)`` runs later on the reactor
-        thread. Returns False (and queues nothing) when the queue is full."""
+        thread (None: nothing is handed back, for a job that hands back its
+        own results, as a WSGI call does). Returns False (and queues nothing)
+        when the queue is full."""
         jobs = self._jobs
         if len(jobs) >= self._limit or self._stopping:
             self.rejected += 1
@@ -146,7 +148,10 @@ class ThreadPool:
                 result, exc = None, e
             finally:
                 busy[index] = 0
-            hand_back(done, result, exc)
+            if done is not None:
+                hand_back(done, result, exc)
+            elif exc is not None:  # a job that hands back its own results should catch its errors
+                log.error("a pool job failed", exc_info=exc)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Drop queued jobs, let running ones finish (up to ``timeout``)."""

@@ -104,7 +104,7 @@ class WsgiApp:
         if request.header(b"host") is None:  # HTTP/1.0 without Host: the local address
             server = proto.driver.sockname()
         call = _Call(self, proto, request, hand_back, server)
-        if not submit(call.run, None, call.done):
+        if not submit(call.run, None, None):
             proto.write_response(request, None, 503)  # the pool's queue is full
             return
         proto.wait()
@@ -129,7 +129,7 @@ class WsgiApp:
         if kind == CHUNKED:
             call.deferred = True
             call.body.ask()  # read it meanwhile (and send a 100 Continue owed)
-        elif not submit(call.run, None, call.done):
+        elif not submit(call.run, None, None):
             return None
         proto.wait()
         ctx.asgi_calls[proto] = call
@@ -257,9 +257,6 @@ class _Call:
             return [head]
         self.length = size
         return [head, FileChunk(os.dup(fd), offset, size)]
-
-    def done(self, result, exc) -> None:
-        """The pool's hand-back after ``run``: nothing to do (``run`` catches everything)."""
 
     def _iterate(self, result) -> None:
         if type(result) is list or type(result) is tuple:  # the whole body at once: one piece
@@ -465,7 +462,7 @@ class _Call:
         if body.done and body.size <= body.limit:
             self.request.body = body.read()
             self.body = None
-        if not self.proto.ctx.submit(self.run, None, self.done):  # the pool's queue is full
+        if not self.proto.ctx.submit(self.run, None, None):  # the pool's queue is full
             if self._end():
                 proto = self.proto
                 self.request.keep_alive = False

@@ -32,6 +32,22 @@ def test_pool_unit_full_queue_and_results():
         pool.shutdown()
 
 
+def test_pool_hands_nothing_back_for_a_job_without_done(caplog):
+    """A job that hands back its own results (a WSGI call) is submitted with
+    done=None: the loop is not woken for a no-op; a failure is logged."""
+    handed = []
+    pool = ThreadPool(lambda fn, *a: handed.append(fn), threads=1, queue_size=4)
+    ran = threading.Event()
+    try:
+        assert pool.submit(lambda _: ran.set(), None, None)
+        assert pool.submit(lambda _: 1 / 0, None, None)
+        wait_until(lambda: ran.is_set() and pool.pending() == 0 and pool.busy() == 0, what="both jobs run")
+        wait_until(lambda: "a pool job failed" in caplog.text, what="the failure logged")
+        assert handed == []
+    finally:
+        pool.shutdown()
+
+
 def test_pool_busy_counts_threads_running_jobs():
     """busy() is the threads inside a job: up while jobs run (queued ones do
     not count), down when they return or raise."""
