@@ -1,4 +1,5 @@
 # Types for the compiler only (setup.py builds messages.py with them).
+cimport cython
 cdef class Request:
     cdef public object method, target, path, query, version, headers, body, _peer, trailers, scheme
     cdef public bint keep_alive
@@ -8,3 +9,6 @@ cdef class FileChunk:
 
 cdef class Response:
     cdef public object status, body, content_type, headers, file, length
+
+@cython.locals(ip=cython.ulonglong)
+cpdef object unpack_peer(object peer)

@@ -6,6 +6,7 @@ which the access log, /status and the ASGI scope read)."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import pytest
 
@@ -13,7 +14,7 @@ from http_helpers import get, make_ctx, parse_responses
 from prefork.config import ConfigError, from_dict
 from prefork.dispatch import HttpServerProtocol
 from prefork.forwarded import Trusted, element, from_forwarded, host_port, parse_node, resolve, split
-from prefork.messages import Response, pack_peer
+from prefork.messages import Response, pack_peer, unpack_peer
 from testkit import conf
 
 
@@ -201,3 +202,13 @@ def test_anyone_else_is_not():
 def test_nothing_is_read_without_forwarded_allow():
     assert make_ctx().forwarded is None
     assert _serve(("127.0.0.1", 5000), XFF, allow=()) == ("127.0.0.1 5000 http", [("127.0.0.1", 5000)])
+
+
+@pytest.mark.parametrize("address", [("127.0.0.1", 5000), ("0.0.0.0", 0), ("255.255.255.255", 65535),
+                                     ("10.200.3.4", 1), ("192.168.0.10", 80)])
+def test_a_packed_peer_unpacks_to_the_same_address(address):
+    packed = pack_peer(address)
+    assert type(packed) is int
+    assert unpack_peer(packed) == address and socket.inet_aton(unpack_peer(packed)[0])
+    assert unpack_peer("/run/prefork.sock") == "/run/prefork.sock"  # not packed: as it is
+    assert unpack_peer(("::1", 9, 0, 0)) == ("::1", 9, 0, 0)
