@@ -60,7 +60,8 @@ class Reactor:
     def _submit(self, fn, arg, done):
         def work():
             fn(arg)
-            self.backs.put((done, (None, None)))
+            if done is not None:  # the pool's contract: None hands nothing back
+                self.backs.put((done, (None, None)))
         thread = threading.Thread(target=work, daemon=True)
         self.threads.append(thread)
         thread.start()
