@@ -88,7 +88,6 @@ class ThreadPool:
             return False
         jobs.append((fn, arg, done))
         self.submitted += 1
-        idle = self._idle
         if self._searcher is None and not self._kick_due:
             if self._call_soon is None:
                 self._wake_one()
