@@ -10,3 +10,11 @@ cdef class _Call:
     cdef public object app, proto, hand_back, server, waiter, status, headers, pending, body
     cdef public Py_ssize_t handed, delivered, high_water, code, declared, length
     cdef public bint gone, blocked, head_sent, committed, chunked, keep_alive, no_body, deferred
+    cpdef object _file(self, object result)
+    cpdef object _iterate(self, object result)
+    cpdef object _piece(self, bytes chunk)
+    cpdef object _flush(self)
+    cpdef object _close(self, object result)
+    cpdef object _emit(self, bytes body, bint more)
+    cpdef bytes _head(self, Py_ssize_t first, bint more)
+    cpdef object _hand(self, object fn, object data)
