@@ -8,3 +8,9 @@ cpdef dict build_environ(object app, Request request, object sockname=*, object 
 
 @cython.locals(text=str, name=str, port=str)
 cpdef tuple _server_name(bytes host, object sockname, str scheme)
+
+@cython.locals(text=str)
+cpdef Py_ssize_t check_status(object status) except -1
+
+@cython.locals(item=object, name=str, value=str)
+cpdef check_headers(object headers)

@@ -141,10 +141,12 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
 
 def check_status(status: Any) -> int:
     """The code of a PEP 3333 status string ("200 OK"); ValueError if it is not one."""
-    if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " " \
-            or "\r" in status or "\n" in status:
+    if type(status) is not str:
         raise ValueError(f"start_response: bad status {status!r} (expected e.g. '200 OK')")
-    return int(status[:3])
+    text = status  # a str (typed for the compiler)
+    if len(text) < 4 or not text[:3].isdigit() or text[3] != " " or "\r" in text or "\n" in text:
+        raise ValueError(f"start_response: bad status {status!r} (expected e.g. '200 OK')")
+    return int(text[:3])
 
 
 def check_headers(headers: Any) -> None:

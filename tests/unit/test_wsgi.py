@@ -107,7 +107,7 @@ def test_errors_stream_logs_lines(caplog):
 
 def test_status_and_header_checks():
     assert check_status("200 OK") == 200 and check_status("404 ") == 404
-    for bad in ("200", "OK 200", 200, "200\tOK", "200 OK\r\nX: y"):
+    for bad in ("200", "OK 200", 200, b"200 OK", None, "200\tOK", "200 OK\r\nX: y"):
         with pytest.raises(ValueError):
             check_status(bad)
     check_headers([("Content-Type", "text/plain")])
