@@ -101,7 +101,8 @@ class WsgiApp:
             proto.write_response(request, None, 500)
             return
         server = None
-        if request.header(b"host") is None:  # HTTP/1.0 without Host: the local address
+        # HTTP/1.0 without Host: the local address (the parser answers 400 to a 1.1 request without one)
+        if request.version == "1.0" and request.header(b"host") is None:
             server = proto.driver.sockname()
         call = _Call(self, proto, request, hand_back, server)
         if not submit(call.run, None, None):
@@ -123,7 +124,7 @@ class WsgiApp:
         kind = body_kind(request.headers, limit)
         if submit is None or hand_back is None or not kind:
             return None
-        server = proto.driver.sockname() if request.header(b"host") is None else None
+        server = proto.driver.sockname() if request.version == "1.0" and request.header(b"host") is None else None
         call = _Call(self, proto, request, hand_back, server)
         call.body = BodyInput(limit, hand_back, proto.want_body, ctx.config.body_timeout + 1.0)
         if kind == CHUNKED:

@@ -130,6 +130,17 @@ def test_http10_is_close_delimited(srv):
     sock.close()
 
 
+def test_http10_without_host_names_the_listening_socket(srv):
+    sock = srv.connect()
+    sock.sendall(b"GET /env HTTP/1.0\r\n\r\n")
+    head, _, body = read_until_closed(sock).partition(b"\r\n\r\n")
+    sock.close()
+    assert head.startswith(b"HTTP/1.1 200")
+    env = json.loads(body)
+    assert (env["SERVER_NAME"], env["SERVER_PORT"], env["SERVER_PROTOCOL"]) == ("127.0.0.1", str(srv.port), "HTTP/1.0")
+    assert "HTTP_HOST" not in env
+
+
 def test_app_errors(srv):
     workers = srv.wait_workers(1)
     with _client(srv) as client:
