@@ -1,6 +1,8 @@
 # Types for the compiler only (setup.py builds wsgi.py with them): the fields
 # of a call are C fields, not a dict's or slots' lookups, on both threads.
+cimport cython
 from prefork.messages cimport Request
+from prefork.wsgi_environ cimport build_environ, check_headers, check_status
 
 cdef class WsgiApp:
     cdef public object app, script_name, mount
@@ -16,5 +18,6 @@ cdef class _Call:
     cpdef object _flush(self)
     cpdef object _close(self, object result)
     cpdef object _emit(self, bytes body, bint more)
+    @cython.locals(name=str, value=str, lower=str, parts=list)
     cpdef bytes _head(self, Py_ssize_t first, bint more)
     cpdef object _hand(self, object fn, object data)

@@ -210,7 +210,7 @@ class _Call:
     def run(self, _arg=None) -> None:
         result = None
         try:
-            environ = build_environ(self.app, self.request, self.server, body=self.body)
+            environ = build_environ(self.app, self.request, self.server, None, self.body)
             result = self.app.app(environ, self.start_response)
             parts = self._file(result)
             if parts is None:
