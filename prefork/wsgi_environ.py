@@ -68,24 +68,32 @@ def _server_name(host: bytes | None, sockname, scheme: str) -> tuple[str, str]:
 # RFC 2616's hop-by-hop headers (wsgiref.util.is_hop_by_hop's): the server's, never the app's
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                          "trailers", "transfer-encoding", "upgrade"))
-# what every environ has the same (copied, never changed)
+# what every environ has: the keys every request sets (so that the copy is
+# made at its final size, with no resize as they go in) and the values that
+# are the same for all (copied, never changed)
 _CONSTANT: dict[str, Any] = {
+    "REQUEST_METHOD": "", "SCRIPT_NAME": "", "PATH_INFO": "", "QUERY_STRING": "", "SERVER_PROTOCOL": "",
+    "SERVER_NAME": "", "SERVER_PORT": "", "REMOTE_ADDR": "", "REMOTE_PORT": "",
     "wsgi.version": (1, 0),
+    "wsgi.url_scheme": "http",
+    "wsgi.input": None,
+    "wsgi.errors": None,
     "wsgi.multithread": True,
     "wsgi.multiprocess": True,
     "wsgi.run_once": False,
     "wsgi.input_terminated": True,
     "wsgi.file_wrapper": FileWrapper,
 }
-# the environ keys of common request headers, by lower-cased name (others are made per request)
+_COMMON = ("Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language", "Connection", "Cookie", "Referer",
+           "Origin", "Authorization", "Cache-Control", "Pragma", "Upgrade", "If-None-Match", "If-Modified-Since",
+           "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-IP", "X-Requested-With",
+           "Forwarded", "TE", "Expect", "DNT", "Range", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-Dest",
+           "Upgrade-Insecure-Requests", "Keep-Alive")
+# the environ keys of common request headers, by name as clients usually
+# spell it and lower-cased (others are made per request)
 _KEYS: dict[bytes, str] = {
-    name.encode("latin-1"): "HTTP_" + name.upper().replace("-", "_")
-    for name in ("host", "user-agent", "accept", "accept-encoding", "accept-language", "connection",
-                 "cookie", "referer", "origin", "authorization", "cache-control", "pragma", "upgrade",
-                 "if-none-match", "if-modified-since", "x-forwarded-for", "x-forwarded-proto",
-                 "x-forwarded-host", "x-real-ip", "x-requested-with", "forwarded", "te", "expect",
-                 "dnt", "range", "sec-fetch-mode", "sec-fetch-site", "sec-fetch-dest",
-                 "upgrade-insecure-requests", "keep-alive")
+    spelling: "HTTP_" + name.upper().replace("-", "_")
+    for name in _COMMON for spelling in (name.encode("latin-1"), name.lower().encode("latin-1"))
 }
 
 
@@ -105,19 +113,21 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     host = None
     keys = _KEYS
     for name, value in request.headers:
-        lower = name.lower()
-        key = keys.get(lower)
+        key = keys.get(name)  # as sent, most often the usual spelling: no lower() needed
         if key is None:
-            if lower == b"content-type":
-                environ["CONTENT_TYPE"] = value.decode("latin-1")
-                continue
-            if lower == b"content-length":
-                environ["CONTENT_LENGTH"] = value.decode("latin-1")
-                continue
-            if b"_" in name:
-                continue  # X_Forwarded_For would pass for X-Forwarded-For: dropped (as nginx and gunicorn do)
-            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
-        elif lower == b"host" and host is None:
+            lower = name.lower()
+            key = keys.get(lower)
+            if key is None:
+                if lower == b"content-type":
+                    environ["CONTENT_TYPE"] = value.decode("latin-1")
+                    continue
+                if lower == b"content-length":
+                    environ["CONTENT_LENGTH"] = value.decode("latin-1")
+                    continue
+                if b"_" in name:
+                    continue  # X_Forwarded_For would pass for X-Forwarded-For: dropped (as nginx and gunicorn do)
+                key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        if host is None and key == "HTTP_HOST":
             host = value
         text = value.decode("latin-1")
         old = environ.get(key)
@@ -133,6 +143,8 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     if type(peer) is tuple and len(peer) >= 2:
         environ["REMOTE_ADDR"] = str(peer[0])
         environ["REMOTE_PORT"] = str(peer[1])
+    else:  # a unix socket's client has no address
+        del environ["REMOTE_ADDR"], environ["REMOTE_PORT"]
     environ["wsgi.url_scheme"] = scheme
     environ["wsgi.input"] = io.BytesIO(whole) if body is None else body
     environ["wsgi.errors"] = errors if errors is not None else ErrorStream()
