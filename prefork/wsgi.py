@@ -100,11 +100,7 @@ class WsgiApp:
             log.error("WSGI app for %s: no thread pool to run it in", request.path.decode("latin-1"))
             proto.write_response(request, None, 500)
             return
-        server = None
-        # HTTP/1.0 without Host: the local address (the parser answers 400 to a 1.1 request without one)
-        if request.version == "1.0" and request.header(b"host") is None:
-            server = proto.driver.sockname()
-        call = _Call(self, proto, request, hand_back, server)
+        call = _Call(self, proto, request, hand_back, _local_name(proto, request))
         if not submit(call.run, None, None):
             proto.write_response(request, None, 503)  # the pool's queue is full
             return
@@ -124,8 +120,7 @@ class WsgiApp:
         kind = body_kind(request.headers, limit)
         if submit is None or hand_back is None or not kind:
             return None
-        server = proto.driver.sockname() if request.version == "1.0" and request.header(b"host") is None else None
-        call = _Call(self, proto, request, hand_back, server)
+        call = _Call(self, proto, request, hand_back, _local_name(proto, request))
         call.body = BodyInput(limit, hand_back, proto.want_body, ctx.config.body_timeout + 1.0)
         if kind == CHUNKED:
             call.deferred = True
@@ -135,6 +130,14 @@ class WsgiApp:
         proto.wait()
         ctx.asgi_calls[proto] = call
         return call
+
+
+def _local_name(proto: Exchange, request: Request):
+    """The local address, for SERVER_NAME/PORT, when the request has no Host
+    (HTTP/1.0: the parser answers 400 to a 1.1 request without one); else None."""
+    if request.version == "1.0" and request.header(b"host") is None:
+        return proto.driver.sockname()
+    return None
 
 
 class _Call:
