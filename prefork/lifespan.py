@@ -5,7 +5,13 @@ object mounted by several routes gets one lifespan and one ``state``) on its
 asyncio loop: ``lifespan.startup`` before the worker accepts or tells the
 master it is ready, ``lifespan.shutdown`` when it stops gracefully (QUIT, and
 so on retirement after a reload), after its connections are done, bounded by
-``shutdown_timeout``. A fast stop (TERM/INT) cancels instead.
+``shutdown_timeout``. A fast stop (TERM/INT) sends ``lifespan.shutdown`` too,
+after its connections are cut and its calls cancelled, bounded by a second
+(``systemctl stop`` sends TERM, and an app's pools and buffers expect their
+shutdown, as under uvicorn). A shutdown still running at its bound is
+cancelled; what the app says about that cancel (Starlette sends
+``lifespan.shutdown.failed`` with the CancelledError) is not logged as an
+error of the app: the warning about the bound says what happened.
 
 The mode is the route's ``lifespan`` key: ``"auto"`` (an app that raises on
 the lifespan scope, or returns, before sending anything does not support it:
@@ -54,6 +60,7 @@ class Lifespan:
         self.task: asyncio.Task | None = None
         self.sent = False         # the app has sent a lifespan message
         self.supported = True     # False once "auto" found it unsupported
+        self.cancelling = False   # the task is being cancelled by us: its complaints are ours
         self._inbox: asyncio.Queue | None = None
         self._started: asyncio.Future | None = None
         self._stopped: asyncio.Future | None = None
@@ -80,7 +87,7 @@ class Lifespan:
                     LifespanError(f"{self.name}: lifespan.startup.failed: {message.get('message', '')}"))
         elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
             if not self._stopped.done():
-                if kind == "lifespan.shutdown.failed":
+                if kind == "lifespan.shutdown.failed" and not self.cancelling:
                     log.error("%s: lifespan.shutdown.failed: %s", self.name, message.get("message", ""))
                 self._stopped.set_result(None)
         else:
@@ -101,7 +108,7 @@ class Lifespan:
             if exc is not None and (self.sent or self.mode != "auto"):
                 log.error("%s: exception in the lifespan startup", self.name, exc_info=exc)
             self._no_lifespan(f"raised {type(exc).__name__}: {exc}" if exc is not None else "returned")
-        elif exc is not None:
+        elif exc is not None and not self.cancelling:
             log.error("%s: exception in the lifespan", self.name, exc_info=exc)
         if not self._stopped.done():
             self._stopped.set_result(None)
@@ -144,13 +151,13 @@ class Lifespan:
             try:
                 await asyncio.wait_for(asyncio.shield(self._stopped), max(timeout, 0.0))
             except asyncio.TimeoutError:
-                log.warning("%s: the lifespan shutdown did not complete in %.1fs (server.shutdown_timeout); "
-                            "cancelled", self.name, timeout)
+                log.warning("%s: the lifespan shutdown did not complete in %.1fs; cancelled", self.name, timeout)
         await self.cancel()
 
     async def cancel(self) -> None:
-        """Cancel the lifespan task (fast stop, or after the shutdown)."""
+        """Cancel the lifespan task (after the shutdown, or in place of it)."""
         if self.running:
+            self.cancelling = True
             await cancel_tasks({self.task})
 
 
@@ -174,9 +181,6 @@ class Lifespans:
     def __bool__(self) -> bool:
         return any(lifespan.mode != "off" for lifespan in self._by_app.values())
 
-    def tasks(self) -> set[asyncio.Task]:
-        return {lifespan.task for lifespan in self._by_app.values() if lifespan.task is not None}
-
     async def startup(self) -> None:
         """Every app's startup, in route order; the first failure raises LifespanError."""
         for lifespan in self._by_app.values():
@@ -189,7 +193,8 @@ class Lifespans:
         await asyncio.gather(*(lifespan.shutdown(timeout) for lifespan in self._by_app.values()))
 
     async def cancel(self) -> None:
-        await cancel_tasks({task for task in self.tasks() if not task.done()})
+        """Cancel every lifespan still running (what it says about that is not an app error)."""
+        await asyncio.gather(*(lifespan.cancel() for lifespan in self._by_app.values()))
 
 
 async def cancel_tasks(tasks: set[asyncio.Task], grace: float = 0.0) -> int:

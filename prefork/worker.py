@@ -73,7 +73,7 @@ def _unblock_signals(_=None) -> None:
 DRAIN_GRACE = 1.0  # graceful stop: seconds an idle connection may still send a request
 APP_GRACE = 0.5    # graceful stop: seconds ASGI calls cut at the deadline get to see http.disconnect
 WS_CLOSE_GRACE = 2.0  # a handed-over worker's WebSocket clients get 1012 this long before shutdown_timeout
-LIFESPAN_GRACE = 1.0  # graceful stop: a lifespan shutdown gets at least this much, even past the deadline
+LIFESPAN_GRACE = 1.0  # a lifespan shutdown gets this much on a fast stop, and at least this much on a graceful one
 
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # cannot start (as gunicorn's WORKER_BOOT_ERROR): do not respawn in a loop
@@ -408,8 +408,12 @@ class Worker:
         self._phase = loop.create_task(self._stop_apps())
         try:
             self._run_to_end(self._phase)
-        except asyncio.CancelledError:  # TERM during a graceful end: cancel whatever still runs
-            self._run_to_end(loop.create_task(cancel_tasks(asyncio.all_tasks(loop))))
+        except asyncio.CancelledError:  # TERM during the end: cancel whatever still runs
+            self._run_to_end(loop.create_task(self._cancel_apps()))
+
+    async def _cancel_apps(self) -> None:
+        await self.lifespans.cancel()
+        await cancel_tasks(asyncio.all_tasks(self.loop) - {asyncio.current_task()})
 
     def _run_to_end(self, task: asyncio.Task) -> None:
         """Run the loop until ``task`` is done (its result or exception is
@@ -428,8 +432,9 @@ class Worker:
         task after the response) get until the graceful deadline -- APP_GRACE
         if it has passed, to see http.disconnect -- and are cancelled then (at
         once on a fast stop); then the lifespan shutdown, bounded by what is
-        left of ``shutdown_timeout``; then whatever else runs on the loop (what
-        the app started on its own) is cancelled."""
+        left of ``shutdown_timeout`` (LIFESPAN_GRACE on a fast stop); then
+        whatever else runs on the loop (what the app started on its own) is
+        cancelled."""
         from .asgi import is_call
 
         loop, clock = self.loop, self.reactor.clock
@@ -438,9 +443,10 @@ class Worker:
         cancelled = await cancel_tasks({task for task in asyncio.all_tasks(loop) if is_call(task)}, grace)
         if cancelled:
             log.warning("worker %d: %d ASGI call(s) cancelled", self.index, cancelled)
-        if graceful and self.lifespans.started:
-            await self.lifespans.shutdown(max(self._stop_deadline - clock(), LIFESPAN_GRACE))
-        await cancel_tasks(asyncio.all_tasks(loop) - {asyncio.current_task()})
+        if self.lifespans.started:
+            await self.lifespans.shutdown(max(self._stop_deadline - clock(), LIFESPAN_GRACE) if graceful
+                                          else LIFESPAN_GRACE)
+        await self._cancel_apps()
 
 
 def raise_nofile_limit(needed: int) -> tuple[int, int]:

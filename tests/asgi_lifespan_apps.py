@@ -15,6 +15,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 
 def mark(what: str, text: str = "") -> None:
@@ -178,3 +181,17 @@ fastapi_lifespan_app = FastAPI(lifespan=_db_lifespan)
 async def read_item(item_id: int, request: Request):
     row = request.app.state.db.execute("SELECT name FROM item WHERE id = ?", (item_id,)).fetchone()
     return {"id": item_id, "name": row[0] if row else None, "worker_pid": request.state.worker_pid}
+
+
+# --- Starlette whose shutdown hangs: cancelled at the bound, it sends lifespan.shutdown.failed ---
+
+
+@asynccontextmanager
+async def _stuck_lifespan(app):
+    yield
+    mark("starlette-shutdown-begun")
+    await asyncio.Event().wait()  # a pool that never drains
+
+
+starlette_stuck_shutdown_app = Starlette(lifespan=_stuck_lifespan, routes=[
+    Route("/", lambda request: PlainTextResponse("ok"))])

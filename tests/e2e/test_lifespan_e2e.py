@@ -249,8 +249,39 @@ def test_fast_stop_cancels_a_long_app_task(serve, markers):
         assert exits(srv) in (0, -signal.SIGTERM)
         assert time.monotonic() - started < 3.0
     assert marked(markers, "cancelled") == {worker}
-    assert not marked(markers, "shutdown")  # a fast stop does not wait for a lifespan shutdown
+    assert marked(markers, "shutdown") == {worker}  # after the call is cancelled, the lifespan shutdown runs
     wait_until(lambda: not pid_alive(worker), what="the worker gone")
+
+
+def test_fast_stop_runs_a_fastapi_shutdown_and_logs_no_error(start_server, markers):
+    """TERM (what systemctl stop sends) still runs the app's shutdown: its
+    resources are closed, and nothing is logged as an app failure."""
+    route = f'\n[[route]]\npath = "/"\nasgi = "{APPS}:fastapi_lifespan_app"\n'
+    srv = start_server(server="workers = 2", names=("http",), extra=route,
+                       env=dict(os.environ, PREFORK_TEST_MARKERS=str(markers)))
+    workers = srv.wait_workers(2)
+    wait_until(lambda: marked(markers, "fastapi-startup") == set(workers), what="startups")
+    assert httpx.get(f"http://127.0.0.1:{srv.port}/items/1", timeout=10).json()["name"] == "pen"
+    srv.proc.send_signal(signal.SIGTERM)
+    assert exits(srv) == 0
+    assert marked(markers, "fastapi-shutdown") == set(workers)
+    assert "ERROR" not in srv.log() and "Traceback" not in srv.log()
+
+
+def test_fast_stop_bounds_a_stuck_starlette_shutdown_without_an_error(start_server, markers):
+    route = f'\n[[route]]\npath = "/"\nasgi = "{APPS}:starlette_stuck_shutdown_app"\n'
+    srv = start_server(server="shutdown_timeout = 30", names=("http",), extra=route,
+                       env=dict(os.environ, PREFORK_TEST_MARKERS=str(markers)))
+    [worker] = srv.wait_workers(1)
+    assert http_get(srv.port, "/")[2] == b"ok"
+    started = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    assert exits(srv) == 0
+    assert time.monotonic() - started < 4.0  # a second for the shutdown, not shutdown_timeout's 30
+    assert marked(markers, "starlette-shutdown-begun") == {worker}
+    log = srv.log()
+    assert "did not complete in 1.0s; cancelled" in log
+    assert "ERROR" not in log and "Traceback" not in log, log
 
 
 def test_fastapi_lifespan_resource_used_by_a_route(start_server, markers):

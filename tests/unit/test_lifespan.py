@@ -238,6 +238,56 @@ def test_a_shutdown_that_never_completes_is_cancelled_at_the_timeout(run, caplog
     assert "did not complete in 0.2s" in caplog.text
 
 
+def test_our_cancel_of_a_stuck_starlette_shutdown_is_a_warning_not_an_app_error(run, caplog):
+    """Starlette answers the cancel at the bound with lifespan.shutdown.failed
+    carrying the CancelledError: that is our doing, not the app's failure."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+
+    ran = []
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        ran.append("shutdown")
+        await asyncio.Event().wait()
+
+    group = lifespans_for((Route(Starlette(lifespan=lifespan)), "auto"))
+
+    async def main():
+        await group.startup()
+        await group.shutdown(0.2)
+
+    with caplog.at_level(logging.INFO, logger="prefork.worker"):
+        run(main())
+    assert ran == ["shutdown"]
+    assert "did not complete in 0.2s; cancelled" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_starlette_shutdown_that_fails_on_its_own_is_still_an_error(run, caplog):
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        raise OSError("could not flush the queue")
+
+    group = lifespans_for((Route(Starlette(lifespan=lifespan)), "auto"))
+
+    async def main():
+        await group.startup()
+        await group.shutdown(1.0)
+
+    with caplog.at_level(logging.INFO, logger="prefork.worker"):
+        run(main())
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("lifespan.shutdown.failed" in e and "could not flush the queue" in e for e in errors), errors
+
+
 def test_cancel_tasks_waits_the_grace_then_cancels(run):
     async def main():
         quick = asyncio.ensure_future(asyncio.sleep(0.01))
