@@ -315,10 +315,10 @@ class AioConnection(BaseDriver, asyncio.Protocol):
     @classmethod
     def flush_corked(cls) -> None:
         """Once per loop turn with corked output: write every corked connection's."""
-        queue = cls.cork_queue
-        cls.cork_queue = []
+        queue = cls.cork_queue  # emptied in place: assigning a class attribute would reset the type's method cache
         for conn in queue:
             conn.uncork()
+        queue.clear()
 
     def _pump(self) -> None:
         """Move queued parts (file pieces read with pread) into the transport
