@@ -26,6 +26,7 @@ The same sans-IO protocols and apps run here through a thin adapter:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections import deque
@@ -34,6 +35,8 @@ from typing import Any, Callable
 from .driver import HELD, HIGH_WATER, LINGERING, PAUSED, BaseDriver, Host
 from .messages import FileChunk
 from .reactor import READABLE, WRITABLE
+
+log = logging.getLogger("prefork.worker")
 
 FILE_PIECE = 256 * 1024
 CORK_LIMIT = 64 * 1024  # corked bytes past which a connection's output goes to the transport at once
@@ -316,9 +319,15 @@ class AioConnection(BaseDriver, asyncio.Protocol):
     def flush_corked(cls) -> None:
         """Once per loop turn with corked output: write every corked connection's."""
         queue = cls.cork_queue  # emptied in place: assigning a class attribute would reset the type's method cache
-        for conn in queue:
-            conn.uncork()
-        queue.clear()
+        try:
+            for conn in queue:
+                try:
+                    conn.uncork()
+                except Exception:  # one connection's transport refusing must not stall the others'
+                    log.exception("cannot write a connection's output; closing it")
+                    conn.close()
+        finally:
+            queue.clear()  # else no later cork would schedule a flush
 
     def _pump(self) -> None:
         """Move queued parts (file pieces read with pread) into the transport

@@ -182,3 +182,26 @@ def test_finish_sends_the_corked_output_before_closing(setup):
     reactor.loop.run_until_complete(asyncio.sleep(0.01))
     assert writes == [b"last words"]
     assert recv_exactly(peer, 10) == b"last words" and peer.recv(100) == b""
+
+
+def test_a_transport_that_refuses_is_closed_and_the_others_and_later_turns_still_flush(setup, caplog):
+    reactor, make = setup
+    (bad, _, _), (good, peer, writes) = make(), make()
+
+    def refuse(data):
+        raise RuntimeError("Cannot call write() after write_eof()")
+
+    bad.transport.write = refuse
+
+    def turn():
+        bad.write(b"refused")
+        good.write(b"first")
+
+    reactor.loop.call_soon(turn)
+    reactor.loop.run_until_complete(asyncio.sleep(0.01))
+    assert "cannot write a connection's output" in caplog.text
+    assert bad.fd < 0 or bad.transport.is_closing()  # closed, not left half-sent
+    assert recv_exactly(peer, 5) == b"first"
+    reactor.loop.call_soon(good.write, b"second")  # the queue was emptied: a later turn flushes too
+    reactor.loop.run_until_complete(asyncio.sleep(0.01))
+    assert writes == [b"first", b"second"] and recv_exactly(peer, 6) == b"second"
