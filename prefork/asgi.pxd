@@ -1,5 +1,7 @@
 # Types for the compiler only (setup.py builds asgi.py with them).
+cimport cython
 from prefork.asgi_response cimport AsgiResponse
+from prefork.messages cimport Request, unpack_peer
 
 cdef class AsgiApp:
     cdef public object app, root_path, prefix, raw_prefix, state, _loop, websocket
@@ -7,3 +9,9 @@ cdef class AsgiApp:
 cdef class _Call(AsgiResponse):
     cdef public object app, task, chunks
     cdef public bint body_given
+
+@cython.locals(peer=object, client=object, method=object, target=object, raw_path=object, path=object,
+               decoded=bytes, headers=list, state=dict, methods=dict)
+cpdef dict build_scope(AsgiApp app, Request request, object server)
+
+cpdef dict _extensions(list headers)

@@ -43,7 +43,7 @@ import logging
 from . import asgi_websocket
 from .asgi_response import AsgiResponse, Exchange
 from .framing import ClientDisconnected
-from .messages import Request, close_files
+from .messages import Request, close_files, unpack_peer
 from .protocols.http import WAITING
 from .protocols.websocket import WebSocketContext
 
@@ -123,7 +123,7 @@ def _raw_path(request: Request) -> bytes:
 
 def build_scope(app: AsgiApp, request: Request, server) -> dict:
     """The HTTP connection scope (ASGI HTTP spec 2.3)."""
-    peer = request.peer
+    peer = unpack_peer(request._peer)  # request.peer, without the property's lookup
     if type(peer) is not tuple:
         client = None
     elif len(peer) == 2:
@@ -136,16 +136,18 @@ def build_scope(app: AsgiApp, request: Request, server) -> dict:
         raw_path = target.partition(b"?")[0] if 63 in target else target  # 63: b"?"
     else:
         raw_path = _raw_path(request)
-    path = request.path.decode("utf-8", "replace")
+    decoded = request.path
+    path = decoded.decode("utf-8", "replace")
     if app.prefix:
         path, raw_path = app.prefix + path, app.raw_prefix + raw_path
     headers = [(name.lower(), value) for name, value in request.headers]
     state = app.state
+    methods = _METHODS
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
         "http_version": request.version,
-        "method": _METHODS.get(method) or method.decode("latin-1"),
+        "method": methods.get(method) or method.decode("latin-1"),
         "scheme": request.scheme,
         "path": path,
         "raw_path": raw_path,
@@ -154,7 +156,7 @@ def build_scope(app: AsgiApp, request: Request, server) -> dict:
         "headers": headers,
         "client": client,
         "server": server,
-        "state": dict(state) if state else {},  # a copy: what the app adds stays the request's
+        "state": state.copy() if state else {},  # a copy: what the app adds stays the request's
         "extensions": _extensions(headers),
     }
 
@@ -163,8 +165,10 @@ def _extensions(headers: list) -> dict:
     """What is implemented: pathsend always, trailers when the client accepts
     them (``TE: trailers``; ``headers`` lower-cased)."""
     for name, value in headers:
-        if name == b"te" and b"trailers" in (t.strip() for t in value.lower().split(b",")):
-            return {"http.response.pathsend": {}, "http.response.trailers": {}}
+        if name == b"te":
+            for token in value.lower().split(b","):
+                if token.strip() == b"trailers":
+                    return {"http.response.pathsend": {}, "http.response.trailers": {}}
     return {"http.response.pathsend": {}}
 
 
