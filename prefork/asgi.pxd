@@ -2,13 +2,22 @@
 cimport cython
 from prefork.asgi_response cimport AsgiResponse
 from prefork.messages cimport Request, unpack_peer
+from prefork.protocols.http_flow cimport FlowControl
 
 cdef class AsgiApp:
     cdef public object app, root_path, prefix, raw_prefix, state, _loop, websocket
 
+    @cython.locals(flow=FlowControl)
+    cpdef _Call _start(self, proto, Request request, bint streamed)
+
 cdef class _Call(AsgiResponse):
     cdef public object app, task, chunks
     cdef public bint body_given
+
+    cpdef _wake(self)
+    cpdef _end(self)
+    @cython.locals(proto=FlowControl)
+    cpdef _complete(self, last)
 
 @cython.locals(peer=object, client=object, method=object, target=object, raw_path=object, path=object,
                decoded=bytes, headers=list, state=dict, methods=dict)

@@ -91,7 +91,8 @@ class AsgiApp:
         return self._start(proto, request, True)
 
     def _start(self, proto: Exchange, request: Request, streamed: bool) -> "_Call":
-        proto.wait()
+        flow = proto  # compiled: the protocol's class (a C call to wait())
+        flow.wait()
         call = _Call(self, proto, request, streamed)
         proto.ctx.asgi_calls[proto] = call
         call.task = self._the_loop().create_task(call.run())

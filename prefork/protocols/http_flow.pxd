@@ -7,3 +7,8 @@ cdef class FlowControl:
     cdef public double deadline
     cdef public int state
     cdef public Py_ssize_t _requests
+
+    cpdef wait(self)
+    cpdef end_wait(self, out=*)
+    cpdef answer_waited(self, request, out, Py_ssize_t status, Py_ssize_t length, bint hold=*)
+    cpdef after_wait(self)
