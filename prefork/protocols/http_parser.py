@@ -30,9 +30,8 @@ CLOSED = 3    # closing: nothing more is parsed
 WAITING = 4   # a handler runs elsewhere (the thread pool); its response is not out yet
 UPGRADED = 5  # handed over to another protocol (a WebSocket): the driver drives that one now
 
-# lengths of the header names the parser looks at: host, expect, connection, content-length,
-# transfer-encoding
-_INTERESTING_LENGTHS = frozenset((4, 6, 10, 14, 17))
+# on_header looks only at names of the lengths of host (4), expect (6), connection (10),
+# content-length (14) and transfer-encoding (17)
 
 # Host: uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): an IP-literal in
 # brackets, or a reg-name (an IPv4 address is one) of unreserved, sub-delims
@@ -161,7 +160,8 @@ class Parser:
         self.header_bytes += len(name) + len(value) + 4
         if len(headers) > self.max_headers or self.header_bytes > self.max_header_bytes:
             raise ParseError(431, "request header fields too large")
-        if len(name) not in _INTERESTING_LENGTHS:
+        n = len(name)
+        if n != 4 and n != 6 and n != 10 and n != 14 and n != 17:  # see the lengths at the top
             return
         if name == b"Host":  # as nearly every client spells it: no lower() needed
             self.host_count += 1
