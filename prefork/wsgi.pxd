@@ -2,6 +2,7 @@
 # of a call are C fields, not a dict's or slots' lookups, on both threads.
 cimport cython
 from prefork.messages cimport Request
+from prefork.protocols.http_flow cimport FlowControl
 from prefork.wsgi_environ cimport build_environ, check_headers, check_status
 
 cdef class WsgiApp:
@@ -21,3 +22,6 @@ cdef class _Call:
     @cython.locals(name=str, value=str, lower=str, parts=list)
     cpdef bytes _head(self, Py_ssize_t first, bint more)
     cpdef object _hand(self, object fn, object data)
+    cpdef bint _end(self)
+    @cython.locals(proto=FlowControl)
+    cpdef object _complete(self, object last)

@@ -496,7 +496,8 @@ class _Call:
             return
         request = self.request
         request.keep_alive = self.keep_alive
-        self.proto.answer_waited(request, last, self.code, self.length, type(last) is list and len(last) > 1)
+        proto = self.proto  # compiled: the protocol's class (a C call to answer_waited)
+        proto.answer_waited(request, last, self.code, self.length, type(last) is list and len(last) > 1)
 
     def _fail_500(self) -> None:
         if self._end():
