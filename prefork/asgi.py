@@ -94,8 +94,11 @@ class AsgiApp:
         flow = proto  # compiled: the protocol's class (a C call to wait())
         flow.wait()
         call = _Call(self, proto, request, streamed)
-        proto.ctx.asgi_calls[proto] = call
-        call.task = self._the_loop().create_task(call.run())
+        flow.ctx.asgi_calls[proto] = call
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._the_loop()
+        call.task = loop.create_task(call.run())
         return call
 
     def _the_loop(self) -> asyncio.AbstractEventLoop:
@@ -180,7 +183,7 @@ class _Call(AsgiResponse):
     __slots__ = ("app", "task", "chunks", "body_given")
 
     def __init__(self, app: AsgiApp, proto: Exchange, request: Request, streamed: bool = False):
-        super().__init__(proto, request, not streamed)
+        self._begin(proto, request, not streamed)
         self.app = app
         self.task = None
         # the request body's pieces not yet given to the app (all of it at once unless streamed);

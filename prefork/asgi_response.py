@@ -68,6 +68,11 @@ class AsgiResponse:
                  "head_only", "no_body", "trailers", "te", "body_sent", "file_sent")
 
     def __init__(self, proto: Exchange, request: Request, body_done: bool):
+        self._begin(proto, request, body_done)
+
+    def _begin(self, proto: Exchange, request: Request, body_done: bool) -> None:
+        """``__init__``'s work, which a subclass's ``__init__`` calls directly
+        (compiled: a C call, where ``super().__init__`` is a Python one)."""
         self.proto = proto
         self.request = request
         self.status = 0
