@@ -5,9 +5,10 @@ cdef class Parser:
     cdef public bytes url, method, expect, good_host
     cdef public list headers
     cdef public Py_ssize_t header_bytes, body_len, head_bytes, host_count
-    cdef public object max_url, max_body, header_timeout
-    cdef public Py_ssize_t max_headers, max_header_bytes
+    cdef public object max_body, header_timeout
+    cdef public Py_ssize_t max_url, max_headers, max_header_bytes
     cdef public bint chunked, connection, in_message, head_done, reusable, special, continue_due
 
     @cython.locals(headers=list, n=Py_ssize_t)
     cpdef on_header(self, bytes name, bytes value)
+    cpdef on_url(self, bytes url)
