@@ -1,4 +1,5 @@
 # Types for the compiler only (see protocols/http_flow.pxd).
+from prefork.messages cimport Request
 from prefork.protocols.http cimport HttpProtocol
 from prefork.protocols.http_response cimport HttpContext
 
@@ -8,4 +9,4 @@ cdef class HttpServerContext(HttpContext):
     cdef public bint draining
 
 cdef class HttpServerProtocol(HttpProtocol):
-    pass
+    cpdef dispatch(self, Request request)
