@@ -9,6 +9,7 @@ cdef class AsgiApp:
 
     @cython.locals(flow=FlowControl)
     cpdef _Call _start(self, proto, Request request, bint streamed)
+    cpdef object _the_loop(self)
 
 cdef class _Call(AsgiResponse):
     cdef public object app, task, chunks
@@ -20,7 +21,7 @@ cdef class _Call(AsgiResponse):
     cpdef _complete(self, last)
 
 @cython.locals(peer=object, client=object, method=object, target=object, raw_path=object, path=object,
-               decoded=bytes, headers=list, state=dict, methods=dict)
+               path_bytes=bytes, headers=list, state=dict, methods=dict)
 cpdef dict build_scope(AsgiApp app, Request request, object server)
 
 cpdef dict _extensions(list headers)

@@ -95,10 +95,7 @@ class AsgiApp:
         flow.wait()
         call = _Call(self, proto, request, streamed)
         flow.ctx.asgi_calls[proto] = call
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            loop = self._the_loop()
-        call.task = loop.create_task(call.run())
+        call.task = self._the_loop().create_task(call.run())
         return call
 
     def _the_loop(self) -> asyncio.AbstractEventLoop:
@@ -140,13 +137,13 @@ def build_scope(app: AsgiApp, request: Request, server) -> dict:
         raw_path = target.partition(b"?")[0] if 63 in target else target  # 63: b"?"
     else:
         raw_path = _raw_path(request)
-    decoded = request.path
-    path = decoded.decode("utf-8", "replace")
+    path_bytes = request.path  # (bytes, typed for the compiler: a direct UTF-8 decode)
+    path = path_bytes.decode("utf-8", "replace")
     if app.prefix:
         path, raw_path = app.prefix + path, app.raw_prefix + raw_path
     headers = [(name.lower(), value) for name, value in request.headers]
     state = app.state
-    methods = _METHODS
+    methods = _METHODS  # (a dict, typed for the compiler: a C lookup)
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
