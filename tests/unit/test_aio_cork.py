@@ -15,18 +15,7 @@ import pytest
 
 from prefork.aio import CORK_LIMIT, AioConnection, AsyncioReactor
 from prefork.messages import FileChunk
-
-
-class Worker:
-    def __init__(self, reactor):
-        self.reactor = reactor
-        self.send_timeout = 10.0
-        self.high_water = 1 << 20
-        self.sending = 0
-        self.closed = 0
-
-    def connection_closed(self):
-        self.closed += 1
+from test_driver import FakeWorker
 
 
 class Quiet:
@@ -52,7 +41,8 @@ class Quiet:
 def setup(request):
     """(reactor, make): ``make()`` gives a connected AioConnection and the peer socket."""
     reactor = AsyncioReactor(request.param)
-    worker = Worker(reactor)
+    worker = FakeWorker(reactor)
+    worker.high_water = 1 << 20  # the writes here never pause the transport
     cls = AioConnection.for_worker(worker)
     peers = []
 

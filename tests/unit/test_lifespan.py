@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import asynccontextmanager
 
 import pytest
+from starlette.applications import Starlette
 
 from prefork.config import ConfigError, load
 from prefork.lifespan import LifespanError, Lifespans, cancel_tasks
@@ -238,53 +240,45 @@ def test_a_shutdown_that_never_completes_is_cancelled_at_the_timeout(run, caplog
     assert "did not complete in 0.2s" in caplog.text
 
 
+def run_starlette_lifespan(run, caplog, after_yield, timeout: float) -> list[str]:
+    """Start and shut down (bounded by ``timeout``) a Starlette app whose
+    lifespan awaits ``after_yield()`` on shutdown; the ERROR messages logged."""
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        await after_yield()
+
+    group = lifespans_for((Route(Starlette(lifespan=lifespan)), "auto"))
+
+    async def main():
+        await group.startup()
+        await group.shutdown(timeout)
+
+    with caplog.at_level(logging.INFO, logger="prefork.worker"):
+        run(main())
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_our_cancel_of_a_stuck_starlette_shutdown_is_a_warning_not_an_app_error(run, caplog):
     """Starlette answers the cancel at the bound with lifespan.shutdown.failed
     carrying the CancelledError: that is our doing, not the app's failure."""
-    from contextlib import asynccontextmanager
-
-    from starlette.applications import Starlette
-
     ran = []
 
-    @asynccontextmanager
-    async def lifespan(app):
-        yield
+    async def stuck():
         ran.append("shutdown")
         await asyncio.Event().wait()
 
-    group = lifespans_for((Route(Starlette(lifespan=lifespan)), "auto"))
-
-    async def main():
-        await group.startup()
-        await group.shutdown(0.2)
-
-    with caplog.at_level(logging.INFO, logger="prefork.worker"):
-        run(main())
+    errors = run_starlette_lifespan(run, caplog, stuck, 0.2)
     assert ran == ["shutdown"]
     assert "did not complete in 0.2s; cancelled" in caplog.text
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert errors == []
 
 
 def test_a_starlette_shutdown_that_fails_on_its_own_is_still_an_error(run, caplog):
-    from contextlib import asynccontextmanager
-
-    from starlette.applications import Starlette
-
-    @asynccontextmanager
-    async def lifespan(app):
-        yield
+    async def failing():
         raise OSError("could not flush the queue")
 
-    group = lifespans_for((Route(Starlette(lifespan=lifespan)), "auto"))
-
-    async def main():
-        await group.startup()
-        await group.shutdown(1.0)
-
-    with caplog.at_level(logging.INFO, logger="prefork.worker"):
-        run(main())
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = run_starlette_lifespan(run, caplog, failing, 1.0)
     assert any("lifespan.shutdown.failed" in e and "could not flush the queue" in e for e in errors), errors
 
 
