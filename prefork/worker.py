@@ -279,9 +279,14 @@ class Worker:
             if not self.draining and not supervisor.master_alive():
                 log.error("worker %d: the master is gone; stopping", self.index)
                 self.on_graceful_stop()
-        if self.draining and self.reactor.clock() >= self._stop_deadline and self.serving:
-            log.warning("worker %d: shutdown_timeout reached, closing %d connections", self.index, self.active)
-            self._interrupt(end_too=False)
+        if self.draining and self.reactor.clock() >= self._stop_deadline:
+            if self.serving:
+                log.warning("worker %d: shutdown_timeout reached, closing %d connections", self.index, self.active)
+                self._interrupt(end_too=False)
+            elif self._phase is not None and not self.ending and not self._phase.done():
+                log.warning("worker %d: the ASGI lifespan startup did not finish by shutdown_timeout; cancelled",
+                            self.index)
+                self._phase.cancel()
 
     def on_fast_stop(self, signum: int = 0) -> None:
         for peer in self.peers:
@@ -332,13 +337,16 @@ class Worker:
                 ctx.stop_at = 0.0
 
     def _interrupt(self, end_too: bool) -> None:
-        """Stop the loop if it serves; else cancel the apps' startup (and,
-        with ``end_too``, their end). Never a second loop.stop(): uvloop
-        schedules each as a callback, and one left over ends the next run."""
+        """Stop the loop if it serves; else, with ``end_too`` (a fast stop),
+        cancel the apps' startup or end. A graceful stop lets a startup
+        finish (until ``shutdown_timeout``, see _tick); run() then does not
+        serve and the lifespan shutdown follows, as under uvicorn. Never a
+        second loop.stop(): uvloop schedules each as a callback, and one left
+        over ends the next run."""
         if self.serving:
             self.serving = False
             self.reactor.stop()
-        elif self._phase is not None and (end_too or not self.ending):
+        elif self._phase is not None and end_too:
             self._phase.cancel()
 
     def run(self) -> int:
@@ -356,6 +364,9 @@ class Worker:
         try:
             if not self._start_apps():
                 return EXIT_OK if self.fast_stop or self.draining else EXIT_BOOT_ERROR
+            if self.draining or self.fast_stop:  # a stop came during the startup: end without serving
+                log.info("worker %d: stopped during the ASGI lifespan startup; not serving", self.index)
+                return EXIT_OK
             for acceptor in self.acceptors:
                 acceptor.start()
             if self.supervisor is not None and self.main_thread:

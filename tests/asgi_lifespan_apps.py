@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sqlite3
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -156,6 +157,28 @@ async def hanging_shutdown_app(scope, receive, send) -> None:
         await receive()
         mark("shutdown-begun")
         await asyncio.Event().wait()  # never completes
+    await _respond(send, b"ok", content_type=b"text/plain")
+
+
+async def stop_during_startup_app(scope, receive, send) -> None:
+    """A startup that asks the master to stop (QUIT) and goes on for a second
+    (a slow database connect); with a file ``hang-startup`` in the markers
+    directory it never completes."""
+    if scope["type"] == "lifespan":
+        await receive()
+        mark("begun")
+        os.kill(os.getppid(), signal.SIGQUIT)  # the master stops: its QUIT reaches this worker now
+        await asyncio.sleep(1.0)
+        root = os.environ.get("PREFORK_TEST_MARKERS")
+        if root and Path(root, "hang-startup").exists():
+            await asyncio.Event().wait()
+        mark("startup")
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        mark("shutdown")
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    mark("served")
     await _respond(send, b"ok", content_type=b"text/plain")
 
 

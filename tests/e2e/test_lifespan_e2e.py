@@ -284,6 +284,35 @@ def test_fast_stop_bounds_a_stuck_starlette_shutdown_without_an_error(start_serv
     assert "ERROR" not in log and "Traceback" not in log, log
 
 
+def test_quit_during_the_startup_lets_it_finish_then_shuts_down_without_serving(serve, markers):
+    """QUIT while a worker's lifespan startup runs (here: the startup itself
+    asks the master to stop): the startup completes, the worker never
+    serves, the lifespan shutdown runs and all exit at once -- not at
+    shutdown_timeout (CI once saw a worker whose startup ended as the QUIT
+    came serve on until then), and not with the startup cancelled."""
+    srv = serve("stop_during_startup_app", wait=False)
+    started = time.monotonic()
+    assert exits(srv) == 0
+    assert time.monotonic() - started < 10.0  # the startup's second, not shutdown_timeout's 30
+    worker = marked(markers, "begun")
+    assert len(worker) == 1
+    assert marked(markers, "startup") == worker and marked(markers, "shutdown") == worker
+    assert not marked(markers, "served")
+    log = srv.log()
+    assert "not serving" in log and "ERROR" not in log, log
+
+
+def test_quit_during_a_startup_that_hangs_cancels_it_at_shutdown_timeout(serve, markers):
+    (markers / "hang-startup").touch()
+    srv = serve("stop_during_startup_app", server="shutdown_timeout = 2", wait=False)
+    started = time.monotonic()
+    assert exits(srv) == 0
+    assert 1.5 < time.monotonic() - started < 8.0
+    assert marked(markers, "begun") and not marked(markers, "startup") and not marked(markers, "shutdown")
+    log = srv.log()
+    assert "did not finish by shutdown_timeout; cancelled" in log and "ERROR" not in log, log
+
+
 def test_fastapi_lifespan_resource_used_by_a_route(start_server, markers):
     route = f'\n[[route]]\npath = "/"\nasgi = "{APPS}:fastapi_lifespan_app"\n'
     srv = start_server(server="workers = 2", names=("http",), extra=route,
