@@ -2,11 +2,14 @@
 cimport cython
 from prefork.asgi_response cimport AsgiResponse
 from prefork.messages cimport Request, unpack_peer
+from prefork.protocols.http cimport HttpProtocol
 from prefork.protocols.http_flow cimport FlowControl
 
 cdef class AsgiApp:
     cdef public object app, root_path, prefix, raw_prefix, state, _loop, websocket
 
+    @cython.locals(flow=HttpProtocol)
+    cpdef serve(self, proto, Request request)
     @cython.locals(flow=FlowControl)
     cpdef _Call _start(self, proto, Request request, bint streamed)
     cpdef object _the_loop(self)

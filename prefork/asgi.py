@@ -46,6 +46,7 @@ from .framing import ClientDisconnected
 from .messages import Request, close_files, unpack_peer
 from .protocols.http import WAITING
 from .protocols.websocket import WebSocketContext
+from .protocols.wshandshake import wants_websocket
 
 __all__ = ["AsgiApp", "ClientDisconnected", "build_scope"]
 
@@ -80,7 +81,8 @@ class AsgiApp:
     def serve(self, proto: Exchange, request: Request) -> None:
         """Run the app for ``request`` (its body whole) on the loop; ``proto`` waits for it.
         A WebSocket handshake gets the ``websocket`` scope (``asgi_websocket``)."""
-        if request.method == b"GET" and asgi_websocket.is_websocket(proto, request):
+        flow = proto  # compiled: the protocol's class (C calls, no Python frame for a plain GET)
+        if request.method == b"GET" and flow.upgradable(request) and wants_websocket(request.headers):
             scope = build_scope(self, request, proto.driver.sockname())
             asgi_websocket.start(self.app, proto, request, self.websocket, self._the_loop(), scope)
             return

@@ -49,6 +49,8 @@ class Exchange(Waiting, Protocol):
 
     def want_body(self) -> None: ...
 
+    def upgradable(self, request: Request) -> bool: ...
+
 
 def _join(parts: list):
     """Output parts as the driver takes them: bytes, or the list when a file is in it."""

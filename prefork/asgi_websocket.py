@@ -28,14 +28,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any
 
 from .asgi_response import Exchange
 from .framing import ClientDisconnected
 from .messages import Request, Response
 from .protocols.http import WAITING
 from .protocols.websocket import ABNORMAL, INTERNAL, NORMAL, WebSocketContext, WebSocketProtocol
-from .protocols.wshandshake import agree, check_handshake, response_101, wants_websocket
+from .protocols.wshandshake import agree, check_handshake, response_101
 
 log = logging.getLogger("prefork.worker")
 
@@ -44,12 +43,6 @@ INBOX_LOW = 4    # ...and resumes below this many
 
 _REFUSALS = {400: b"400 Bad Request: not a valid WebSocket handshake\n", 403: b"403 Forbidden\n",
              426: b"426 Upgrade Required: WebSocket version 13\n"}
-
-
-def is_websocket(proto: Any, request: Request) -> bool:
-    """Is ``request`` an Upgrade to websocket the connection may switch for
-    (cheap for the others: llhttp's upgrade flag first)?"""
-    return proto.upgradable(request) and wants_websocket(request.headers)
 
 
 class CallHandler:
@@ -247,7 +240,7 @@ def refuse(proto: Exchange, request: Request, status: int, extra) -> None:
 
 
 def start(app, proto: Exchange, request: Request, ctx: WebSocketContext, loop, scope: dict) -> None:
-    """Hand a WebSocket handshake to ``app`` (``is_websocket`` said it is one);
+    """Hand a WebSocket handshake to ``app`` (``AsgiApp.serve`` found it is one);
     an invalid one is refused here."""
     status, extra = check_handshake(request.method, request.headers, ())
     if status != 101:
