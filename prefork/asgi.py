@@ -53,6 +53,8 @@ __all__ = ["AsgiApp", "ClientDisconnected", "build_scope"]
 log = logging.getLogger("prefork.worker")
 
 SPEC_VERSION = "2.3"
+TASK_NAME = "asgi-http"  # each call's task (a debugger's or asyncio's repr of it says so)
+Task = asyncio.Task
 # the methods as scope strings, decoded once (any other is decoded per request)
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
@@ -97,7 +99,14 @@ class AsgiApp:
         flow.wait()
         call = _Call(self, proto, request, streamed)
         flow.ctx.asgi_calls[proto] = call
-        call.task = self._the_loop().create_task(call.run())
+        loop = self._the_loop()
+        if loop.get_task_factory() is None:
+            # what loop.create_task() does, with a name: without one, the Task
+            # formats "Task-<n>" (a PyUnicode_FromFormat and a sprintf) for each
+            # request; uvloop's create_task would then also be a keyword call more
+            call.task = Task(call.run(), loop=loop, name=TASK_NAME)
+        else:  # the app set a task factory (an eager one, say): it makes the tasks
+            call.task = loop.create_task(call.run())
         return call
 
     def _the_loop(self) -> asyncio.AbstractEventLoop:

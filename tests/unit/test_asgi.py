@@ -460,3 +460,36 @@ def test_listening_for_a_disconnect_keeps_reading_past_pipelined_input():
     proto, driver = asyncio.run(main())
     assert got == [{"type": "http.disconnect"}]
     assert parse(driver.out)[0][2] == b"late"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_each_call_runs_in_a_task_named_asgi_http_or_made_by_the_apps_task_factory(loop):
+    """A call's task is named (asyncio would otherwise format "Task-<n>" for
+    each request); a task factory the app has set on the loop makes the tasks."""
+    import uvloop
+
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(asyncio.current_task().get_name())
+        await hello()(scope, receive, send)
+
+    made = []
+
+    def factory(loop, coro, **kwargs):
+        made.append(coro)
+        return asyncio.Task(coro, loop=loop, name="from-factory", **kwargs)
+
+    async def main():
+        proto, driver = serve(app)
+        feed(proto, driver, get(b"/"))
+        await settle(proto, driver)
+        asyncio.get_running_loop().set_task_factory(factory)
+        feed(proto, driver, get(b"/"))
+        await settle(proto, driver)
+        asyncio.get_running_loop().set_task_factory(None)
+        return driver
+
+    driver = (uvloop.run if loop == "uvloop" else asyncio.run)(main())
+    assert [status for status, _, _, _ in parse(driver.out)] == [200, 200]
+    assert seen == ["asgi-http", "from-factory"] and len(made) == 1
