@@ -10,7 +10,7 @@ cdef class AsgiApp:
 
     @cython.locals(flow=HttpProtocol)
     cpdef serve(self, proto, Request request)
-    @cython.locals(flow=FlowControl)
+    @cython.locals(flow=FlowControl, call=_Call)
     cpdef _Call _start(self, proto, Request request, bint streamed)
     cpdef object _the_loop(self)
 
@@ -18,6 +18,7 @@ cdef class _Call(AsgiResponse):
     cdef public object app, task, chunks
     cdef public bint body_given
 
+    cpdef _fill(self, AsgiApp app, proto, Request request, bint streamed)
     cpdef _wake(self)
     cpdef _end(self)
     @cython.locals(proto=FlowControl)

@@ -97,7 +97,8 @@ class AsgiApp:
     def _start(self, proto: Exchange, request: Request, streamed: bool) -> "_Call":
         flow = proto  # compiled: the protocol's class (a C call to wait())
         flow.wait()
-        call = _Call(self, proto, request, streamed)
+        call = _Call.__new__(_Call)  # _Call(...) without the type call (compiled: C calls)
+        call._fill(self, proto, request, streamed)
         flow.ctx.asgi_calls[proto] = call
         loop = self._the_loop()
         if loop.get_task_factory() is None:
@@ -191,6 +192,9 @@ class _Call(AsgiResponse):
     __slots__ = ("app", "task", "chunks", "body_given")
 
     def __init__(self, app: AsgiApp, proto: Exchange, request: Request, streamed: bool = False):
+        self._fill(app, proto, request, streamed)
+
+    def _fill(self, app: AsgiApp, proto: Exchange, request: Request, streamed: bool) -> None:
         self._begin(proto, request, not streamed)
         self.app = app
         self.task = None

@@ -1,5 +1,5 @@
 # Types for the compiler only (see protocols/http_flow.pxd).
-from prefork.messages cimport Request
+from prefork.messages cimport Request, new_request
 from prefork.protocols.http cimport HttpProtocol
 from prefork.protocols.http_response cimport HttpContext
 

@@ -27,7 +27,7 @@ from urllib.parse import unquote_to_bytes
 
 from .config import HttpConfig
 from .forwarded import Trusted, resolve
-from .messages import Handler, Offload, Request, Response
+from .messages import Handler, Offload, Request, Response, new_request
 from .protocols.http import BURST, IDLE, WAITING, BodySink, HttpProtocol
 from .protocols.http_response import HttpContext
 
@@ -261,7 +261,7 @@ class HttpServerProtocol(HttpProtocol):
         router = ctx.router
         response = router.constants.get(path) if fast else None
         if response is None:
-            request = Request(method, target, path, query, version, headers, body, keep_alive, self.peer, trailers)
+            request = new_request(method, target, path, query, version, headers, body, keep_alive, self.peer, trailers)
             if ctx.forwarded is not None and ctx.forwarded.peer(self.peer):
                 _forwarded(ctx.forwarded, request)
             if self.state == WAITING or self._pending:
@@ -334,7 +334,7 @@ class HttpServerProtocol(HttpProtocol):
         requests = self._requests + 1
         if requests >= ctx.keepalive_requests or ctx.draining:
             keep_alive = False
-        request = Request(method, target, path, query, version, headers, b"", keep_alive, self.peer)
+        request = new_request(method, target, path, query, version, headers, b"", keep_alive, self.peer, ())
         if ctx.forwarded is not None and ctx.forwarded.peer(self.peer):
             _forwarded(ctx.forwarded, request)
         sink = found[0].serve_stream(self, request)  # a StreamingRoute

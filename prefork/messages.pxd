@@ -4,6 +4,11 @@ cdef class Request:
     cdef public object method, target, path, query, version, headers, body, _peer, trailers, scheme
     cdef public bint keep_alive
 
+    cpdef _fill(self, method, target, path, query, version, headers, body, bint keep_alive, peer, trailers)
+
+@cython.locals(request=Request)
+cpdef Request new_request(method, target, path, query, version, headers, body, bint keep_alive, peer, trailers)
+
 cdef class FileChunk:
     cdef public object fd, offset, count
 
