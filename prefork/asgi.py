@@ -153,7 +153,7 @@ def build_scope(app: AsgiApp, request: Request, server) -> dict:
     path = path_bytes.decode("utf-8", "replace")
     if app.prefix:
         path, raw_path = app.prefix + path, app.raw_prefix + raw_path
-    headers = [(name.lower(), value) for name, value in request.headers]
+    headers = request.headers[:]  # lower-cased by the parser; a copy: the app may change it
     state = app.state
     methods = _METHODS  # (a dict, typed for the compiler: a C lookup)
     return {

@@ -37,7 +37,8 @@ def unpack_peer(peer):
 
 
 class Request:
-    """One parsed request, as handlers see it."""
+    """One parsed request, as handlers see it. ``headers``: (name, value)
+    pairs in the order received, duplicates kept, the names lower-cased."""
 
     __slots__ = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive", "_peer",
                  "trailers", "scheme")

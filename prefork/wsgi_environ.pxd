@@ -2,7 +2,7 @@
 cimport cython
 from prefork.messages cimport Request
 
-@cython.locals(environ=dict, keys=dict, path=str, mount=str, name=bytes, value=bytes, lower=bytes, key=str,
+@cython.locals(environ=dict, keys=dict, path=str, mount=str, name=bytes, value=bytes, key=str,
                text=str, old=str, whole=bytes, scheme=str)
 cpdef dict build_environ(object app, Request request, object sockname=*, object errors=*, object body=*)
 

@@ -89,12 +89,9 @@ _COMMON = ("Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language",
            "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-IP", "X-Requested-With",
            "Forwarded", "TE", "Expect", "DNT", "Range", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-Dest",
            "Upgrade-Insecure-Requests", "Keep-Alive")
-# the environ keys of common request headers, by name as clients usually
-# spell it and lower-cased (others are made per request)
-_KEYS: dict[bytes, str] = {
-    spelling: "HTTP_" + name.upper().replace("-", "_")
-    for name in _COMMON for spelling in (name.encode("latin-1"), name.lower().encode("latin-1"))
-}
+# the environ keys of common request headers, by lower-cased name (as
+# Request.headers has them; others are made per request)
+_KEYS: dict[bytes, str] = {name.lower().encode("latin-1"): "HTTP_" + name.upper().replace("-", "_") for name in _COMMON}
 
 
 def build_environ(app: Mount, request: Request, sockname=None, errors: Any = None, body: Any = None) -> dict:
@@ -113,20 +110,17 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     host = None
     keys = _KEYS
     for name, value in request.headers:
-        key = keys.get(name)  # as sent, most often the usual spelling: no lower() needed
+        key = keys.get(name)  # (the parser has lower-cased the names)
         if key is None:
-            lower = name.lower()
-            key = keys.get(lower)
-            if key is None:
-                if lower == b"content-type":
-                    environ["CONTENT_TYPE"] = value.decode("latin-1")
-                    continue
-                if lower == b"content-length":
-                    environ["CONTENT_LENGTH"] = value.decode("latin-1")
-                    continue
-                if b"_" in name:
-                    continue  # X_Forwarded_For would pass for X-Forwarded-For: dropped (as nginx and gunicorn do)
-                key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            if name == b"content-type":
+                environ["CONTENT_TYPE"] = value.decode("latin-1")
+                continue
+            if name == b"content-length":
+                environ["CONTENT_LENGTH"] = value.decode("latin-1")
+                continue
+            if b"_" in name:
+                continue  # X_Forwarded_For would pass for X-Forwarded-For: dropped (as nginx and gunicorn do)
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
         if host is None and key == "HTTP_HOST":
             host = value
         text = value.decode("latin-1")

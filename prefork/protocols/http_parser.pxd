@@ -9,6 +9,6 @@ cdef class Parser:
     cdef public Py_ssize_t max_url, max_headers, max_header_bytes
     cdef public bint chunked, connection, in_message, head_done, reusable, special, continue_due
 
-    @cython.locals(headers=list, n=Py_ssize_t)
+    @cython.locals(headers=list, n=Py_ssize_t, lname=bytes)
     cpdef on_header(self, bytes name, bytes value)
     cpdef on_url(self, bytes url)

@@ -156,19 +156,22 @@ class Parser:
             self._trailer(name, value)
             return
         headers = self.headers
-        headers.append((name, value))
         self.header_bytes += len(name) + len(value) + 4
-        if len(headers) > self.max_headers or self.header_bytes > self.max_header_bytes:
+        if len(headers) >= self.max_headers or self.header_bytes > self.max_header_bytes:
             raise ParseError(431, "request header fields too large")
-        n = len(name)
-        if n != 4 and n != 6 and n != 10 and n != 14 and n != 17:  # see the lengths at the top
-            return
+        # the names are kept lower-cased (Request.headers): lowered once here,
+        # where the special ones are looked at, not again by each consumer
         if name == b"Host":  # as nearly every client spells it: no lower() needed
+            headers.append((b"host", value))
             self.host_count += 1
             if value != self.good_host:
                 self._check_host(value)
             return
         lname = name.lower()
+        headers.append((lname, value))
+        n = len(name)
+        if n != 4 and n != 6 and n != 10 and n != 14 and n != 17:  # see the lengths at the top
+            return
         if lname == b"host":
             self.host_count += 1
             if value != self.good_host:

@@ -64,6 +64,20 @@ def chunked_with_trailers(trailers: bytes, path: bytes = b"/echo") -> bytes:
 
 
 @pytest.mark.parametrize("feed", list(FEEDERS.values()), ids=list(FEEDERS))
+def test_header_names_are_lower_cased_in_order_with_duplicates_kept(feed):
+    """Request.headers: the parser lowers each name once (the ASGI scope and
+    the WSGI environ take them from there); values stay as sent."""
+    routes, seen = echo_routes()
+    proto = make_proto(routes=routes)
+    head = (b"GET /echo HTTP/1.1\r\nHOST: a.example\r\nX-Trace-ID: AbC\r\nAccept: text/HTML\r\n"
+            b"x-trace-id: dEf\r\nReferer: http://X/\r\n\r\n")
+    [r] = parse_responses(feed(proto, head))
+    assert r.status == 200
+    assert seen[0].headers == [(b"host", b"a.example"), (b"x-trace-id", b"AbC"), (b"accept", b"text/HTML"),
+                               (b"x-trace-id", b"dEf"), (b"referer", b"http://X/")]
+
+
+@pytest.mark.parametrize("feed", list(FEEDERS.values()), ids=list(FEEDERS))
 def test_trailers_are_kept_apart_from_the_headers(feed):
     routes, seen = echo_routes()
     proto = make_proto(routes=routes)
@@ -71,7 +85,7 @@ def test_trailers_are_kept_apart_from_the_headers(feed):
     rs = parse_responses(out)
     assert statuses(rs) == [200, 200] and rs[0].body == b"abc"
     first, second = seen
-    assert [name for name, _ in first.headers] == [b"Host", b"Transfer-Encoding"]
+    assert [name for name, _ in first.headers] == [b"host", b"transfer-encoding"]  # lower-cased
     assert first.trailers == [(b"X-Checksum", b"42"), (b"X-Other", b"o")]
     assert first.header(b"x-checksum") is None
     assert second.trailers == ()  # nothing carried over to the next request

@@ -1007,7 +1007,7 @@ def test_pooled_parser_state_does_not_leak_between_connections():
     d = HttpServerProtocol(ctx)
     [r] = parse_responses(d.data_received(get(b"/echo?q")))
     assert r.body == b"" and r.headers["x-method"] == "GET" and r.headers["x-query"] == "q"
-    assert seen[-1].headers == [(b"Host", b"example.com")]
+    assert seen[-1].headers == [(b"host", b"example.com")]
     assert seen[-1].target == b"/echo?q"
 
 

@@ -25,8 +25,9 @@ from prefork.wsgi_environ import ErrorStream, build_environ, check_headers, chec
 
 def _request(method=b"GET", path=b"/", query=b"", headers=((b"Host", b"example.com:8080"),), body=b"",
              version="1.1", peer=("10.1.2.3", 5555)) -> Request:
-    return Request(method, path + (b"?" + query if query else b""), path, query, version, list(headers), body,
-                   True, peer)
+    # the names lower-cased, as the parser gives them (Request.headers)
+    return Request(method, path + (b"?" + query if query else b""), path, query, version,
+                   [(name.lower(), value) for name, value in headers], body, True, peer)
 
 
 # --- environ ---------------------------------------------------------------------------------------
