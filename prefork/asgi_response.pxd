@@ -1,5 +1,7 @@
 # Types for the compiler only (setup.py builds asgi_response.py with them).
-from prefork.messages cimport Request
+from prefork.framing cimport end_head
+from prefork.messages cimport Request, no_content
+from prefork.protocols.http_response cimport status_line
 
 cdef class AsgiResponse:
     cdef public object proto, request, headers, waiter

@@ -15,5 +15,7 @@ cdef class FileChunk:
 cdef class Response:
     cdef public object status, body, content_type, headers, file, length
 
+cpdef bint no_content(Py_ssize_t status)
+
 @cython.locals(ip=cython.ulonglong)
 cpdef object unpack_peer(object peer)

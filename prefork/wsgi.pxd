@@ -1,7 +1,8 @@
 # Types for the compiler only (setup.py builds wsgi.py with them): the fields
 # of a call are C fields, not a dict's or slots' lookups, on both threads.
 cimport cython
-from prefork.messages cimport Request
+from prefork.framing cimport end_head
+from prefork.messages cimport Request, no_content
 from prefork.protocols.http_flow cimport FlowControl
 from prefork.wsgi_environ cimport build_environ, check_headers, check_status
 

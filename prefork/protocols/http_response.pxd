@@ -4,3 +4,5 @@ cdef class HttpContext:
     cdef public object _date_second, _heads, parser_pool, parser_pool_max
     cdef public double keepalive_timeout
     cdef public Py_ssize_t reading, pooled
+
+cpdef bytes status_line(Py_ssize_t status)
