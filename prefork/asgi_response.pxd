@@ -3,6 +3,9 @@ from prefork.framing cimport end_head
 from prefork.messages cimport Request, no_content
 from prefork.protocols.http_response cimport status_line
 
+cdef class _Sent:
+    pass
+
 cdef class AsgiResponse:
     cdef public object proto, request, headers, waiter
     cdef public Py_ssize_t status, length, declared

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from typing import Any, Protocol
+from typing import Any, Awaitable, Protocol
 
 from .dispatch import Waiting
 from .framing import LAST_CHUNK, ClientDisconnected, end_head
@@ -61,6 +61,25 @@ def _join(parts: list):
 
 
 
+class _Sent:
+    """An awaitable that is already done (its iterator ends at once): what
+    ``AsgiResponse.send`` returns when there is nothing to wait for."""
+
+    __slots__ = ()
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+
+SENT = _Sent()  # stateless: one for every call
+
+
 class AsgiResponse:
     """The response to one request handed to an ASGI app, and the state the
     request side (``asgi._Call``) shares with it."""
@@ -101,7 +120,12 @@ class AsgiResponse:
         """The last of the response (bytes, or parts with a file): the call's."""
         raise NotImplementedError
 
-    async def send(self, message: dict) -> None:
+    def send(self, message: dict) -> Awaitable[None]:
+        """The app's ``send``: ``await send(message)``. The work is done in
+        the call; what it returns is ``SENT`` (an awaitable that is already
+        done: no coroutine made and run per message) unless the output is
+        above high water, when it is the wait for the driver to drain. Errors
+        are raised by the call, so ``await send(...)`` raises them as before."""
         if self.gone:
             raise ClientDisconnected("the client has disconnected")
         kind = message["type"]
@@ -112,17 +136,17 @@ class AsgiResponse:
             self.status = int(message["status"])
             self.headers = list(message.get("headers", ()))
             self.trailers = bool(message.get("trailers", False))
-            return
+            return SENT
         if not self.started:
             raise RuntimeError(f"{kind!r} before http.response.start")
         if kind == "http.response.trailers":
             self._trailers(message)
-            return
+            return SENT
         if self.done or self.body_sent:
             raise RuntimeError(f"{kind!r} after the response body is complete")
         if kind == "http.response.pathsend":
             self._pathsend(message["path"])
-            return
+            return SENT
         if kind != "http.response.body":
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
         body = message.get("body", b"")
@@ -137,16 +161,21 @@ class AsgiResponse:
             parts.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else bytes(body))
         if not more:
             self._last(parts)
-            return
+            return SENT
         driver = self.proto.driver
         if parts:
             driver.deliver(b"".join(parts))
         if self.gone or self.proto.state != WAITING:
             raise ClientDisconnected("the client has disconnected")
         if driver.write_blocked():
-            await driver.drained()
-            if self.gone:
-                raise ClientDisconnected("the client has disconnected")
+            return self._drained(driver)
+        return SENT
+
+    async def _drained(self, driver) -> None:
+        """send()'s wait while the connection's output is above high water."""
+        await driver.drained()
+        if self.gone:
+            raise ClientDisconnected("the client has disconnected")
 
     def _pathsend(self, path: str) -> None:
         """The whole body is the file at ``path`` (http.response.pathsend): it
