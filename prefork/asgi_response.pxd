@@ -1,4 +1,6 @@
 # Types for the compiler only (setup.py builds asgi_response.py with them).
+cimport cython
+from prefork.dispatch cimport HttpServerContext
 from prefork.framing cimport end_head
 from prefork.messages cimport Request, no_content
 from prefork.protocols.http_response cimport status_line
@@ -15,4 +17,5 @@ cdef class AsgiResponse:
     cpdef _begin(self, proto, Request request, bint body_done)
     cpdef _complete(self, last)
     cpdef _last(self, list parts)
+    @cython.locals(ctx=HttpServerContext, parts=list)
     cpdef bytes _head(self, Py_ssize_t first, bint more, bint known=*)

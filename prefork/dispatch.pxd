@@ -1,4 +1,5 @@
 # Types for the compiler only (see protocols/http_flow.pxd).
+cimport cython
 from prefork.messages cimport Request, new_request
 from prefork.protocols.http cimport HttpProtocol
 from prefork.protocols.http_response cimport HttpContext
@@ -10,3 +11,5 @@ cdef class HttpServerContext(HttpContext):
 
 cdef class HttpServerProtocol(HttpProtocol):
     cpdef dispatch(self, Request request)
+    @cython.locals(ctx=HttpServerContext, requests=Py_ssize_t)
+    cpdef on_request(self, method, target, version, headers, body, bint keep_alive, trailers=*)
