@@ -15,7 +15,8 @@ cdef class AsgiApp:
     cpdef object _the_loop(self)
 
 cdef class _Call(AsgiResponse):
-    cdef public object app, task, chunks
+    cdef public AsgiApp app
+    cdef public object task, chunks
     cdef public bint body_given
 
     cpdef _fill(self, AsgiApp app, proto, Request request, bint streamed)

@@ -8,3 +8,5 @@ cdef class HttpProtocol(StreamedBody):
     cpdef dispatch(self, Request request)
     @cython.locals(p=Parser)
     cpdef bint upgradable(self, Request request)
+    @cython.locals(p=Parser, out=list)
+    cpdef data_received(self, data)
