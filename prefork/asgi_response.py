@@ -60,7 +60,6 @@ def _join(parts: list):
     return b"".join(parts)
 
 
-
 class _Sent:
     """An awaitable that is already done (its iterator ends at once): what
     ``AsgiResponse.send`` returns when there is nothing to wait for."""

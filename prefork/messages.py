@@ -81,7 +81,6 @@ class Request:
         return default
 
 
-
 def new_request(method: bytes, target: bytes, path: bytes, query: bytes, version: str,
                 headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool, peer,
                 trailers: "list[tuple[bytes, bytes]] | tuple") -> Request:
