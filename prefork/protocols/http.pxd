@@ -2,6 +2,7 @@
 cimport cython
 from prefork.messages cimport Request
 from prefork.protocols.http_parser cimport Parser
+from prefork.protocols.http_response cimport HttpContext
 from prefork.protocols.http_stream cimport StreamedBody
 
 cdef class HttpProtocol(StreamedBody):
@@ -10,3 +11,7 @@ cdef class HttpProtocol(StreamedBody):
     cpdef bint upgradable(self, Request request)
     @cython.locals(p=Parser, out=list)
     cpdef data_received(self, data)
+    @cython.locals(ctx=HttpContext)
+    cpdef answered(self, request, status, length, bint hold=*)
+    @cython.locals(ctx=HttpContext, old=int)
+    cpdef _set_state(self, int new)

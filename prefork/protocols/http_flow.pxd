@@ -12,3 +12,4 @@ cdef class FlowControl:
     cpdef end_wait(self, out=*)
     cpdef answer_waited(self, request, out, Py_ssize_t status, Py_ssize_t length, bint hold=*)
     cpdef after_wait(self)
+    cpdef _run_pending(self)
