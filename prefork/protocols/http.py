@@ -374,7 +374,7 @@ class HttpProtocol(StreamedBody):
         if p.expect and p.expect != b"100-continue":
             raise ParseError(417, "unsupported expectation")
         if has_body and self.state != WAITING and not self._pending:
-            sink = self.stream_request(p.method, p.url, p.version, p.headers, p.parser.should_keep_alive())
+            sink = self.stream_request(p.method, p.url, p.version, p.headers, p.keep_alive)
             if sink is not None:
                 # the request is its route's now; the 100 Continue waits for want_body()
                 self._sink_set(p, sink)

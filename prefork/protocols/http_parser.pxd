@@ -7,7 +7,7 @@ cdef class Parser:
     cdef public Py_ssize_t header_bytes, body_len, head_bytes, host_count
     cdef public object max_body, header_timeout
     cdef public Py_ssize_t max_url, max_headers, max_header_bytes
-    cdef public bint chunked, connection, in_message, head_done, reusable, special, continue_due
+    cdef public bint chunked, connection, in_message, head_done, reusable, special, continue_due, keep_alive
 
     @cython.locals(headers=list, n=Py_ssize_t, lname=bytes)
     cpdef on_header(self, bytes name, bytes value)

@@ -96,7 +96,7 @@ class Parser:
     __slots__ = ("parser", "proto", "url", "headers", "header_bytes", "body", "body_len",
                  "content_length", "chunked", "host_count", "connection", "expect", "in_message", "head_done", "version",
                  "max_url", "max_headers", "max_header_bytes", "max_body", "header_timeout", "reusable", "method",
-                 "special", "head_bytes", "trailers", "good_host", "continue_due", "sink")
+                 "special", "head_bytes", "trailers", "good_host", "continue_due", "sink", "keep_alive")
 
     def __init__(self, config: HttpConfig) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -114,6 +114,7 @@ class Parser:
         self.version = "1.1"
         self.method = b""
         self.reusable = True
+        self.keep_alive = False   # llhttp's should_keep_alive(), asked at the end of the head
         self.special = False      # a body or an Expect: the fields below are in use
         self.content_length = -1
         self.chunked = False
@@ -210,7 +211,10 @@ class Parser:
     def on_headers_complete(self) -> None:
         self.head_done = True
         parser = self.parser
-        if not self.connection and parser.should_keep_alive():
+        # llhttp's answer is final here for a request (a trailer may not carry
+        # Connection: _trailer refuses it): on_message_complete reuses it
+        keep_alive = self.keep_alive = parser.should_keep_alive()
+        if not self.connection and keep_alive:
             # llhttp accepts only 0.9, 1.0, 1.1 and 2.0, and keeps alive
             # without a Connection header only an x.y with y > 0: 1.1. This
             # skips get_http_version, which formats a new string every time.
@@ -246,7 +250,7 @@ class Parser:
         self.head_bytes = 0
         # after a message that ends the connection llhttp refuses more input:
         # such a parser must not go back to the pool
-        keep_alive = self.reusable = self.parser.should_keep_alive()
+        keep_alive = self.reusable = self.keep_alive  # (on_headers_complete asked llhttp)
         if self.special:
             sink = self.sink
             if sink is not None:  # a streamed body: its request is the route's already

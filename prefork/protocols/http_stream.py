@@ -43,7 +43,7 @@ class StreamedBody(FlowControl):
         may take it now (``stream_request``), the body so far and the rest as
         it comes, the 100 Continue (still due if none of it came) at the
         consumer's first ``want_body``. True when it did."""
-        sink = self.stream_request(p.method, p.url, p.version, p.headers, p.parser.should_keep_alive())
+        sink = self.stream_request(p.method, p.url, p.version, p.headers, p.keep_alive)
         if sink is None:
             return False
         self._sink_set(p, sink)
