@@ -1,6 +1,7 @@
 # Types for the compiler only (setup.py builds asgi.py with them).
 cimport cython
 from prefork.asgi_response cimport AsgiResponse
+from prefork.dispatch cimport HttpServerContext
 from prefork.messages cimport Request, unpack_peer
 from prefork.protocols.http cimport HttpProtocol
 from prefork.protocols.http_flow cimport FlowControl
@@ -10,7 +11,7 @@ cdef class AsgiApp:
 
     @cython.locals(flow=HttpProtocol)
     cpdef serve(self, proto, Request request)
-    @cython.locals(flow=FlowControl, call=_Call)
+    @cython.locals(flow=FlowControl, call=_Call, ctx=HttpServerContext)
     cpdef _Call _start(self, proto, Request request, bint streamed)
     cpdef object _the_loop(self)
 
@@ -21,6 +22,7 @@ cdef class _Call(AsgiResponse):
 
     cpdef _fill(self, AsgiApp app, proto, Request request, bint streamed)
     cpdef _wake(self)
+    @cython.locals(proto=FlowControl, ctx=HttpServerContext)
     cpdef _end(self)
     @cython.locals(proto=FlowControl)
     cpdef _complete(self, last)

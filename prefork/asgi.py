@@ -99,7 +99,8 @@ class AsgiApp:
         flow.wait()
         call = _Call.__new__(_Call)  # _Call(...) without the type call (compiled: C calls)
         call._fill(self, proto, request, streamed)
-        flow.ctx.asgi_calls[proto] = call
+        ctx = flow.ctx  # (compiled: the context's class, its calls a C field)
+        ctx.asgi_calls[proto] = call
         loop = self._the_loop()
         if loop.get_task_factory() is None:
             # what loop.create_task() does, with a name: without one, the Task
@@ -295,7 +296,9 @@ class _Call(AsgiResponse):
 
     def _end(self) -> None:
         self.done = True
-        self.proto.ctx.asgi_calls.pop(self.proto, None)
+        proto = self.proto
+        ctx = proto.ctx  # (compiled: the context's class, its calls a C field)
+        ctx.asgi_calls.pop(proto, None)
         self._wake()
 
     def _complete(self, last) -> None:
