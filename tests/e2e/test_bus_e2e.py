@@ -136,7 +136,9 @@ def test_reload_hand_over_old_and_new_workers_both_get_each_message(bus_server):
     wait_until(_all_got(srv, old, {"before": 20}), timeout=20, what="before the reload")
     # a request in flight keeps one old worker alive (retiring) past the hand-over
     held = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
-    held.sendall(b"GET /slow?s=6 HTTP/1.1\r\nHost: x\r\n\r\n")
+    # (15 s: the old worker must outlive the reload and all 40 deliveries below, also on a loaded
+    # machine; with 6 s a CI run once saw it retire before its last ones)
+    held.sendall(b"GET /slow?s=15 HTTP/1.1\r\nHost: x\r\n\r\n")
     answer = threading.Thread(target=lambda: Client(held).response(), daemon=True)
     answer.start()
     os.kill(srv.pid, signal.SIGHUP)
@@ -154,7 +156,7 @@ def test_reload_hand_over_old_and_new_workers_both_get_each_message(bus_server):
         assert by_tag(srv.deliveries(pid))["during"] == list(range(40)), pid
     for pid in new:
         assert "before" not in by_tag(srv.deliveries(pid))  # no replay of what came before a worker
-    answer.join(20)
+    answer.join(30)
     held.close()
 
 
