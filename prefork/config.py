@@ -58,6 +58,7 @@ class ServerConfig:
     worker_rlimit_nofile: int = 0       # soft RLIMIT_NOFILE for workers (0: what worker_connections needs)
     threads: int = 4                    # thread pool per worker, for blocking handlers (0: run them inline)
     queue: int = 1024                   # jobs waiting for the pool; beyond this a request gets 503
+    threads_sched: str = "batch"        # the pool's threads as SCHED_BATCH (a woken one does not preempt the reactor) or "normal"
     user: str = ""                      # workers drop to this user (the master stays as started; root only)
     group: str = ""                     # ... and this group (default: the user's primary group)
     max_requests: int = 0               # recycle a worker after this many requests (0: never)

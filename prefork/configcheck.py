@@ -15,6 +15,7 @@ from .resp import parse_url
 BACKENDS = ("epoll", "uvloop", "asyncio")
 ACCEPT_STRATEGIES = ("reuseport", "shared")
 MODES = ("process", "thread")
+THREAD_SCHEDS = ("batch", "normal")  # [server] threads_sched (prefork.pool)
 LIFESPAN_MODES = ("auto", "on", "off")  # [[route]] lifespan (prefork.lifespan)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PROTOCOLS = ("http", "echo")
@@ -246,6 +247,7 @@ _SERVER_CHECKS = {
     "worker_rlimit_nofile": lambda p, k, v: _rlimit_nofile(p, k, v),
     "threads": lambda p, k, v: _check_int(p, k, v, 0, 1024),
     "queue": lambda p, k, v: _check_int(p, k, v, 1, 1 << 20),
+    "threads_sched": lambda p, k, v: _check_str(p, k, v, THREAD_SCHEDS),
     "user": _user,
     "group": _group,
     "max_requests": lambda p, k, v: _check_int(p, k, v, 0),

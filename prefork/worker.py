@@ -160,7 +160,8 @@ class Worker:
         self.pool = None
         if server.threads:
             self.pool = ThreadPool(self.reactor.call_soon_threadsafe, server.threads, server.queue,
-                                   name=f"worker{index}-pool", call_soon=self.reactor.call_soon)
+                                   name=f"worker{index}-pool", call_soon=self.reactor.call_soon,
+                                   sched_batch=server.threads_sched == "batch")
         # the bus: the fan-out between the workers (and, with [pubsub] url, between the servers)
         self.bus = make_bus(config, self.reactor, supervisor.take_bus_link() if supervisor else -1)
         app = AppContext(config, supervisor.scoreboard if supervisor else None, self, bus=self.bus,

@@ -346,3 +346,35 @@ def test_slow_clients_hold_no_pool_thread(start_server):
     finally:
         for sock in heads + bodies:
             sock.close()
+
+
+def _policies(pid: int) -> dict[int, int]:
+    """Each thread of ``pid`` and its scheduling policy (/proc's stat field 41:
+    0 SCHED_OTHER, 3 SCHED_BATCH)."""
+    policies = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        policies[int(tid)] = int(fields[38])  # field 41; fields[0] is field 3
+    return policies
+
+
+@pytest.mark.parametrize("backend", ["epoll"])
+@pytest.mark.parametrize("sched, pool_policy", [("", os.SCHED_BATCH), ('threads_sched = "normal"', os.SCHED_OTHER)])
+def test_pool_threads_scheduling_policy(start_server, sched, pool_policy):
+    """The pool's threads are SCHED_BATCH by default (a woken one does not
+    preempt the reactor for a GIL it holds) and SCHED_NORMAL with
+    threads_sched = "normal"; the reactor thread is SCHED_NORMAL either way.
+    The pool answers (a WSGI request) before its threads are looked at."""
+    srv = start_server(names=("http",), extra=ROUTES, server=f"threads = 3\n{sched}")
+    with _client(srv) as client:
+        assert client.get("/flask/json").status_code == 200
+    (worker,) = srv.workers()
+    # each thread sets its own policy as it starts: wait for the three
+    wait_until(lambda: list(_policies(worker).values()).count(pool_policy) >= 3 + (pool_policy == os.SCHED_OTHER),
+               what="the pool's threads' policy")
+    policies = _policies(worker)
+    assert policies.pop(worker) == os.SCHED_OTHER  # the reactor
+    assert list(policies.values()).count(pool_policy) == 3, policies
+    if pool_policy == os.SCHED_OTHER:
+        assert os.SCHED_BATCH not in policies.values()

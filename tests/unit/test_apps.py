@@ -3,7 +3,10 @@
 This file: the in-process tests; tests/e2e/test_apps_e2e.py has those with
 server processes, subprocesses and sockets."""
 
+import os
 import threading
+
+import pytest
 
 from conftest import wait_until
 from prefork.apps.static import _parse_range
@@ -112,6 +115,24 @@ def test_pool_never_leaves_a_job_with_every_thread_asleep():
         assert sorted(got) == list(range(20000))
     finally:
         gate.set()
+        pool.shutdown()
+
+
+@pytest.mark.parametrize("batch, policy", [(True, os.SCHED_BATCH), (False, os.SCHED_OTHER)])
+def test_pool_threads_make_themselves_sched_batch(batch, policy):
+    """With sched_batch each thread is SCHED_BATCH (a job sees it on its own
+    thread); without, the threads keep the policy they were started with."""
+    got = []
+    done = threading.Event()
+    pool = ThreadPool(lambda fn, *a: fn(*a), threads=2, queue_size=4, sched_batch=batch)
+    try:
+        for _ in range(2):
+            assert pool.submit(lambda _: os.sched_getscheduler(0), None, lambda r, e: (got.append(r), len(got) == 2
+                                                                                        and done.set()))
+        assert done.wait(5)
+        assert got == [policy, policy]
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's thread is left alone
+    finally:
         pool.shutdown()
 
 

@@ -29,6 +29,9 @@ def test_defaults_and_types(tmp_path):
     assert cfg.http.keepalive_timeout == 75.0
     assert cfg.http.max_body == 1048576
     assert cfg.listen[0].address.port == 8080
+    assert cfg.server.threads_sched == "batch"
+    assert load(write(tmp_path, GOOD.replace("workers = 2", 'threads_sched = "normal"'))).server.threads_sched \
+        == "normal"
 
 
 def test_workers_auto(tmp_path):
@@ -54,6 +57,7 @@ def test_addresses(tmp_path, addr, family, host, port):
     ("[server]\nworker_connections = 1.5\n", "server.worker_connections", "integer"),
     ("[server]\nbogus = 1\n", "server.bogus", "unknown key"),
     ('[server]\nbackend = "kqueue"\n', "server.backend", "'epoll'"),
+    ('[server]\nthreads_sched = "fifo"\n', "server.threads_sched", "'batch', 'normal'"),
     ("[http]\nkeepalive_timeout = -1\n", "http.keepalive_timeout", "> 0"),
     ('[http]\nmax_body = "1m"\n', "http.max_body", "integer"),
     ("[nonsense]\n", "nonsense", "unknown key"),
