@@ -4,7 +4,9 @@ Feeds batches of pipelined keep-alive requests to one connection's protocol
 (with a fake driver) and reports microseconds per request for a constant
 route (/plaintext), an inline handler (/json) and a 404; and, on uvloop, the
 ASGI adapter with the bench app of ``bench/asgi.py`` (``asgi-hello``: raw ASGI,
-``asgi-fastapi``: FastAPI JSON; ``prefork_bench/asgi/proto.py``). It imports the
+``asgi-fastapi``: FastAPI JSON; ``prefork_bench/asgi/proto.py``); and the WSGI
+adapter with the bench app of ``bench/wsgi.py`` (``wsgi-hello``, the pool
+thread's part run inline; ``prefork_bench/wsgi/proto.py``). It imports the
 server classes from wherever the tree at hand defines them, so the same
 script measures a tree before and after a refactoring:
 
@@ -31,6 +33,8 @@ from prefork.apps.builtin import default_routes
 
 CASES = {"plaintext": b"/plaintext", "json": b"/json", "404": b"/missing"}
 ASGI_CASES = ("asgi-hello", "asgi-fastapi")  # run by prefork_bench.asgi.proto
+WSGI_CASES = ("wsgi-hello",)  # run by prefork_bench.wsgi.proto
+ONE_AT_A_TIME = ASGI_CASES + WSGI_CASES
 
 
 class FakeDriver:
@@ -60,6 +64,10 @@ def run(case: str, requests: int, batch: int) -> float:
         from .asgi.proto import run as run_asgi
 
         return run_asgi(case, requests // 10)  # a task per request: ten times fewer
+    if case in WSGI_CASES:
+        from .wsgi.proto import run as run_wsgi
+
+        return run_wsgi(case, requests // 10)  # a call per request: ten times fewer
     ctx = Context(HttpConfig(keepalive_requests=1 << 62), default_routes())
     proto = Protocol(ctx, peer=("127.0.0.1", 40000), driver=FakeDriver())
     data = request(CASES[case]) * batch
@@ -84,9 +92,10 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=16, help="pipelined requests per read (1 = keep-alive)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--case", action="append", choices=sorted(CASES) + list(ASGI_CASES),
-                        help="default: the non-ASGI cases")
-    parser.add_argument("--once", choices=sorted(CASES) + list(ASGI_CASES), help="one run of one case, no report (callgrind)")
+    parser.add_argument("--case", action="append", choices=sorted(CASES) + list(ONE_AT_A_TIME),
+                        help="default: the cases without an app (not ASGI, not WSGI)")
+    parser.add_argument("--once", choices=sorted(CASES) + list(ONE_AT_A_TIME),
+                        help="one run of one case, no report (callgrind)")
     args = parser.parse_args(argv)
     if args.once:
         run(args.once, args.requests, args.batch)
@@ -98,7 +107,7 @@ def main(argv=None) -> int:
             best[case] = min(best[case], run(case, args.requests, args.batch))
     for case in cases:
         print(f"{case:12s} {best[case] * 1e6:7.3f} us/request (best of {args.rounds}, "
-              + ("one at a time, CPU time)" if case in ASGI_CASES else f"batch {args.batch})"))
+              + ("one at a time, CPU time)" if case in ONE_AT_A_TIME else f"batch {args.batch})"))
     return 0
 
 
