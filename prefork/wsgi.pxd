@@ -4,15 +4,16 @@ cimport cython
 from prefork.framing cimport end_head
 from prefork.messages cimport Request, no_content
 from prefork.protocols.http_flow cimport FlowControl
-from prefork.wsgi_environ cimport build_environ, check_headers, check_status
+from prefork.wsgi_environ cimport Mount, build_environ, check_headers, check_status
 
-cdef class WsgiApp:
-    cdef public object app, script_name, mount
+cdef class WsgiApp(Mount):
+    cdef public object app
 
 cdef class _Call:
     cdef public Request request
-    cdef public object app, proto, hand_back, server, waiter, status, headers, pending, body
-    cdef public Py_ssize_t handed, delivered, high_water, code, declared, length
+    cdef public WsgiApp app
+    cdef public object proto, hand_back, server, waiter, status, headers, pending, body
+    cdef public Py_ssize_t handed, delivered, high_water, code, declared, length, facts
     cdef public bint gone, blocked, head_sent, committed, chunked, keep_alive, no_body, deferred
     cpdef object _file(self, object result)
     cpdef object _iterate(self, object result)
@@ -20,7 +21,7 @@ cdef class _Call:
     cpdef object _flush(self)
     cpdef object _close(self, object result)
     cpdef object _emit(self, bytes body, bint more)
-    @cython.locals(name=str, value=str, lower=str, parts=list)
+    @cython.locals(name=str, value=str, text=list, parts=list, facts=Py_ssize_t)
     cpdef bytes _head(self, Py_ssize_t first, bint more)
     cpdef object _hand(self, object fn, object data)
     cpdef bint _end(self)

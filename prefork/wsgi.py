@@ -50,7 +50,7 @@ from .dispatch import Waiting
 from .framing import LAST_CHUNK, ClientDisconnected, end_head
 from .messages import FileChunk, Request, close_files, no_content
 from .protocols.http import WAITING
-from .wsgi_environ import FileWrapper, build_environ, check_headers, check_status
+from .wsgi_environ import OWN_DATE, OWN_SERVER, FileWrapper, Mount, build_environ, check_headers, check_status
 from .wsgi_input import CHUNKED, BodyInput, body_kind
 
 __all__ = ["WsgiApp", "ClientDisconnected"]
@@ -79,18 +79,12 @@ class Exchange(Waiting, Protocol):
     def want_body(self) -> None: ...
 
 
-class WsgiApp:
-    """One WSGI route of one worker: the app and where it is mounted."""
-
-    __slots__ = ("app", "script_name", "mount")
+class WsgiApp(Mount):
+    """One WSGI route of one worker: the app and where it is mounted (``Mount``)."""
 
     def __init__(self, app: Callable, mount: str = "/", prefix: str = ""):
+        super().__init__(mount, prefix)
         self.app = app
-        # a prefix route's mount point without its trailing slash ("" for "/"
-        # and exact routes), taken off the path for PATH_INFO; SCRIPT_NAME is
-        # what a proxy strips (root_path) plus it
-        self.mount = mount[:-1] if mount.endswith("/") else ""
-        self.script_name = prefix + self.mount
 
     def serve(self, proto: Exchange, request: Request) -> None:
         """Run the app for ``request`` (its body whole) in the pool; ``proto`` waits."""
@@ -152,7 +146,7 @@ class _Call:
     reactor releases after each change (``_wake``)."""
 
     __slots__ = ("app", "proto", "request", "hand_back", "server", "waiter", "gone", "blocked", "handed", "delivered",
-                 "high_water", "status", "code", "headers", "head_sent", "declared", "length", "chunked",
+                 "high_water", "status", "code", "headers", "facts", "head_sent", "declared", "length", "chunked",
                  "keep_alive", "no_body", "pending", "committed", "body", "deferred")
 
     def __init__(self, app: WsgiApp, proto: Exchange, request: Request, hand_back: Callable, server=None):
@@ -170,6 +164,7 @@ class _Call:
         self.status: str | None = None
         self.code = 0
         self.headers: list = []
+        self.facts = 0           # check_headers' summary of them (Content-Length, Server, Date)
         self.head_sent = False   # the head has been handed to the reactor
         self.declared = -1       # the app's Content-Length
         self.length = 0          # body bytes handed over
@@ -195,7 +190,7 @@ class _Call:
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
         code = check_status(status)
-        check_headers(headers)
+        self.facts = check_headers(headers)
         self.status, self.code, self.headers = status, code, headers
         return self.write
 
@@ -342,23 +337,19 @@ class _Call:
     def _head(self, first: int, more: bool) -> bytes:
         code = self.code
         ctx = self.proto.ctx
-        parts = [b"HTTP/1.1 " + self.status.encode("latin-1") + b"\r\n"]
-        own_server = own_date = False
+        facts = self.facts  # what start_response's check_headers found
+        self.declared = (facts >> 2) - 1
+        # the status line and the app's headers as one str, encoded once
+        text = ["HTTP/1.1 ", self.status, "\r\n"]
         for name, value in self.headers:
-            lower = name.lower()
-            if lower == "content-length":
-                value = value.strip()
-                if not value.isdigit():
-                    raise ValueError(f"bad Content-Length {value!r}")
-                self.declared = int(value)
-            elif lower == "server":
-                own_server = True
-            elif lower == "date":
-                own_date = True
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-        if not own_server:
+            text.append(name)
+            text.append(": ")
+            text.append(value)
+            text.append("\r\n")
+        parts = ["".join(text).encode("latin-1")]
+        if not facts & OWN_SERVER:
             parts.append(ctx.server_line)
-        if not own_date:
+        if not facts & OWN_DATE:
             parts.append(ctx.date_line)
         bodyless = no_content(code)
         head_only = self.request.method == b"HEAD"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Any, Protocol
+from typing import Any
 from wsgiref import util
 
 from .messages import Request
@@ -22,15 +22,32 @@ class FileWrapper(util.FileWrapper):
     sends a regular file with sendfile (epoll) instead of reading it."""
 
 
-class Mount(Protocol):
-    """Where a WSGI app is mounted (``wsgi.WsgiApp``)."""
+# the most entries each of a Mount's caches keeps (then it starts again, empty)
+NAMES_MAX = 1024
 
-    mount: str        # a prefix route's mount point, taken off the path for PATH_INFO
-    script_name: str  # SCRIPT_NAME: root_path plus the mount point
+
+class Mount:
+    """Where a WSGI app is mounted (``wsgi.WsgiApp`` is one), and what its
+    environs repeat from request to request: SERVER_NAME and SERVER_PORT of
+    each Host value, REMOTE_ADDR and REMOTE_PORT of each client address (a
+    connection's requests all give the same). Each cache is a dict of at most
+    ``NAMES_MAX`` entries, emptied when full; the pool's threads share it
+    (one dict operation at a time, under the GIL)."""
+
+    def __init__(self, mount: str = "/", prefix: str = ""):
+        # a prefix route's mount point without its trailing slash ("" for "/"
+        # and exact routes), taken off the path for PATH_INFO; SCRIPT_NAME is
+        # what a proxy strips (root_path) plus it
+        self.mount = mount[:-1] if mount.endswith("/") else ""
+        self.script_name = prefix + self.mount
+        self.hosts: dict = {}   # Host value -> (SERVER_NAME, SERVER_PORT), per scheme
+        self.peers: dict = {}   # a packed IPv4 peer (messages.pack_peer) -> (REMOTE_ADDR, REMOTE_PORT)
 
 
 class ErrorStream:
     """``wsgi.errors``: what the app writes goes to the error log, a line at a time."""
+
+    __slots__ = ("_log", "_buf")
 
     def __init__(self, logger: logging.Logger = log):
         self._log = logger
@@ -106,7 +123,7 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     environ["SCRIPT_NAME"] = app.script_name
     environ["PATH_INFO"] = path
     environ["QUERY_STRING"] = request.query.decode("latin-1")
-    environ["SERVER_PROTOCOL"] = "HTTP/" + request.version
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.version == "1.1" else "HTTP/" + request.version
     host = None
     keys = _KEYS
     for name, value in request.headers:
@@ -132,11 +149,24 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     if whole and "CONTENT_LENGTH" not in environ:
         environ["CONTENT_LENGTH"] = str(len(whole))  # a chunked body, read whole
     scheme = request.scheme
-    environ["SERVER_NAME"], environ["SERVER_PORT"] = _server_name(host, sockname, scheme)
-    peer = request.peer
-    if type(peer) is tuple and len(peer) >= 2:
-        environ["REMOTE_ADDR"] = str(peer[0])
-        environ["REMOTE_PORT"] = str(peer[1])
+    if host is not None and scheme == "http":  # the common case: from the cache
+        names = app.hosts.get(host)
+        if names is None:
+            names = _server_name(host, sockname, scheme)
+            _remember(app.hosts, host, names)
+    else:
+        names = _server_name(host, sockname, scheme)
+    environ["SERVER_NAME"], environ["SERVER_PORT"] = names
+    packed = request._peer
+    if type(packed) is int:  # an IPv4 client (messages.pack_peer): from the cache
+        peer = app.peers.get(packed)
+        if peer is None:
+            peer = _remote(request.peer)
+            _remember(app.peers, packed, peer)
+    else:
+        peer = _remote(request.peer)
+    if peer:
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
     else:  # a unix socket's client has no address
         del environ["REMOTE_ADDR"], environ["REMOTE_PORT"]
     environ["wsgi.url_scheme"] = scheme
@@ -145,26 +175,64 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     return environ
 
 
+def _remote(peer) -> tuple:
+    """REMOTE_ADDR and REMOTE_PORT of a client address; () for none (a unix socket's client)."""
+    if type(peer) is tuple and len(peer) >= 2:
+        return str(peer[0]), str(peer[1])
+    return ()
+
+
+def _remember(cache: dict, key, value) -> None:
+    if len(cache) >= NAMES_MAX:
+        cache.clear()
+    cache[key] = value
+
+
 def check_status(status: Any) -> int:
     """The code of a PEP 3333 status string ("200 OK"); ValueError if it is not one."""
     if type(status) is not str:
         raise ValueError(f"start_response: bad status {status!r} (expected e.g. '200 OK')")
     text = status  # a str (typed for the compiler)
-    if len(text) < 4 or not text[:3].isdigit() or text[3] != " " or "\r" in text or "\n" in text:
+    if len(text) < 4 or text[3] != " " or not ("0" <= text[0] <= "9" and "0" <= text[1] <= "9"
+                                               and "0" <= text[2] <= "9") or "\r" in text or "\n" in text:
         raise ValueError(f"start_response: bad status {status!r} (expected e.g. '200 OK')")
-    return int(text[:3])
+    return (ord(text[0]) - 48) * 100 + (ord(text[1]) - 48) * 10 + ord(text[2]) - 48
 
 
-def check_headers(headers: Any) -> None:
-    """PEP 3333's response headers: a list of (str, str), no hop-by-hop ones."""
+# what check_headers tells of the headers, besides the Content-Length: bit 0
+# of its value, the app gave a Server header; bit 1, a Date header; the rest
+# (value >> 2) is the Content-Length the app gave, plus one (0: none)
+OWN_SERVER = 1
+OWN_DATE = 2
+
+
+def check_headers(headers: Any) -> int:
+    """PEP 3333's response headers: a list of (str, str), no hop-by-hop ones,
+    a Content-Length (if any) of digits; TypeError or ValueError if not. What
+    the head needs of them, in one int: ``OWN_SERVER`` and ``OWN_DATE`` set
+    when the app gave those, and ``value >> 2`` the Content-Length plus one
+    (0: none; the last one given counts)."""
     if type(headers) is not list:
         raise TypeError(f"start_response: headers must be a list, not {type(headers).__name__}")
+    facts = 0
+    declared = -1
     for item in headers:
         if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str or type(item[1]) is not str:
             raise TypeError(f"start_response: a header must be a (str, str) tuple, not {item!r}")
         name, value = item
-        if name.lower() in _HOP_BY_HOP:
-            raise ValueError(f"start_response: hop-by-hop header {name!r} is the server's")
         if not name or ":" in name or " " in name or "\r" in name or "\n" in name or "\r" in value \
                 or "\n" in value:
             raise ValueError(f"start_response: bad header {item!r}")
+        lower = name.lower()
+        if lower in _HOP_BY_HOP:
+            raise ValueError(f"start_response: hop-by-hop header {name!r} is the server's")
+        if lower == "content-length":
+            digits = value.strip()
+            if not digits.isdigit() or not digits.isascii() or len(digits) > 18:
+                raise ValueError(f"bad Content-Length {value!r}")
+            declared = int(digits)
+        elif lower == "server":
+            facts |= OWN_SERVER
+        elif lower == "date":
+            facts |= OWN_DATE
+    return facts | (declared + 1) << 2

@@ -16,11 +16,12 @@ from wsgiref.validate import check_environ
 import pytest
 
 from prefork.dispatch import STREAMING, Router
-from prefork.messages import FileChunk, Request
+from prefork.messages import FileChunk, Request, pack_peer
 from prefork.protocols.http import IDLE, WAITING
 from prefork.protocols.http_flow import FlowControl
 from prefork.wsgi import WsgiApp, _Call
-from prefork.wsgi_environ import ErrorStream, build_environ, check_headers, check_status
+from prefork.wsgi_environ import (NAMES_MAX, OWN_DATE, OWN_SERVER, ErrorStream, build_environ, check_headers,
+                                  check_status)
 
 
 def _request(method=b"GET", path=b"/", query=b"", headers=((b"Host", b"example.com:8080"),), body=b"",
@@ -106,9 +107,42 @@ def test_errors_stream_logs_lines(caplog):
                                                         "wsgi.errors: three"]
 
 
+def test_environ_caches_server_and_remote_names_per_host_and_peer():
+    """SERVER_NAME/PORT are kept per Host value and REMOTE_ADDR/PORT per
+    packed IPv4 peer: each request still gets its own host's and client's,
+    and a cache that reaches NAMES_MAX starts again."""
+    app = WsgiApp(None)
+    one = _request(headers=[(b"Host", b"a.example:81")], peer=pack_peer(("10.0.0.1", 1001)))
+    two = _request(headers=[(b"Host", b"b.example")], peer=pack_peer(("10.0.0.2", 1002)))
+    for _ in range(2):  # the second time from the caches
+        env1, env2 = build_environ(app, one), build_environ(app, two)
+        assert (env1["SERVER_NAME"], env1["SERVER_PORT"], env1["REMOTE_ADDR"], env1["REMOTE_PORT"]) \
+            == ("a.example", "81", "10.0.0.1", "1001")
+        assert (env2["SERVER_NAME"], env2["SERVER_PORT"], env2["REMOTE_ADDR"], env2["REMOTE_PORT"]) \
+            == ("b.example", "80", "10.0.0.2", "1002")
+    assert app.hosts == {b"a.example:81": ("a.example", "81"), b"b.example": ("b.example", "80")}
+    assert len(app.peers) == 2
+    secure = _request(headers=[(b"Host", b"b.example")])
+    secure.scheme = "https"  # a trusted proxy said so: the port is https's, not the cached http one
+    assert build_environ(app, secure)["SERVER_PORT"] == "443"
+    six = _request(peer=("::1", 7, 0, 0))  # not packed: not cached, still named
+    assert (build_environ(app, six)["REMOTE_ADDR"], build_environ(app, six)["REMOTE_PORT"]) == ("::1", "7")
+    assert len(app.peers) == 2
+    for i in range(NAMES_MAX + 5):
+        build_environ(app, _request(peer=pack_peer(("10.1.0.1", i + 1))))
+    assert 0 < len(app.peers) <= NAMES_MAX
+
+
 def test_status_and_header_checks():
-    assert check_status("200 OK") == 200 and check_status("404 ") == 404
-    for bad in ("200", "OK 200", 200, b"200 OK", None, "200\tOK", "200 OK\r\nX: y"):
+    assert check_status("200 OK") == 200 and check_status("404 ") == 404 and check_status("599 x") == 599
+    assert check_headers([("Content-Type", "text/plain")]) == 0
+    assert check_headers([("content-length", " 12 "), ("SERVER", "s")]) == OWN_SERVER | 13 << 2
+    assert check_headers([("Date", "d"), ("Content-Length", "0"), ("Content-Length", "7")]) == OWN_DATE | 8 << 2
+    for bad in ([("Content-Length", "1x")], [("Content-Length", "-1")], [("Content-Length", "\u0661")],
+                [("Content-Length", "9" * 19)]):
+        with pytest.raises(ValueError, match="bad Content-Length"):
+            check_headers(bad)
+    for bad in ("200", "OK 200", 200, b"200 OK", None, "200\tOK", "200 OK\r\nX: y", "2x0 OK", "\u0662\u0660\u0660 OK"):
         with pytest.raises(ValueError):
             check_status(bad)
     check_headers([("Content-Type", "text/plain")])
