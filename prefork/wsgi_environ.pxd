@@ -3,7 +3,7 @@ cimport cython
 from prefork.messages cimport Request
 
 cdef class Mount:
-    cdef public object mount, script_name
+    cdef public object mount, script_name, errors
     cdef public dict hosts, peers
 
 cdef class ErrorStream:
@@ -23,5 +23,8 @@ cpdef tuple _server_name(bytes host, object sockname, str scheme)
 @cython.locals(text=str)
 cpdef Py_ssize_t check_status(object status) except -1
 
-@cython.locals(item=object, name=str, value=str, lower=str, digits=str, facts=Py_ssize_t, declared=Py_ssize_t)
+@cython.locals(item=object, name=str, value=str, lower=str, facts=Py_ssize_t, declared=Py_ssize_t, size=Py_ssize_t)
 cpdef Py_ssize_t check_headers(object headers) except -1
+
+@cython.locals(digits=str, length=Py_ssize_t, ch=Py_UCS4)
+cpdef Py_ssize_t _content_length(str value) except -1

@@ -16,36 +16,41 @@ from .messages import Request
 log = logging.getLogger("prefork.worker")
 
 
+class EmptyInput:
+    """``wsgi.input`` of a request without a body: reads nothing, has no state,
+    so every such request shares one (``EMPTY``)."""
+
+    __slots__ = ()
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list:
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+EMPTY = EmptyInput()
+
+
 class FileWrapper(util.FileWrapper):
     """``wsgi.file_wrapper``: wsgiref's (it iterates the file in blocks), of
     its own type so that the adapter knows it when the app returns it, and
     sends a regular file with sendfile (epoll) instead of reading it."""
 
 
-# the most entries each of a Mount's caches keeps (then it starts again, empty)
-NAMES_MAX = 1024
-
-
-class Mount:
-    """Where a WSGI app is mounted (``wsgi.WsgiApp`` is one), and what its
-    environs repeat from request to request: SERVER_NAME and SERVER_PORT of
-    each Host value, REMOTE_ADDR and REMOTE_PORT of each client address (a
-    connection's requests all give the same). Each cache is a dict of at most
-    ``NAMES_MAX`` entries, emptied when full; the pool's threads share it
-    (one dict operation at a time, under the GIL)."""
-
-    def __init__(self, mount: str = "/", prefix: str = ""):
-        # a prefix route's mount point without its trailing slash ("" for "/"
-        # and exact routes), taken off the path for PATH_INFO; SCRIPT_NAME is
-        # what a proxy strips (root_path) plus it
-        self.mount = mount[:-1] if mount.endswith("/") else ""
-        self.script_name = prefix + self.mount
-        self.hosts: dict = {}   # Host value -> (SERVER_NAME, SERVER_PORT), per scheme
-        self.peers: dict = {}   # a packed IPv4 peer (messages.pack_peer) -> (REMOTE_ADDR, REMOTE_PORT)
-
-
 class ErrorStream:
-    """``wsgi.errors``: what the app writes goes to the error log, a line at a time."""
+    """``wsgi.errors``: what the app writes goes to the error log, a line at a
+    time. A mount's requests share one (``Mount.errors``): lines that two
+    threads write at once may interleave, as in one log file."""
 
     __slots__ = ("_log", "_buf")
 
@@ -69,6 +74,31 @@ class ErrorStream:
             self._buf = ""
 
 
+# the most entries each of a Mount's caches keeps (then it starts again, empty)
+NAMES_MAX = 1024
+
+
+class Mount:
+    """Where a WSGI app is mounted (``wsgi.WsgiApp`` is one), and what its
+    environs repeat from request to request: SERVER_NAME and SERVER_PORT of
+    each Host value, REMOTE_ADDR and REMOTE_PORT of each client address (a
+    connection's requests all give the same). Each cache is a dict of at most
+    ``NAMES_MAX`` entries, emptied when full; the pool's threads share it
+    (one dict operation at a time, under the GIL)."""
+
+    def __init__(self, mount: str = "/", prefix: str = ""):
+        # a prefix route's mount point without its trailing slash ("" for "/"
+        # and exact routes), taken off the path for PATH_INFO; SCRIPT_NAME is
+        # what a proxy strips (root_path) plus it
+        self.mount = mount[:-1] if mount.endswith("/") else ""
+        self.script_name = prefix + self.mount
+        self.hosts: dict = {}   # Host value -> (SERVER_NAME, SERVER_PORT), per scheme
+        self.peers: dict = {}   # a packed IPv4 peer (messages.pack_peer) -> (REMOTE_ADDR, REMOTE_PORT)
+        # wsgi.errors of the app's requests: one stream, as gunicorn gives its
+        # error log to every request (a line is logged when it ends)
+        self.errors = ErrorStream()
+
+
 def _server_name(host: bytes | None, sockname, scheme: str) -> tuple[str, str]:
     if host:
         text = host.decode("latin-1")
@@ -85,6 +115,9 @@ def _server_name(host: bytes | None, sockname, scheme: str) -> tuple[str, str]:
 # RFC 2616's hop-by-hop headers (wsgiref.util.is_hop_by_hop's): the server's, never the app's
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                          "trailers", "transfer-encoding", "upgrade"))
+# the lengths of the header names check_headers looks at (hop-by-hop ones,
+# Content-Length, Server, Date): a name of any other length is none of them
+_LOOKED_AT = frozenset(len(name) for name in _HOP_BY_HOP | {"content-length", "server", "date"})
 # what every environ has: the keys every request sets (so that the copy is
 # made at its final size, with no resize as they go in) and the values that
 # are the same for all (copied, never changed)
@@ -93,7 +126,7 @@ _CONSTANT: dict[str, Any] = {
     "SERVER_NAME": "", "SERVER_PORT": "", "REMOTE_ADDR": "", "REMOTE_PORT": "",
     "wsgi.version": (1, 0),
     "wsgi.url_scheme": "http",
-    "wsgi.input": None,
+    "wsgi.input": EMPTY,
     "wsgi.errors": None,
     "wsgi.multithread": True,
     "wsgi.multiprocess": True,
@@ -118,7 +151,8 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     path = request.path.decode("latin-1")
     if mount and path.startswith(mount):
         path = path[len(mount):]
-    environ = _CONSTANT.copy()
+    environ = _CONSTANT  # (typed, for the compiler's PyDict_Copy)
+    environ = environ.copy()
     environ["REQUEST_METHOD"] = request.method.decode("latin-1")
     environ["SCRIPT_NAME"] = app.script_name
     environ["PATH_INFO"] = path
@@ -170,8 +204,11 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     else:  # a unix socket's client has no address
         del environ["REMOTE_ADDR"], environ["REMOTE_PORT"]
     environ["wsgi.url_scheme"] = scheme
-    environ["wsgi.input"] = io.BytesIO(whole) if body is None else body
-    environ["wsgi.errors"] = errors if errors is not None else ErrorStream()
+    if body is not None:
+        environ["wsgi.input"] = body
+    elif whole:
+        environ["wsgi.input"] = io.BytesIO(whole)
+    environ["wsgi.errors"] = errors if errors is not None else app.errors
     return environ
 
 
@@ -220,19 +257,32 @@ def check_headers(headers: Any) -> int:
         if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str or type(item[1]) is not str:
             raise TypeError(f"start_response: a header must be a (str, str) tuple, not {item!r}")
         name, value = item
-        if not name or ":" in name or " " in name or "\r" in name or "\n" in name or "\r" in value \
+        size = len(name)
+        if not size or ":" in name or " " in name or "\r" in name or "\n" in name or "\r" in value \
                 or "\n" in value:
             raise ValueError(f"start_response: bad header {item!r}")
+        if size not in _LOOKED_AT:  # (most: Content-Type, Cache-Control, Set-Cookie, X-...)
+            continue
         lower = name.lower()
         if lower in _HOP_BY_HOP:
             raise ValueError(f"start_response: hop-by-hop header {name!r} is the server's")
         if lower == "content-length":
-            digits = value.strip()
-            if not digits.isdigit() or not digits.isascii() or len(digits) > 18:
-                raise ValueError(f"bad Content-Length {value!r}")
-            declared = int(digits)
+            declared = _content_length(value)
         elif lower == "server":
             facts |= OWN_SERVER
         elif lower == "date":
             facts |= OWN_DATE
     return facts | (declared + 1) << 2
+
+
+def _content_length(value: str) -> int:
+    """A Content-Length the app gave: digits (around them, spaces); ValueError if not."""
+    digits = value.strip()
+    if not digits or len(digits) > 18:
+        raise ValueError(f"bad Content-Length {value!r}")
+    length = 0
+    for ch in digits:
+        if ch < "0" or ch > "9":
+            raise ValueError(f"bad Content-Length {value!r}")
+        length = length * 10 + (ord(ch) - 48)
+    return length

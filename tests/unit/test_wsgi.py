@@ -20,7 +20,7 @@ from prefork.messages import FileChunk, Request, pack_peer
 from prefork.protocols.http import IDLE, WAITING
 from prefork.protocols.http_flow import FlowControl
 from prefork.wsgi import WsgiApp, _Call
-from prefork.wsgi_environ import (NAMES_MAX, OWN_DATE, OWN_SERVER, ErrorStream, build_environ, check_headers,
+from prefork.wsgi_environ import (EMPTY, NAMES_MAX, OWN_DATE, OWN_SERVER, ErrorStream, build_environ, check_headers,
                                   check_status)
 
 
@@ -63,9 +63,17 @@ def test_environ_is_each_requests_own_and_keys_common_and_rare_headers_alike():
         == ("a", "x, y", "r", "trailers")
     first["wsgi.run_once"] = True  # what one app does to its environ ...
     first["myapp.key"] = 1
-    second = build_environ(WsgiApp(None), request)
+    app = WsgiApp(None)
+    second = build_environ(app, request)
     assert second["wsgi.run_once"] is False and "myapp.key" not in second  # ... the next one never sees
-    assert second["wsgi.input"] is not first["wsgi.input"] and second["wsgi.errors"] is not first["wsgi.errors"]
+    # no body: the one stateless empty input; a body: a reader of its own per request
+    assert second["wsgi.input"] is EMPTY and second["wsgi.input"].read() == b"" and list(second["wsgi.input"]) == []
+    assert second["wsgi.input"].readline() == b"" and second["wsgi.input"].readlines() == []
+    posted = [build_environ(app, _request(b"POST", body=b"xy")) for _ in range(2)]
+    assert posted[0]["wsgi.input"] is not posted[1]["wsgi.input"]
+    assert [env["wsgi.input"].read() for env in posted] == [b"xy", b"xy"]
+    # wsgi.errors: the mount's one stream (as gunicorn's error log is every request's)
+    assert second["wsgi.errors"] is posted[0]["wsgi.errors"] is app.errors
 
 
 def test_environ_mounts_and_server_names():
