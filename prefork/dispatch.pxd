@@ -5,7 +5,8 @@ from prefork.protocols.http cimport HttpProtocol
 from prefork.protocols.http_response cimport HttpContext
 
 cdef class HttpServerContext(HttpContext):
-    cdef public object router, submit, hand_back, _constant_out, _access_log, asgi_calls, forwarded
+    cdef public object router, submit, hand_back, _constant_out, _access_log, forwarded
+    cdef public dict asgi_calls
     cdef public Py_ssize_t requests
     cdef public bint draining
 

@@ -88,17 +88,19 @@ class WsgiApp(Mount):
 
     def serve(self, proto: Exchange, request: Request) -> None:
         """Run the app for ``request`` (its body whole) in the pool; ``proto`` waits."""
-        ctx = proto.ctx
+        flow = proto  # compiled: the protocol's class (C fields, a C call to wait())
+        ctx = flow.ctx  # compiled: the context's class (its pool and table of calls C fields)
         submit, hand_back = ctx.submit, ctx.hand_back
         if submit is None or hand_back is None:
             log.error("WSGI app for %s: no thread pool to run it in", request.path.decode("latin-1"))
             proto.write_response(request, None, 500)
             return
-        call = _Call(self, proto, request, hand_back, _local_name(proto, request))
+        call = _Call.__new__(_Call)  # _Call(...) without the type call (compiled: C calls)
+        call._fill(self, proto, request, hand_back, _local_name(proto, request), ctx.config.high_water)
         if not submit(call.run, None, None):
             proto.write_response(request, None, 503)  # the pool's queue is full
             return
-        proto.wait()
+        flow.wait()
         ctx.asgi_calls[proto] = call  # told (lost) if the client goes
 
     def serve_stream(self, proto: Exchange, request: Request) -> "_Call | None":
@@ -150,6 +152,10 @@ class _Call:
                  "keep_alive", "no_body", "pending", "committed", "body", "deferred")
 
     def __init__(self, app: WsgiApp, proto: Exchange, request: Request, hand_back: Callable, server=None):
+        self._fill(app, proto, request, hand_back, server, proto.ctx.config.high_water)
+
+    def _fill(self, app: WsgiApp, proto: Exchange, request: Request, hand_back: Callable, server,
+              high_water: int) -> None:
         self.app = app
         self.proto = proto
         self.request = request
@@ -160,7 +166,7 @@ class _Call:
         self.blocked = False     # the connection's output is above high_water (set on the reactor thread)
         self.handed = 0          # bytes handed to the reactor (by the thread) ...
         self.delivered = 0       # ... and delivered by it: the difference is on its way
-        self.high_water = proto.ctx.config.high_water
+        self.high_water = high_water
         self.status: str | None = None
         self.code = 0
         self.headers: list = []
@@ -336,7 +342,8 @@ class _Call:
 
     def _head(self, first: int, more: bool) -> bytes:
         code = self.code
-        ctx = self.proto.ctx
+        flow = self.proto  # compiled: the protocol's and its context's classes (C fields)
+        ctx = flow.ctx
         facts = self.facts  # what start_response's check_headers found
         self.declared = (facts >> 2) - 1
         # the status line and the app's headers as one str, encoded once
@@ -476,8 +483,9 @@ class _Call:
 
     def _end(self) -> bool:
         """The call is over; whether the protocol still waits for it."""
-        proto = self.proto
-        proto.ctx.asgi_calls.pop(proto, None)
+        proto = self.proto  # compiled: the protocol's and its context's classes (C fields)
+        ctx = proto.ctx
+        ctx.asgi_calls.pop(proto, None)
         return not self.gone and proto.state == WAITING
 
     def _complete(self, last) -> None:

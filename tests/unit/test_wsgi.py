@@ -10,12 +10,12 @@ import logging
 import os
 import sys
 import threading
-from types import SimpleNamespace
 from wsgiref.validate import check_environ
 
 import pytest
 
-from prefork.dispatch import STREAMING, Router
+from prefork.config import HttpConfig
+from prefork.dispatch import STREAMING, HttpServerContext, Router
 from prefork.messages import FileChunk, Request, pack_peer
 from prefork.protocols.http import IDLE, WAITING
 from prefork.protocols.http_flow import FlowControl
@@ -199,8 +199,9 @@ class FakeProto(FlowControl):
 
     def __init__(self, high_water=65536):
         self.state = WAITING
-        self.ctx = SimpleNamespace(config=SimpleNamespace(high_water=high_water), server_line=b"Server: t\r\n",
-                                   date_line=b"Date: d\r\n", draining=False, asgi_calls={}, on_response=None)
+        # a real context (compiled, the call reads its fields as C fields), with a fixed head
+        self.ctx = HttpServerContext(HttpConfig(high_water=high_water), Router())
+        self.ctx.server_line, self.ctx.date_line = b"Server: t\r\n", b"Date: d\r\n"
         self.driver = FakeDriver()
         self.events: list = []
 
