@@ -10,7 +10,7 @@ cdef class ErrorStream:
     cdef public object _log, _buf
 
 @cython.locals(environ=dict, keys=dict, path=str, mount=str, name=bytes, value=bytes, key=str,
-               text=str, old=str, whole=bytes, scheme=str, names=tuple, peer=tuple)
+               text=str, old=str, whole=bytes, scheme=str, names=tuple, peer=tuple, raw=bytes)
 cpdef dict build_environ(Mount app, Request request, object sockname=*, object errors=*, object body=*)
 
 cpdef tuple _remote(object peer)

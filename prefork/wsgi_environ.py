@@ -148,15 +148,18 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
     """The environ of PEP 3333 for ``request``: ``wsgi.input`` is ``body`` (a
     streamed body's reader) or else the request's body (whole)."""
     mount = app.mount
-    path = request.path.decode("latin-1")
+    raw = request.path  # (typed bytes for the compiler: a C call to decode)
+    path = raw.decode("latin-1")
     if mount and path.startswith(mount):
         path = path[len(mount):]
     environ = _CONSTANT  # (typed, for the compiler's PyDict_Copy)
     environ = environ.copy()
-    environ["REQUEST_METHOD"] = request.method.decode("latin-1")
+    raw = request.method
+    environ["REQUEST_METHOD"] = raw.decode("latin-1")
     environ["SCRIPT_NAME"] = app.script_name
     environ["PATH_INFO"] = path
-    environ["QUERY_STRING"] = request.query.decode("latin-1")
+    raw = request.query
+    environ["QUERY_STRING"] = raw.decode("latin-1")
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.version == "1.1" else "HTTP/" + request.version
     host = None
     keys = _KEYS
