@@ -15,3 +15,5 @@ cdef class HttpProtocol(StreamedBody):
     cpdef answered(self, request, status, length, bint hold=*)
     @cython.locals(ctx=HttpContext, old=int)
     cpdef _set_state(self, int new)
+    @cython.locals(out=list)
+    cpdef _take(self)

@@ -8,6 +8,9 @@ cdef class FlowControl:
     cdef public int state
     cdef public Py_ssize_t _requests
 
+    cpdef _set_state(self, int new)
+    cpdef answered(self, request, status, length, bint hold=*)
+    cpdef _take(self)
     cpdef wait(self)
     cpdef end_wait(self, out=*)
     cpdef answer_waited(self, request, out, Py_ssize_t status, Py_ssize_t length, bint hold=*)

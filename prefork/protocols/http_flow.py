@@ -30,6 +30,17 @@ class FlowControl:
 
     __slots__ = ()
 
+    # HttpProtocol's own steps, declared here (http_flow.pxd) so that the
+    # compiled calls of this class reach them as C calls through its table
+    def _set_state(self, new: int) -> None:
+        raise NotImplementedError
+
+    def answered(self, request, status: int, length: int, hold: bool = False) -> None:
+        raise NotImplementedError
+
+    def _take(self):
+        raise NotImplementedError
+
     def _queue(self, item) -> None:
         if self._pending is None:
             self._pending = deque()
