@@ -1,5 +1,10 @@
 # Types for the compiler only (see driver.pxd).
+cimport cython
 from prefork.driver cimport BaseDriver
+from prefork.protocols.http cimport HttpProtocol
 
 cdef class Connection(BaseDriver):
     pass
+
+@cython.locals(http=HttpProtocol)
+cpdef object _feed(object proto, object data)

@@ -18,12 +18,21 @@ from collections import deque
 
 from .driver import FIELDS, HELD, HIGH_WATER, LINGERING, PAUSED, PAUSED_EOF, AcceptorHost, BaseDriver, Host
 from .messages import FileChunk
+from .protocols.http import HttpProtocol
 from .reactor import READABLE, WHEN, WRITABLE
 
 log = logging.getLogger("prefork.worker")
 
 SENDFILE_CHUNK = 1 << 20
 READ_SIZE = 65536  # bytes per read: one read takes a whole pipelined burst
+
+
+def _feed(proto, data: bytes):
+    """``proto.data_received(data)``: compiled, the HTTP protocol's is a C call."""
+    if isinstance(proto, HttpProtocol):
+        http = proto
+        return http.data_received(data)
+    return proto.data_received(data)
 
 
 def _send_more(fd: int, data: bytes) -> int:
@@ -95,7 +104,7 @@ class Connection(BaseDriver):
             return
         proto = self.proto
         if data:
-            out = proto.data_received(data)
+            out = _feed(proto, data)
         else:
             out = proto.eof_received()
             if not proto.closing:
