@@ -303,7 +303,8 @@ class HttpServerProtocol(HttpProtocol):
     def dispatch(self, request: Request) -> None:
         """Route ``request`` and answer it: inline, in the pool, or 404. The
         protocol calls this too when a queued request's turn comes."""
-        router = self.ctx.router
+        ctx = self.ctx  # compiled: the context's and router's classes (C fields)
+        router = ctx.router
         if request.path[:1] != b"/":  # llhttp lets only "*" (asterisk-form) through here
             self._asterisk(request)
             return
