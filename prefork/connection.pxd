@@ -4,7 +4,7 @@ from prefork.driver cimport BaseDriver
 from prefork.protocols.http cimport HttpProtocol
 
 cdef class Connection(BaseDriver):
-    pass
+    cpdef write(self, out)
 
 @cython.locals(http=HttpProtocol)
 cpdef object _feed(object proto, object data)

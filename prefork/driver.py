@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, Union
 
 from .messages import close_files
+from .protocols.http_flow import FlowControl
 from .reactor import WHEN
 
 LINGER_TIMEOUT = 5.0  # nginx lingering_timeout: drain input this long before closing after an error
@@ -334,14 +335,18 @@ class BaseDriver:
         if self.fd < 0:
             return
         proto = self.proto
-        if proto.closing:
+        if isinstance(proto, FlowControl):  # HTTP (compiled: C fields)
+            flow = proto
+            closing, deadline = flow.closing, flow.deadline
+        else:
+            closing, deadline = proto.closing, proto.deadline
+        if closing:
             if self.wbuf is None:
                 self.finish()
             return
         # One pending timer per connection: a deadline that moved later is
         # handled when the timer fires (lazily); one that moved earlier re-arms.
         timer = self.timer
-        deadline = proto.deadline
         if deadline and (timer is None or deadline < timer[WHEN]):
             self.arm()
         elif timer is None and self.send_deadline:
