@@ -7,6 +7,7 @@ from prefork.protocols.http_stream cimport StreamedBody
 
 cdef class HttpProtocol(StreamedBody):
     cpdef dispatch(self, Request request)
+    cpdef on_request(self, method, bytes target, version, headers, body, bint keep_alive, trailers=*)
     @cython.locals(p=Parser)
     cpdef bint upgradable(self, Request request)
     @cython.locals(p=Parser, out=list)

@@ -48,7 +48,8 @@ import httptools
 
 from ..messages import FileChunk, Request, Response, pack_peer
 from .http_flow import BURST, PENDING_MAX
-from .http_parser import BODY, CLOSED, HEAD, IDLE, UPGRADED, WAITING, Parser, ParseError, Stop
+from .http_parser import Parser, ParseError, Stop
+from .states import BODY, CLOSED, HEAD, IDLE, UPGRADED, WAITING
 from .http_response import _CONTINUE, HttpContext, status_line
 from .http_stream import BodySink, StreamedBody
 

@@ -11,6 +11,7 @@ cdef class FlowControl:
     cpdef _set_state(self, int new)
     cpdef answered(self, request, status, length, bint hold=*)
     cpdef _take(self)
+    cpdef on_request(self, method, bytes target, version, headers, body, bint keep_alive, trailers=*)
     cpdef wait(self)
     cpdef end_wait(self, out=*)
     cpdef answer_waited(self, request, out, Py_ssize_t status, Py_ssize_t length, bint hold=*)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .http_parser import BODY, HEAD, IDLE, WAITING
+from .states import BODY, HEAD, IDLE, WAITING
 from .http_response import _CONTINUE
 
 PENDING_MAX = 64  # pipelined requests queued behind one in the pool before reading pauses
@@ -39,6 +39,10 @@ class FlowControl:
         raise NotImplementedError
 
     def _take(self):
+        raise NotImplementedError
+
+    def on_request(self, method: bytes, target: bytes, version: str, headers: list, body: bytes,
+                   keep_alive: bool, trailers=()) -> None:
         raise NotImplementedError
 
     def _queue(self, item) -> None:

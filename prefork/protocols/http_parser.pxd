@@ -1,5 +1,6 @@
 cimport cython
 # Types for the compiler only (setup.py): http_parser.py is the source.
+from prefork.protocols.http_flow cimport FlowControl
 cdef class Parser:
     cdef public object parser, proto, body, trailers, sink, version, content_length
     cdef public bytes url, method, expect, good_host
@@ -12,3 +13,7 @@ cdef class Parser:
     @cython.locals(headers=list, n=Py_ssize_t, lname=bytes)
     cpdef on_header(self, bytes name, bytes value)
     cpdef on_url(self, bytes url)
+    @cython.locals(proto=FlowControl)
+    cpdef on_message_begin(self)
+    @cython.locals(proto=FlowControl, keep_alive=bint)
+    cpdef on_message_complete(self)

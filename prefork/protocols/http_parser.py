@@ -21,14 +21,8 @@ import socket
 import httptools
 
 from ..config import HttpConfig
+from .states import CLOSED
 
-# Connection states, for timeouts.
-IDLE = 0      # between requests (or before the first): keepalive/header timeout
-HEAD = 1      # request line and headers arriving: header timeout -> 408
-BODY = 2      # body arriving: body timeout between reads -> 408
-CLOSED = 3    # closing: nothing more is parsed
-WAITING = 4   # a handler runs elsewhere (the thread pool); its response is not out yet
-UPGRADED = 5  # handed over to another protocol (a WebSocket): the driver drives that one now
 
 # on_header looks only at names of the lengths of host (4), expect (6), connection (10),
 # content-length (14) and transfer-encoding (17)
@@ -279,5 +273,6 @@ class Parser:
                 return
         else:
             body = b""
-        self.proto.on_request(self.method, self.url, self.version, self.headers, body, keep_alive)
+        proto = self.proto  # compiled: the protocol's class (on_request a C call)
+        proto.on_request(self.method, self.url, self.version, self.headers, body, keep_alive)
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..config import HttpConfig
 from ..messages import no_content
-from .http_parser import Parser
+
+if TYPE_CHECKING:  # (the parser's module, compiled, imports the flow control, which imports this)
+    from .http_parser import Parser
 
 _STATUS_LINES = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus

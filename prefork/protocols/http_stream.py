@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from .http_flow import FlowControl
-from .http_parser import WAITING, Parser
+from .http_parser import Parser
+from .states import WAITING
 from .http_response import _CONTINUE
 
 
