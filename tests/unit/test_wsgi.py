@@ -434,3 +434,13 @@ def test_file_wrapper_on_a_regular_file_is_a_file_chunk(tmp_path):
     proto, _ = run(pipe_app)
     sent = b"".join(proto.driver.out) + proto.events[0][1]
     assert sent.endswith(b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n")
+
+
+def test_proto_bench_wsgi_case_runs_whole_requests():
+    """prefork-bench proto --case wsgi-hello (the instruction counts of the
+    README): each request goes through the protocol, the dispatcher and the
+    call, and its 200 is delivered (run() checks the first, and would raise)."""
+    from prefork_bench.protobench import run as proto_run
+
+    per_request = proto_run("wsgi-hello", 200, 1)
+    assert 0 < per_request < 0.01
