@@ -97,7 +97,7 @@ class WsgiApp(Mount):
             return
         call = _Call.__new__(_Call)  # _Call(...) without the type call (compiled: C calls)
         call._fill(self, proto, request, hand_back, _local_name(proto, request), ctx.config.high_water)
-        if not submit(call.run, None, None):
+        if not submit(_RUN, call, None):  # run(call): no bound method per request
             proto.write_response(request, None, 503)  # the pool's queue is full
             return
         flow.wait()
@@ -121,7 +121,7 @@ class WsgiApp(Mount):
         if kind == CHUNKED:
             call.deferred = True
             call.body.ask()  # read it meanwhile (and send a 100 Continue owed)
-        elif not submit(call.run, None, None):
+        elif not submit(_RUN, call, None):
             return None
         proto.wait()
         ctx.asgi_calls[proto] = call
@@ -211,7 +211,7 @@ class _Call:
             self.committed = True
             self._emit(data, True)
 
-    def run(self, _arg=None) -> None:
+    def run(self) -> None:
         result = None
         try:
             environ = build_environ(self.app, self.request, self.server, None, self.body)
@@ -229,7 +229,7 @@ class _Call:
         self._close(result)
         try:
             if parts is not None:
-                self._hand(self._complete, parts)
+                self._hand(_COMPLETE, parts)
                 return
             last, self.pending = self.pending or b"", None
             self._emit(last, False)
@@ -329,16 +329,16 @@ class _Call:
             parts.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
         if more:
             if parts:
-                self._hand(self._deliver, b"".join(parts))
+                self._hand(_DELIVER, b"".join(parts))
             return
         if self.chunked:
             parts.append(LAST_CHUNK)
         elif self.length < self.declared and not self.no_body:
             log.error("WSGI app for %s: %d bytes of the Content-Length (%d) it gave: closing the connection",
                       self._where(), self.length, self.declared)
-            self._hand(self._abort, b"".join(parts))
+            self._hand(_ABORT, b"".join(parts))
             return
-        self._hand(self._complete, b"".join(parts))
+        self._hand(_COMPLETE, b"".join(parts))
 
     def _head(self, first: int, more: bool) -> bytes:
         code = self.code
@@ -368,8 +368,9 @@ class _Call:
         self.head_sent = True
         return b"".join(parts)
 
-    def _hand(self, fn: Callable[[bytes], None], data: bytes) -> None:
-        """Hand ``data`` to the reactor thread (``fn`` delivers it), waiting
+    def _hand(self, fn: Callable[["_Call", bytes], None], data: bytes) -> None:
+        """Hand ``data`` to the reactor thread (``fn(self, data)``, a method of
+        the class, delivers it: no bound method per piece), waiting
         first while the connection is above high water or that much is on its way."""
         if self.blocked or self.handed - self.delivered > self.high_water:
             self._wait()
@@ -377,7 +378,7 @@ class _Call:
             close_files(data)
             raise ClientDisconnected("the client has disconnected")
         self.handed += len(data)
-        self.hand_back(fn, data)
+        self.hand_back(fn, self, data)
 
     def _held_back(self) -> bool:
         return not self.gone and (self.blocked or self.handed - self.delivered > self.high_water)
@@ -464,7 +465,7 @@ class _Call:
         if body.done and body.size <= body.limit:
             self.request.body = body.read()
             self.body = None
-        if not self.proto.ctx.submit(self.run, None, None):  # the pool's queue is full
+        if not self.proto.ctx.submit(_RUN, self, None):  # the pool's queue is full
             if self._end():
                 proto = self.proto
                 self.request.keep_alive = False
@@ -512,3 +513,10 @@ class _Call:
         proto.abort_waited(self.request, self.code, self.length)
 
 
+# the call's steps as functions of the class, handed over with the call as
+# their first argument (no bound method per request or piece); taken from
+# the class's dict (compiled, the Python-callable entries of its methods)
+_RUN = _Call.__dict__["run"]
+_COMPLETE = _Call.__dict__["_complete"]
+_DELIVER = _Call.__dict__["_deliver"]
+_ABORT = _Call.__dict__["_abort"]

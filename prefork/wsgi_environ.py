@@ -178,10 +178,9 @@ def build_environ(app: Mount, request: Request, sockname=None, errors: Any = Non
         if host is None and key == "HTTP_HOST":
             host = value
         text = value.decode("latin-1")
-        old = environ.get(key)
-        if old is not None:
-            text = old + ("; " if key == "HTTP_COOKIE" else ", ") + text
-        environ[key] = text
+        old = environ.setdefault(key, text)  # one lookup: in, or the value there already
+        if old is not text:  # a repeated header: joined
+            environ[key] = old + ("; " if key == "HTTP_COOKIE" else ", ") + text
     whole = request.body
     if whole and "CONTENT_LENGTH" not in environ:
         environ["CONTENT_LENGTH"] = str(len(whole))  # a chunked body, read whole
