@@ -29,7 +29,7 @@ cdef class _Call:
     cpdef object _close(self, object result)
     cpdef object _emit(self, bytes body, bint more)
     @cython.locals(name=str, value=str, text=list, parts=list, facts=Py_ssize_t, flow=FlowControl,
-                   ctx=HttpServerContext)
+                   ctx=HttpServerContext, headers=list, i=Py_ssize_t)
     cpdef bytes _head(self, Py_ssize_t first, bint more)
     cpdef object _hand(self, object fn, object data)
     @cython.locals(proto=FlowControl, ctx=HttpServerContext)

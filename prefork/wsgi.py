@@ -347,12 +347,15 @@ class _Call:
         facts = self.facts  # what start_response's check_headers found
         self.declared = (facts >> 2) - 1
         # the status line and the app's headers as one str, encoded once
-        text = ["HTTP/1.1 ", self.status, "\r\n"]
-        for name, value in self.headers:
-            text.append(name)
-            text.append(": ")
-            text.append(value)
-            text.append("\r\n")
+        headers = self.headers
+        text = [": "] * (3 + 4 * len(headers))  # at its final size: no reallocation as it fills
+        text[0], text[1], text[2] = "HTTP/1.1 ", self.status, "\r\n"
+        i = 3
+        for name, value in headers:
+            text[i] = name  # (text[i + 1] is ": ")
+            text[i + 2] = value
+            text[i + 3] = "\r\n"
+            i += 4
         parts = ["".join(text).encode("latin-1")]
         if not facts & OWN_SERVER:
             parts.append(ctx.server_line)

@@ -9,6 +9,7 @@ counts of connections reading and pooled). Sans-IO, like ``http.py``, whose
 from __future__ import annotations
 
 import time
+from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Callable
@@ -54,7 +55,9 @@ class HttpContext:
         self.date_line = b""
         self._date_second = -1
         self._heads: dict[tuple, bytes] = {}  # response heads of this second, by shape
-        self.parser_pool: list[Parser] = []
+        # idle parsers, taken and given back at every request: a deque, which
+        # never reallocates as it shrinks and grows by one (a list does, at each turn)
+        self.parser_pool: deque[Parser] = deque()
         self.parser_pool_max = 256
         self.reading = 0   # connections reading a request (HEAD or BODY, or a body streamed to its route)
         self.pooled = 0    # connections whose response is being computed (WAITING: the pool, an ASGI app)
