@@ -18,7 +18,8 @@ state machine, framing, limits, timeouts, writing responses, errors),
 queued pipelined requests, held output), ``http_stream.py`` (``StreamedBody``
 and ``BodySink``: the streamed-body mode below) and ``http_response.py``
 (``HttpContext``, ``status_line``: response heads and error pages). Every
-public name is importable from here.
+public name is importable from here, and so are the connection states
+(``states.py``).
 
 Request bodies are gathered whole for ``on_request`` -- unless, when the
 head of a request with a body is complete and its turn has come (at once, or,
@@ -49,9 +50,9 @@ import httptools
 from ..messages import FileChunk, Request, Response, pack_peer
 from .http_flow import BURST, PENDING_MAX
 from .http_parser import Parser, ParseError, Stop
-from .states import BODY, CLOSED, HEAD, IDLE, UPGRADED, WAITING
 from .http_response import _CONTINUE, HttpContext, status_line
 from .http_stream import BodySink, StreamedBody
+from .states import BODY, CLOSED, HEAD, IDLE, UPGRADED, WAITING
 
 __all__ = ["BODY", "BURST", "CLOSED", "HEAD", "IDLE", "PENDING_MAX", "UPGRADED", "WAITING", "BodySink", "HttpContext",
            "HttpProtocol", "status_line"]

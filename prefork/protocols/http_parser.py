@@ -23,7 +23,6 @@ import httptools
 from ..config import HttpConfig
 from .states import CLOSED
 
-
 # on_header looks only at names of the lengths of host (4), expect (6), connection (10),
 # content-length (14) and transfer-encoding (17)
 

@@ -13,8 +13,8 @@ from typing import Protocol
 
 from .http_flow import FlowControl
 from .http_parser import Parser
-from .states import WAITING
 from .http_response import _CONTINUE
+from .states import WAITING
 
 
 class BodySink(Protocol):
