@@ -24,8 +24,9 @@ woken thread has not taken its job (``_searcher``) no other is woken. A
 thread that takes a job and sees more queued wakes the next one, so jobs
 that block (a database, a disk) still run side by side.
 
-How the threads are scheduled (``sched_batch``, ``[server] threads_sched =
-"batch"``, the default): each thread makes itself ``SCHED_BATCH``. A woken
+How the threads are scheduled (``sched_batch``; ``[server] threads_sched =
+"batch"``, the default): each thread makes itself ``SCHED_BATCH``
+(``become_batch``). A woken
 batch thread does not preempt the thread running on its CPU (Linux gives
 wake-up preemption to SCHED_NORMAL threads only); it runs when that thread
 blocks or its time slice ends. So the thread the loop wakes at the end of its
@@ -54,7 +55,7 @@ log = logging.getLogger("prefork.worker")
 Done = Callable[[Any, BaseException | None], None]
 
 
-def sched_batch() -> bool:
+def become_batch() -> bool:
     """Make the calling thread SCHED_BATCH (Linux; pid 0 is this thread):
     False, with a line in the log, where the system does not have it."""
     try:
@@ -154,7 +155,7 @@ class ThreadPool:
         wake = threading.Lock()
         wake.acquire()
         if self._batch:
-            sched_batch()
+            become_batch()
         while True:
             try:
                 job = jobs.popleft()

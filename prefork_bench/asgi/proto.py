@@ -16,6 +16,8 @@ from prefork.asgi import AsgiApp
 from prefork.config import HttpConfig
 from prefork.dispatch import HttpServerContext, HttpServerProtocol, Router
 
+from ..protobench import request
+
 CASES = {"asgi-hello": b"/", "asgi-fastapi": b"/items/42"}
 
 
@@ -58,7 +60,7 @@ async def _run(path: bytes, requests: int) -> float:
     ctx = HttpServerContext(HttpConfig(keepalive_requests=1 << 62), router)
     driver = FakeDriver()
     proto = HttpServerProtocol(ctx, peer=("127.0.0.1", 40000), driver=driver)
-    data = b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+    data = request(path)
     loop = asyncio.get_running_loop()
 
     async def one() -> None:

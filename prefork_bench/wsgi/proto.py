@@ -21,35 +21,10 @@ from prefork.config import HttpConfig
 from prefork.dispatch import HttpServerContext, HttpServerProtocol, Router
 from prefork.wsgi import WsgiApp
 
+from ..asgi.proto import FakeDriver  # (its waiter unset: it keeps the last delivery)
+from ..protobench import request
+
 CASES = {"wsgi-hello": b"/"}
-
-
-class FakeDriver:
-    """Keeps the last delivery; nothing blocks, nothing closes."""
-
-    def __init__(self):
-        self.delivered = b""
-
-    def deliver(self, out) -> None:
-        self.delivered = out
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def hold(self) -> None:
-        raise AssertionError("held: one request at a time never holds")
-
-    def abort(self) -> None:
-        raise AssertionError("the app failed mid-response")
-
-    def write_blocked(self) -> bool:
-        return False
-
-    def sockname(self):
-        return ("127.0.0.1", 8000)
 
 
 def run(case: str, requests: int) -> float:
@@ -65,7 +40,7 @@ def run(case: str, requests: int) -> float:
     ctx.hand_back = lambda fn, *args: backs.append((fn, args))
     driver = FakeDriver()
     proto = HttpServerProtocol(ctx, peer=("127.0.0.1", 40000), driver=driver)
-    data = b"GET " + CASES[case] + b" HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+    data = request(CASES[case])
 
     def one() -> None:
         proto.data_received(data)
