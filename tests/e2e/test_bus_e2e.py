@@ -150,8 +150,16 @@ def test_reload_hand_over_old_and_new_workers_both_get_each_message(bus_server):
     assert lingering, "no old worker left to check the hand-over with"
     srv.publish(n=40, tag="during")
     alive = new + lingering
-    wait_until(lambda: all(len(by_tag(srv.deliveries(p)).get("during", [])) >= 40 for p in alive),
-               timeout=20, what="old and new workers' deliveries during the hand-over")
+
+    def during() -> dict[int, int]:
+        return {p: len(by_tag(srv.deliveries(p)).get("during", [])) for p in alive}
+
+    try:
+        wait_until(lambda: all(n >= 40 for n in during().values()), timeout=20,
+                   what="old and new workers' deliveries during the hand-over")
+    except TimeoutError:  # say who missed what, and who was still running then
+        raise AssertionError(f"deliveries of 40 by worker: {during()} (new {new}, old {lingering}; "
+                             f"running now {srv.workers()})") from None
     for pid in alive:
         assert by_tag(srv.deliveries(pid))["during"] == list(range(40)), pid
     for pid in new:
